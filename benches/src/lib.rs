@@ -1,0 +1,1 @@
+//! Criterion benches for Lookout live in `benches/benches/`.
