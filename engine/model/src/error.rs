@@ -82,10 +82,18 @@ pub enum ModelError {
     TooManyLabels { count: usize, limit: usize },
     /// A label name is longer than allowed.
     #[error("label name {name:?} is {len} bytes long, the limit is {limit}")]
-    LabelNameTooLong { name: String, len: usize, limit: usize },
+    LabelNameTooLong {
+        name: String,
+        len: usize,
+        limit: usize,
+    },
     /// A label value is longer than allowed.
     #[error("value of label {name:?} is {len} bytes long, the limit is {limit}")]
-    LabelValueTooLong { name: String, len: usize, limit: usize },
+    LabelValueTooLong {
+        name: String,
+        len: usize,
+        limit: usize,
+    },
     /// All labels of a series together are larger than allowed.
     #[error("labels are {size} bytes in total, the limit is {limit}")]
     LabelsTooLarge { size: usize, limit: usize },

@@ -221,7 +221,10 @@ impl Labels {
 }
 
 /// Checks one label name against the character set of `validation`.
-pub(crate) fn validate_label_name(name: &str, validation: NameValidation) -> Result<(), ModelError> {
+pub(crate) fn validate_label_name(
+    name: &str,
+    validation: NameValidation,
+) -> Result<(), ModelError> {
     let invalid = |reason| ModelError::InvalidLabelName {
         name: name.to_owned(),
         reason,
@@ -256,7 +259,9 @@ fn validate_metric_name(name: &str, validation: NameValidation) -> Result<(), Mo
         return Err(invalid("must start with a letter, '_' or ':'"));
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.')) {
-        return Err(invalid("may only contain letters, digits, '_', ':' and '.'"));
+        return Err(invalid(
+            "may only contain letters, digits, '_', ':' and '.'",
+        ));
     }
     Ok(())
 }
@@ -475,7 +480,12 @@ mod tests {
     #[test]
     fn builder_sets_and_removes() {
         let base = labels(&[("a", "1"), ("b", "2")]);
-        let edited = base.to_builder().set("c", "3").set("a", "").remove("b").build();
+        let edited = base
+            .to_builder()
+            .set("c", "3")
+            .set("a", "")
+            .remove("b")
+            .build();
         assert_eq!(edited, labels(&[("c", "3")]));
     }
 }

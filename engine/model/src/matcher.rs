@@ -78,8 +78,13 @@ pub enum RegexFastPath {
 #[derive(Clone)]
 enum Compiled {
     Literal,
-    Regex { regex: Regex, fast_path: RegexFastPath },
-    List { members: Arc<[String]> },
+    Regex {
+        regex: Regex,
+        fast_path: RegexFastPath,
+    },
+    List {
+        members: Arc<[String]>,
+    },
 }
 
 /// One label matcher: `name op "value"`.
@@ -409,7 +414,10 @@ mod tests {
             path("foo|bar|baz"),
             RegexFastPath::Literals(vec!["bar".into(), "baz".into(), "foo".into()])
         );
-        assert_eq!(path("(a|b)"), RegexFastPath::Literals(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            path("(a|b)"),
+            RegexFastPath::Literals(vec!["a".into(), "b".into()])
+        );
         assert_eq!(
             path("api-(v1|v2)"),
             RegexFastPath::Literals(vec!["api-v1".into(), "api-v2".into()])
@@ -427,7 +435,10 @@ mod tests {
 
     #[test]
     fn display_round_trips_operators() {
-        assert_eq!(matcher(MatchKind::InList, "x|y").to_string(), r#"a=~|"x|y""#);
+        assert_eq!(
+            matcher(MatchKind::InList, "x|y").to_string(),
+            r#"a=~|"x|y""#
+        );
         assert_eq!(matcher(MatchKind::NotRegex, "x").to_string(), r#"a!~"x""#);
     }
 

@@ -124,8 +124,14 @@ mod tests {
 
     #[test]
     fn seconds_convert_to_millis_and_reject_nan_and_overflow() {
-        assert_eq!(TimestampMs::from_seconds_f64(1.5).unwrap(), TimestampMs(1500));
-        assert_eq!(TimestampMs::from_seconds_f64(-2.0).unwrap(), TimestampMs(-2000));
+        assert_eq!(
+            TimestampMs::from_seconds_f64(1.5).unwrap(),
+            TimestampMs(1500)
+        );
+        assert_eq!(
+            TimestampMs::from_seconds_f64(-2.0).unwrap(),
+            TimestampMs(-2000)
+        );
         assert!(TimestampMs::from_seconds_f64(f64::NAN).is_err());
         assert!(TimestampMs::from_seconds_f64(f64::INFINITY).is_err());
         assert!(TimestampMs::from_seconds_f64(1e300).is_err());
