@@ -1,1 +1,23 @@
-//! placeholder
+//! Lookout's native time-series engine.
+//!
+//! What it owns: the Gorilla chunk codec ([`chunk`]), the in-memory head with its sharded
+//! series and inverted index ([`head`], [`index`], [`symbols`]), and the write-ahead log
+//! ([`wal`]), tied together by [`Tsdb`], which implements [`lookout_storage::Storage`].
+//! On-disk formats are specified in `docs/format/`.
+//!
+//! It depends on `lookout-model` and `lookout-storage` only; nothing of HTTP, PromQL or the
+//! gateways belongs here, and no other engine type leaks through the `Storage` trait.
+
+pub mod chunk;
+mod db;
+pub mod encoding;
+mod error;
+pub mod head;
+pub mod index;
+pub mod symbols;
+pub mod wal;
+
+pub use db::{Tsdb, TsdbOptions, TruncateReport, DEFAULT_FSYNC_INTERVAL};
+pub use error::{Result, TsdbError};
+pub use head::{Head, HeadOptions, HeadStats, SeriesRef};
+pub use wal::{FsyncPolicy, ReplayReport, WalCorruption, WalOptions};

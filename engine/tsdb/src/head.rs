@@ -1,0 +1,728 @@
+//! The head: every recent series in memory, sharded by label hash.
+//!
+//! Appends for a batch are grouped by shard; each shard is locked once, its series looked up or
+//! created (labels interned, postings added), samples appended into the open Gorilla chunk (cut
+//! at [`HeadOptions::chunk_samples`]), and the records for the WAL framed and handed to the
+//! log's buffer before the lock is released, so the log holds every series' samples in the
+//! order the head applied them. The caller then waits for the group commit outside all locks.
+//!
+//! Series references ([`SeriesRef`]) encode the shard in their low bits, so the reference a
+//! series had before a restart is valid after replay and WAL records need no translation.
+
+mod series;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lookout_model::{Label, LabelLimits, Labels, Matcher, Sample};
+use lookout_storage::{RejectReason, Series, WriteBatch, WriteOutcome};
+use parking_lot::{Mutex, RwLock};
+
+use crate::chunk::MAX_SAMPLES_PER_CHUNK;
+use crate::error::{Result, TsdbError};
+use crate::index::MemIndex;
+use crate::symbols::{Symbol, SymbolTable};
+use crate::wal::record::{encode_samples, encode_series, encode_tombstones, SampleEntry, TombstoneEntry};
+use crate::wal::{Ticket, Wal};
+use series::{AppendResult, MemSeries};
+
+/// Number of shards. Part of the on-disk contract: a reference's low bits are its shard.
+pub const SHARD_COUNT: usize = 16;
+const SHARD_BITS: u32 = SHARD_COUNT.trailing_zeros();
+
+/// Identifies a series in the head (and in the WAL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesRef(pub u32);
+
+impl SeriesRef {
+    fn new(shard: usize, local: usize) -> Option<SeriesRef> {
+        let local = u32::try_from(local).ok()?;
+        let id = local.checked_mul(SHARD_COUNT as u32)?.checked_add(shard as u32)?;
+        Some(SeriesRef(id))
+    }
+
+    fn shard(self) -> usize {
+        (self.0 as usize) & (SHARD_COUNT - 1)
+    }
+
+    fn local(self) -> usize {
+        (self.0 >> SHARD_BITS) as usize
+    }
+}
+
+fn shard_of(hash: u64) -> usize {
+    (hash as usize) & (SHARD_COUNT - 1)
+}
+
+/// Options of the head, validated at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadOptions {
+    /// Limits every written series must satisfy.
+    pub label_limits: LabelLimits,
+    /// Samples per chunk before it is cut (Prometheus uses 120).
+    pub chunk_samples: usize,
+}
+
+impl Default for HeadOptions {
+    fn default() -> Self {
+        HeadOptions {
+            label_limits: LabelLimits::default(),
+            chunk_samples: MAX_SAMPLES_PER_CHUNK,
+        }
+    }
+}
+
+impl HeadOptions {
+    /// Checks the options once, at open.
+    pub fn validate(&self) -> Result<()> {
+        if self.chunk_samples == 0 || self.chunk_samples > usize::from(u16::MAX) {
+            return Err(TsdbError::InvalidOptions {
+                reason: format!("chunk_samples must be in 1..=65535, got {}", self.chunk_samples),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// First series with each hash.
+    by_hash: HashMap<u64, u32>,
+    /// Further series whose labels hash like an earlier one (practically never used).
+    collisions: HashMap<u64, Vec<u32>>,
+    /// Series by local index; `None` where a series was removed (indices are not reused).
+    series: Vec<Option<Box<MemSeries>>>,
+}
+
+impl Shard {
+    fn get(&self, local: usize) -> Option<&MemSeries> {
+        self.series.get(local)?.as_deref()
+    }
+
+    fn get_mut(&mut self, local: usize) -> Option<&mut MemSeries> {
+        self.series.get_mut(local)?.as_deref_mut()
+    }
+
+    fn find(&self, labels: &Labels, symbols: &SymbolTable) -> Option<u32> {
+        let hash = labels.stable_hash();
+        let first = *self.by_hash.get(&hash)?;
+        let reader = symbols.reader();
+        let equal = |local: u32| {
+            self.get(local as usize).is_some_and(|series| {
+                series.labels.len() == labels.len()
+                    && series.labels.iter().zip(labels.iter()).all(|((name, value), label)| {
+                        reader.resolve(*name) == label.name && reader.resolve(*value) == label.value
+                    })
+            })
+        };
+        if equal(first) {
+            return Some(first);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|local| equal(*local))
+    }
+
+    fn insert(&mut self, local: usize, series: MemSeries) {
+        let hash = series.hash;
+        if self.series.len() <= local {
+            self.series.resize_with(local + 1, || None);
+        }
+        self.series[local] = Some(Box::new(series));
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(local as u32);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(hash).or_default().push(local as u32);
+            }
+        }
+    }
+
+    fn remove(&mut self, local: usize) -> Option<Box<MemSeries>> {
+        let series = self.series.get_mut(local)?.take()?;
+        let hash = series.hash;
+        let local = local as u32;
+        if self.by_hash.get(&hash) == Some(&local) {
+            self.by_hash.remove(&hash);
+            if let Some(mut others) = self.collisions.remove(&hash) {
+                let promoted = others.remove(0);
+                self.by_hash.insert(hash, promoted);
+                if !others.is_empty() {
+                    self.collisions.insert(hash, others);
+                }
+            }
+        } else if let Some(others) = self.collisions.get_mut(&hash) {
+            others.retain(|other| *other != local);
+            if others.is_empty() {
+                self.collisions.remove(&hash);
+            }
+        }
+        Some(series)
+    }
+}
+
+/// Counters of the head, for self-metrics and tests.
+#[derive(Debug, Default)]
+pub struct HeadCounters {
+    /// Samples stored.
+    pub samples_appended: AtomicU64,
+    /// Series created.
+    pub series_created: AtomicU64,
+    /// Series removed (deleted or truncated away).
+    pub series_removed: AtomicU64,
+    /// WAL samples whose series reference was unknown during replay.
+    pub replay_unknown_refs: AtomicU64,
+}
+
+/// A snapshot of the head's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    /// Live series.
+    pub series: u64,
+    /// Chunks, open ones included.
+    pub chunks: u64,
+    /// Distinct interned strings.
+    pub symbols: u64,
+    /// Oldest sample time (ms), `i64::MAX` when empty.
+    pub min_time: i64,
+    /// Newest sample time (ms), `i64::MIN` when empty.
+    pub max_time: i64,
+    /// Estimated heap bytes of series and chunks (excluding symbols and index).
+    pub series_heap_bytes: u64,
+    /// Estimated heap bytes of the index postings.
+    pub index_heap_bytes: u64,
+}
+
+/// The in-memory part of the engine.
+#[derive(Debug)]
+pub struct Head {
+    shards: Box<[RwLock<Shard>]>,
+    symbols: SymbolTable,
+    index: RwLock<MemIndex>,
+    wal: Option<Wal>,
+    options: HeadOptions,
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// WAL references replayed under a different live reference (same labels).
+    aliases: Mutex<HashMap<u32, SeriesRef>>,
+    counters: HeadCounters,
+}
+
+impl Head {
+    /// An empty head that logs to `wal` when given.
+    pub fn new(options: HeadOptions, wal: Option<Wal>) -> Result<Head> {
+        options.validate()?;
+        Ok(Head {
+            shards: (0..SHARD_COUNT).map(|_| RwLock::new(Shard::default())).collect(),
+            symbols: SymbolTable::new(),
+            index: RwLock::new(MemIndex::new()),
+            wal,
+            options,
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            aliases: Mutex::new(HashMap::new()),
+            counters: HeadCounters::default(),
+        })
+    }
+
+    /// Attaches the log after replay (replay must not log what it reads).
+    pub(crate) fn set_wal(&mut self, wal: Wal) {
+        self.wal = Some(wal);
+    }
+
+    /// The attached log.
+    pub fn wal(&self) -> Option<&Wal> {
+        self.wal.as_ref()
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &HeadCounters {
+        &self.counters
+    }
+
+    /// Options in force.
+    pub fn options(&self) -> &HeadOptions {
+        &self.options
+    }
+
+    /// Oldest and newest sample time, if any sample was ever appended.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let min_time = self.min_time.load(Ordering::Acquire);
+        let max_time = self.max_time.load(Ordering::Acquire);
+        (min_time <= max_time).then_some((min_time, max_time))
+    }
+
+    fn note_time(&self, t: i64) {
+        self.min_time.fetch_min(t, Ordering::AcqRel);
+        self.max_time.fetch_max(t, Ordering::AcqRel);
+    }
+
+    /// Appends a batch: validates labels, applies every sample in order and logs it. Returns
+    /// once the WAL holds every accepted sample.
+    pub fn append(&self, batch: &WriteBatch) -> Result<WriteOutcome> {
+        let mut outcome = WriteOutcome::default();
+        let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARD_COUNT];
+        for (position, series) in batch.series.iter().enumerate() {
+            if series.samples.is_empty() {
+                continue;
+            }
+            if let Err(error) = series.labels.validate(&self.options.label_limits) {
+                outcome.reject(RejectReason::InvalidLabels, series.samples.len() as u64, || {
+                    format!("{error}")
+                });
+                continue;
+            }
+            per_shard[shard_of(series.labels.stable_hash())].push(position);
+        }
+        let mut last_ticket: Option<Ticket> = None;
+        let mut appended_min = i64::MAX;
+        let mut appended_max = i64::MIN;
+        let mut wal_buffer = Vec::new();
+        let mut wal_samples: Vec<SampleEntry> = Vec::new();
+        for (shard_index, positions) in per_shard.iter().enumerate() {
+            if positions.is_empty() {
+                continue;
+            }
+            wal_buffer.clear();
+            wal_samples.clear();
+            let mut created: Vec<(SeriesRef, &Labels)> = Vec::new();
+            let mut shard = self.shards[shard_index].write();
+            for &position in positions {
+                let input = &batch.series[position];
+                let series_ref = match shard.find(&input.labels, &self.symbols) {
+                    Some(local) => SeriesRef::new(shard_index, local as usize),
+                    None => {
+                        let local = shard.series.len();
+                        let series_ref = SeriesRef::new(shard_index, local);
+                        if let Some(series_ref) = series_ref {
+                            self.create_series(&mut shard, series_ref, &input.labels);
+                            created.push((series_ref, &input.labels));
+                        }
+                        series_ref
+                    }
+                };
+                let Some(series_ref) = series_ref else {
+                    outcome.reject(RejectReason::SeriesLimit, input.samples.len() as u64, || {
+                        "the head's series references are exhausted".to_owned()
+                    });
+                    continue;
+                };
+                let series = shard
+                    .get_mut(series_ref.local())
+                    .expect("a found or created series is present");
+                for sample in &input.samples {
+                    let t = sample.timestamp.0;
+                    match series.append(t, sample.value, self.options.chunk_samples) {
+                        AppendResult::Appended => {
+                            outcome.accepted += 1;
+                            appended_min = appended_min.min(t);
+                            appended_max = appended_max.max(t);
+                            if self.wal.is_some() {
+                                wal_samples.push(SampleEntry {
+                                    id: series_ref.0,
+                                    t,
+                                    v: sample.value,
+                                });
+                            }
+                        }
+                        AppendResult::Duplicate => outcome.accepted += 1,
+                        AppendResult::Conflict => {
+                            outcome.reject(RejectReason::DuplicateSampleForTimestamp, 1, || {
+                                format!("{} at {t}: a different value is stored", input.labels)
+                            })
+                        }
+                        AppendResult::OutOfOrder => outcome.reject(RejectReason::OutOfOrder, 1, || {
+                            format!("{} at {t}: older than the newest sample", input.labels)
+                        }),
+                    }
+                }
+            }
+            if let Some(wal) = &self.wal {
+                if !created.is_empty() {
+                    let pairs: Vec<(u32, Vec<(&str, &str)>)> = created
+                        .iter()
+                        .map(|(series_ref, labels)| {
+                            let pairs = labels
+                                .iter()
+                                .map(|label| (label.name.as_str(), label.value.as_str()))
+                                .collect();
+                            (series_ref.0, pairs)
+                        })
+                        .collect();
+                    encode_series(
+                        &mut wal_buffer,
+                        pairs.iter().map(|(id, pairs)| (*id, pairs.as_slice())),
+                    );
+                }
+                encode_samples(&mut wal_buffer, &wal_samples);
+                if !wal_buffer.is_empty() {
+                    last_ticket = Some(wal.log(&wal_buffer));
+                }
+            }
+            drop(shard);
+        }
+        if appended_min <= appended_max {
+            self.note_time(appended_min);
+            self.note_time(appended_max);
+        }
+        if let (Some(wal), Some(ticket)) = (&self.wal, last_ticket) {
+            wal.wait(ticket)?;
+        }
+        self.counters
+            .samples_appended
+            .fetch_add(outcome.accepted, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    /// Interns the labels, stores the series at `series_ref` and indexes it.
+    fn create_series(&self, shard: &mut Shard, series_ref: SeriesRef, labels: &Labels) {
+        let mut pairs: Vec<(Symbol, Symbol)> = Vec::with_capacity(labels.len());
+        let mut shared: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(labels.len());
+        for label in labels.iter() {
+            let (name, name_text) = self.symbols.intern_shared(&label.name);
+            let (value, value_text) = self.symbols.intern_shared(&label.value);
+            pairs.push((name, value));
+            shared.push((name_text, value_text));
+        }
+        shard.insert(
+            series_ref.local(),
+            MemSeries::new(pairs.into_boxed_slice(), labels.stable_hash()),
+        );
+        self.index
+            .write()
+            .add(series_ref.0, shared.iter().map(|(name, value)| (name, value)));
+        self.counters.series_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove_series(&self, shard: &mut Shard, series_ref: SeriesRef) {
+        let Some(series) = shard.remove(series_ref.local()) else {
+            return;
+        };
+        let reader = self.symbols.reader();
+        let shared: Vec<(&Arc<str>, &Arc<str>)> = series
+            .labels
+            .iter()
+            .map(|(name, value)| (reader.resolve_shared(*name), reader.resolve_shared(*value)))
+            .collect();
+        self.index.write().remove(series_ref.0, shared);
+        self.counters.series_removed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn labels_of(&self, series: &MemSeries) -> Labels {
+        let reader = self.symbols.reader();
+        let labels = series
+            .labels
+            .iter()
+            .map(|(name, value)| Label::new(reader.resolve(*name), reader.resolve(*value)))
+            .collect();
+        Labels::from_sorted_unchecked(labels)
+    }
+
+    /// References of the series matching every matcher, in reference order.
+    pub fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        let index = self.index.read();
+        let bitmap = if matchers.is_empty() {
+            index.all().clone()
+        } else {
+            index.postings_for_matchers(matchers)
+        };
+        bitmap.into_iter().map(SeriesRef).collect()
+    }
+
+    /// Labels of the given series that have samples in `[mint, maxt]`, sorted by labels.
+    pub fn sorted_labels(&self, refs: &[SeriesRef], mint: i64, maxt: i64) -> Vec<(Labels, SeriesRef)> {
+        let covers_all = self.covers(mint, maxt);
+        let mut out = Vec::with_capacity(refs.len());
+        for &series_ref in refs {
+            let shard = self.shards[series_ref.shard()].read();
+            let Some(series) = shard.get(series_ref.local()) else {
+                continue;
+            };
+            if covers_all || series.has_samples_in(mint, maxt) {
+                out.push((self.labels_of(series), series_ref));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Samples of one series in `[mint, maxt]` appended to `out`; `false` if the series is
+    /// gone.
+    pub fn read_samples(&self, series_ref: SeriesRef, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> bool {
+        let shard = self.shards[series_ref.shard()].read();
+        match shard.get(series_ref.local()) {
+            Some(series) => {
+                series.read_range(mint, maxt, out);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every matching series with its samples in `[mint, maxt]`, sorted by labels.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+        let refs = self.postings(matchers);
+        let mut out = Vec::new();
+        for (labels, series_ref) in self.sorted_labels(&refs, mint, maxt) {
+            let mut samples = Vec::new();
+            self.read_samples(series_ref, mint, maxt, &mut samples);
+            if !samples.is_empty() {
+                out.push(Series { labels, samples });
+            }
+        }
+        out
+    }
+
+    /// Whether `[mint, maxt]` includes every sample of the head.
+    fn covers(&self, mint: i64, maxt: i64) -> bool {
+        match self.time_range() {
+            Some((min_time, max_time)) => mint <= min_time && maxt >= max_time,
+            None => true,
+        }
+    }
+
+    /// Sorted label names of matching series with samples in `[mint, maxt]`.
+    pub fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Vec<String> {
+        let mut names = if matchers.is_empty() && self.covers(mint, maxt) {
+            self.index.read().label_names()
+        } else {
+            let mut names = BTreeSet::new();
+            self.for_each_live_series(matchers, mint, maxt, |series, reader| {
+                for (name, _) in series.labels.iter() {
+                    if !names.contains(reader.resolve(*name)) {
+                        names.insert(reader.resolve(*name).to_owned());
+                    }
+                }
+            });
+            names.into_iter().collect()
+        };
+        if let Some(limit) = limit {
+            names.truncate(limit);
+        }
+        names
+    }
+
+    /// Sorted values of `name` over matching series with samples in `[mint, maxt]`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+    ) -> Vec<String> {
+        let mut values = if matchers.is_empty() && self.covers(mint, maxt) {
+            self.index.read().label_values(name)
+        } else {
+            let mut values = BTreeSet::new();
+            let Some(name_symbol) = self.symbols.lookup(name) else {
+                return Vec::new();
+            };
+            self.for_each_live_series(matchers, mint, maxt, |series, reader| {
+                if let Some((_, value)) = series.labels.iter().find(|(n, _)| *n == name_symbol) {
+                    if !values.contains(reader.resolve(*value)) {
+                        values.insert(reader.resolve(*value).to_owned());
+                    }
+                }
+            });
+            values.into_iter().collect()
+        };
+        if let Some(limit) = limit {
+            values.truncate(limit);
+        }
+        values
+    }
+
+    fn for_each_live_series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        mut visit: impl FnMut(&MemSeries, &crate::symbols::SymbolReader<'_>),
+    ) {
+        let covers_all = self.covers(mint, maxt);
+        for series_ref in self.postings(matchers) {
+            let shard = self.shards[series_ref.shard()].read();
+            if let Some(series) = shard.get(series_ref.local()) {
+                if covers_all || series.has_samples_in(mint, maxt) {
+                    visit(series, &self.symbols.reader());
+                }
+            }
+        }
+    }
+
+    /// Deletes samples in `[mint, maxt]` of matching series, logging tombstones. Series left
+    /// without samples are removed.
+    pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64> {
+        let refs = self.postings(matchers);
+        let mut by_shard: Vec<Vec<SeriesRef>> = vec![Vec::new(); SHARD_COUNT];
+        for series_ref in refs {
+            by_shard[series_ref.shard()].push(series_ref);
+        }
+        let mut touched = 0;
+        let mut last_ticket = None;
+        for (shard_index, refs) in by_shard.iter().enumerate() {
+            if refs.is_empty() {
+                continue;
+            }
+            let mut tombstones = Vec::new();
+            let mut shard = self.shards[shard_index].write();
+            for &series_ref in refs {
+                if self.delete_in_shard(&mut shard, series_ref, mint, maxt) {
+                    touched += 1;
+                    tombstones.push(TombstoneEntry {
+                        id: series_ref.0,
+                        mint,
+                        maxt,
+                    });
+                }
+            }
+            if let Some(wal) = &self.wal {
+                let mut buffer = Vec::new();
+                encode_tombstones(&mut buffer, &tombstones);
+                if !buffer.is_empty() {
+                    last_ticket = Some(wal.log(&buffer));
+                }
+            }
+        }
+        if let (Some(wal), Some(ticket)) = (&self.wal, last_ticket) {
+            wal.wait(ticket)?;
+        }
+        Ok(touched)
+    }
+
+    /// Applies one deletion; `true` if the series had samples in the range.
+    fn delete_in_shard(&self, shard: &mut Shard, series_ref: SeriesRef, mint: i64, maxt: i64) -> bool {
+        let chunk_samples = self.options.chunk_samples;
+        let Some(series) = shard.get_mut(series_ref.local()) else {
+            return false;
+        };
+        if !series.has_samples_in(mint, maxt) {
+            return false;
+        }
+        series.retain(|t| t < mint || t > maxt, chunk_samples);
+        if series.is_empty() {
+            self.remove_series(shard, series_ref);
+        }
+        true
+    }
+
+    /// Drops every sample older than `mint` and the series left empty. Not logged: the WAL
+    /// checkpoint that follows drops the same samples.
+    pub fn truncate(&self, mint: i64) -> u64 {
+        let mut removed = 0;
+        for (shard_index, lock) in self.shards.iter().enumerate() {
+            let mut shard = lock.write();
+            for local in 0..shard.series.len() {
+                let Some(series) = shard.get_mut(local) else {
+                    continue;
+                };
+                series.truncate_before(mint, self.options.chunk_samples);
+                if series.is_empty() {
+                    let series_ref = SeriesRef::new(shard_index, local).expect("existing reference");
+                    self.remove_series(&mut shard, series_ref);
+                    removed += 1;
+                }
+            }
+        }
+        self.min_time.fetch_max(mint, Ordering::AcqRel);
+        removed
+    }
+
+    /// Whether WAL reference `id` still names a live series (directly or as a replay alias).
+    pub fn is_live_ref(&self, id: u32) -> bool {
+        let series_ref = SeriesRef(id);
+        if self.shards[series_ref.shard()].read().get(series_ref.local()).is_some() {
+            return true;
+        }
+        let alias = self.aliases.lock().get(&id).copied();
+        alias.is_some_and(|target| self.shards[target.shard()].read().get(target.local()).is_some())
+    }
+
+    /// Replay: recreates a series at its logged reference (or aliases the reference to an
+    /// existing series with the same labels).
+    pub(crate) fn replay_series(&self, id: u32, labels: &Labels) {
+        let hash = labels.stable_hash();
+        let shard_index = shard_of(hash);
+        let mut shard = self.shards[shard_index].write();
+        if let Some(local) = shard.find(labels, &self.symbols) {
+            let existing = SeriesRef::new(shard_index, local as usize).expect("existing reference");
+            if existing.0 != id {
+                self.aliases.lock().insert(id, existing);
+            }
+            return;
+        }
+        let logged = SeriesRef(id);
+        let fits = logged.shard() == shard_index && shard.get(logged.local()).is_none();
+        let series_ref = if fits {
+            logged
+        } else {
+            let fresh = SeriesRef::new(shard_index, shard.series.len()).expect("reference space");
+            self.aliases.lock().insert(id, fresh);
+            fresh
+        };
+        self.create_series(&mut shard, series_ref, labels);
+    }
+
+    fn resolve_replayed(&self, id: u32) -> SeriesRef {
+        self.aliases.lock().get(&id).copied().unwrap_or(SeriesRef(id))
+    }
+
+    /// Replay: appends logged samples without logging them again.
+    pub(crate) fn replay_samples(&self, samples: &[SampleEntry]) {
+        let aliases_empty = self.aliases.lock().is_empty();
+        for sample in samples {
+            let series_ref = if aliases_empty {
+                SeriesRef(sample.id)
+            } else {
+                self.resolve_replayed(sample.id)
+            };
+            let mut shard = self.shards[series_ref.shard()].write();
+            let Some(series) = shard.get_mut(series_ref.local()) else {
+                self.counters.replay_unknown_refs.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if series.append(sample.t, sample.v, self.options.chunk_samples) == AppendResult::Appended {
+                self.counters.samples_appended.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(shard);
+            self.note_time(sample.t);
+        }
+    }
+
+    /// Replay: applies logged deletions.
+    pub(crate) fn replay_tombstones(&self, tombstones: &[TombstoneEntry]) {
+        for tombstone in tombstones {
+            let series_ref = self.resolve_replayed(tombstone.id);
+            let mut shard = self.shards[series_ref.shard()].write();
+            self.delete_in_shard(&mut shard, series_ref, tombstone.mint, tombstone.maxt);
+        }
+    }
+
+    /// Size figures.
+    pub fn stats(&self) -> HeadStats {
+        let mut stats = HeadStats {
+            min_time: self.min_time.load(Ordering::Acquire),
+            max_time: self.max_time.load(Ordering::Acquire),
+            symbols: self.symbols.len() as u64,
+            ..HeadStats::default()
+        };
+        for lock in self.shards.iter() {
+            let shard = lock.read();
+            for series in shard.series.iter().flatten() {
+                stats.series += 1;
+                stats.chunks += series.chunk_count() as u64;
+                stats.series_heap_bytes += series.heap_bytes() as u64;
+            }
+        }
+        stats.index_heap_bytes = self.index.read().heap_bytes() as u64;
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests;

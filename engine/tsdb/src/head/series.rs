@@ -1,0 +1,256 @@
+//! One in-memory series: its interned labels, closed chunks and the open chunk.
+
+use lookout_model::Sample;
+
+use crate::chunk::{XorAppender, XorChunk, XorIter};
+use crate::symbols::Symbol;
+
+/// A full chunk with its time range.
+#[derive(Debug, Clone)]
+pub(crate) struct ClosedChunk {
+    pub(crate) chunk: XorChunk,
+    pub(crate) min_t: i64,
+    pub(crate) max_t: i64,
+}
+
+/// What happened to one appended sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendResult {
+    /// Stored.
+    Appended,
+    /// Identical to the newest sample: nothing to do.
+    Duplicate,
+    /// Same timestamp as the newest sample, different value.
+    Conflict,
+    /// Older than the newest sample.
+    OutOfOrder,
+}
+
+/// A series in the head.
+#[derive(Debug)]
+pub(crate) struct MemSeries {
+    /// Label pairs sorted by name, as symbols.
+    pub(crate) labels: Box<[(Symbol, Symbol)]>,
+    pub(crate) hash: u64,
+    closed: Vec<ClosedChunk>,
+    open: XorAppender,
+    /// Newest sample: timestamp and value bits.
+    last: Option<(i64, u64)>,
+}
+
+impl MemSeries {
+    pub(crate) fn new(labels: Box<[(Symbol, Symbol)]>, hash: u64) -> MemSeries {
+        MemSeries {
+            labels,
+            hash,
+            closed: Vec::new(),
+            open: XorAppender::new(),
+            last: None,
+        }
+    }
+
+    /// Appends one sample, cutting the open chunk when it holds `chunk_samples`.
+    pub(crate) fn append(&mut self, t: i64, v: f64, chunk_samples: usize) -> AppendResult {
+        if let Some((last_t, last_bits)) = self.last {
+            if t == last_t {
+                return if v.to_bits() == last_bits {
+                    AppendResult::Duplicate
+                } else {
+                    AppendResult::Conflict
+                };
+            }
+            if t < last_t {
+                return AppendResult::OutOfOrder;
+            }
+        }
+        if self.open.num_samples() >= chunk_samples {
+            self.cut_open_chunk();
+        }
+        self.open.append(t, v);
+        self.last = Some((t, v.to_bits()));
+        AppendResult::Appended
+    }
+
+    fn cut_open_chunk(&mut self) {
+        let (Some(min_t), Some(max_t)) = (self.open.first_t(), self.open.last_t()) else {
+            return;
+        };
+        let full = std::mem::take(&mut self.open);
+        self.closed.push(ClosedChunk {
+            chunk: full.finish(),
+            min_t,
+            max_t,
+        });
+    }
+
+    /// Oldest and newest timestamp, if the series has samples.
+    pub(crate) fn time_range(&self) -> Option<(i64, i64)> {
+        let (max_t, _) = self.last?;
+        let min_t = self
+            .closed
+            .first()
+            .map(|chunk| chunk.min_t)
+            .or_else(|| self.open.first_t())?;
+        Some((min_t, max_t))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.last.is_none()
+    }
+
+    /// Every chunk as (bytes, min_t, max_t), oldest first.
+    fn chunks(&self) -> impl Iterator<Item = (&[u8], i64, i64)> {
+        let open = match (self.open.first_t(), self.open.last_t()) {
+            (Some(min_t), Some(max_t)) => Some((self.open.bytes(), min_t, max_t)),
+            _ => None,
+        };
+        self.closed
+            .iter()
+            .map(|closed| (closed.chunk.bytes(), closed.min_t, closed.max_t))
+            .chain(open)
+    }
+
+    /// Appends the samples in `[mint, maxt]` to `out`; returns how many.
+    pub(crate) fn read_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> usize {
+        let before = out.len();
+        for (bytes, chunk_min, chunk_max) in self.chunks() {
+            if chunk_max < mint || chunk_min > maxt {
+                continue;
+            }
+            let Ok(mut iter) = XorIter::new(bytes) else {
+                debug_assert!(false, "head chunks are always decodable");
+                continue;
+            };
+            let Some((t, v)) = iter.seek(mint) else {
+                continue;
+            };
+            if t > maxt {
+                continue;
+            }
+            out.push(Sample::new(t, v));
+            for (t, v) in iter.by_ref() {
+                if t > maxt {
+                    break;
+                }
+                out.push(Sample::new(t, v));
+            }
+        }
+        out.len() - before
+    }
+
+    /// Whether any sample lies in `[mint, maxt]`.
+    pub(crate) fn has_samples_in(&self, mint: i64, maxt: i64) -> bool {
+        for (bytes, chunk_min, chunk_max) in self.chunks() {
+            if chunk_max < mint || chunk_min > maxt {
+                continue;
+            }
+            if chunk_min >= mint && chunk_max <= maxt {
+                return true;
+            }
+            if let Ok(mut iter) = XorIter::new(bytes) {
+                if iter.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Keeps only samples for which `keep` is true, re-encoding the chunks. The newest
+    /// remaining sample becomes the reference for in-order appends.
+    pub(crate) fn retain(&mut self, keep: impl Fn(i64) -> bool, chunk_samples: usize) {
+        let mut samples = Vec::new();
+        self.read_range(i64::MIN, i64::MAX, &mut samples);
+        let before = samples.len();
+        samples.retain(|sample| keep(sample.timestamp.0));
+        if samples.len() == before {
+            return;
+        }
+        self.closed.clear();
+        self.open = XorAppender::new();
+        self.last = None;
+        for sample in samples {
+            self.append(sample.timestamp.0, sample.value, chunk_samples);
+        }
+    }
+
+    /// Drops samples older than `mint`: whole chunks first, then a rewrite of the one
+    /// straddling `mint`.
+    pub(crate) fn truncate_before(&mut self, mint: i64, chunk_samples: usize) {
+        self.closed.retain(|chunk| chunk.max_t >= mint);
+        if self.open.last_t().is_some_and(|max_t| max_t < mint) {
+            self.open = XorAppender::new();
+            if self.closed.is_empty() {
+                self.last = None;
+            }
+        }
+        if self.time_range().is_some_and(|(min_t, _)| min_t < mint) {
+            self.retain(|t| t >= mint, chunk_samples);
+        }
+    }
+
+    /// Number of chunks, the open one included.
+    pub(crate) fn chunk_count(&self) -> usize {
+        self.closed.len() + usize::from(self.open.num_samples() > 0)
+    }
+
+    /// Heap bytes owned by this series (chunks and label symbols).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<MemSeries>()
+            + self.labels.len() * std::mem::size_of::<(Symbol, Symbol)>()
+            + self.closed.capacity() * std::mem::size_of::<ClosedChunk>()
+            + self
+                .closed
+                .iter()
+                .map(|closed| closed.chunk.heap_bytes())
+                .sum::<usize>()
+            + self.open.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series() -> MemSeries {
+        MemSeries::new(Box::new([]), 0)
+    }
+
+    #[test]
+    fn appends_cut_chunks_and_reject_out_of_order() {
+        let mut s = series();
+        for t in 0..250 {
+            assert_eq!(s.append(t * 10, t as f64, 120), AppendResult::Appended);
+        }
+        assert_eq!(s.chunk_count(), 3);
+        assert_eq!(s.append(2490, 249.0, 120), AppendResult::Duplicate);
+        assert_eq!(s.append(2490, 1.0, 120), AppendResult::Conflict);
+        assert_eq!(s.append(5, 1.0, 120), AppendResult::OutOfOrder);
+        let mut out = Vec::new();
+        assert_eq!(s.read_range(1195, 1215, &mut out), 2);
+        assert_eq!(out, [Sample::new(1200, 120.0), Sample::new(1210, 121.0)]);
+        assert!(s.has_samples_in(1195, 1201));
+        assert!(!s.has_samples_in(1191, 1199));
+        assert_eq!(s.time_range(), Some((0, 2490)));
+    }
+
+    #[test]
+    fn retain_and_truncate_rewrite_chunks() {
+        let mut s = series();
+        for t in 0..300 {
+            s.append(t, t as f64, 120);
+        }
+        s.retain(|t| !(100..=199).contains(&t), 120);
+        let mut out = Vec::new();
+        s.read_range(i64::MIN, i64::MAX, &mut out);
+        assert_eq!(out.len(), 200);
+        assert!(out.iter().all(|sample| !(100..=199).contains(&sample.timestamp.0)));
+        s.truncate_before(250, 120);
+        out.clear();
+        s.read_range(i64::MIN, i64::MAX, &mut out);
+        assert_eq!(out.first().unwrap().timestamp.0, 250);
+        assert_eq!(out.len(), 50);
+        s.truncate_before(1000, 120);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,286 @@
+//! The in-memory inverted index: label pair -> roaring bitmap of series references.
+//!
+//! Values of one label name are kept sorted, so regular expressions with a literal prefix scan
+//! only the matching range, and alternations of literals are answered by direct lookups (see
+//! [`RegexFastPath`]). Matchers combine as in Prometheus: matchers that cannot match the empty
+//! value intersect, matchers that can (such as `a!="x"` or `a=~".*"`) subtract the series whose
+//! value they reject, starting from all series when no matcher intersects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use lookout_model::{MatchKind, Matcher, RegexFastPath};
+use roaring::RoaringBitmap;
+
+type ValuePostings = BTreeMap<Arc<str>, RoaringBitmap>;
+
+/// Postings for every label pair of the head's series.
+#[derive(Debug, Default)]
+pub struct MemIndex {
+    by_name: HashMap<Arc<str>, ValuePostings>,
+    all: RoaringBitmap,
+}
+
+impl MemIndex {
+    /// An empty index.
+    pub fn new() -> MemIndex {
+        MemIndex::default()
+    }
+
+    /// Adds series `id` with its labels.
+    pub fn add<'a>(&mut self, id: u32, labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>) {
+        for (name, value) in labels {
+            self.by_name
+                .entry(name.clone())
+                .or_default()
+                .entry(value.clone())
+                .or_default()
+                .insert(id);
+        }
+        self.all.insert(id);
+    }
+
+    /// Removes series `id`, which was added with these labels.
+    pub fn remove<'a>(&mut self, id: u32, labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>) {
+        for (name, value) in labels {
+            let Some(values) = self.by_name.get_mut(&**name) else {
+                continue;
+            };
+            if let Some(postings) = values.get_mut(&**value) {
+                postings.remove(id);
+                if postings.is_empty() {
+                    values.remove(&**value);
+                }
+            }
+            if values.is_empty() {
+                self.by_name.remove(&**name);
+            }
+        }
+        self.all.remove(id);
+    }
+
+    /// Every series.
+    pub fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
+    /// Number of series indexed.
+    pub fn series_count(&self) -> u64 {
+        self.all.len()
+    }
+
+    /// Series matching every matcher.
+    pub fn postings_for_matchers(&self, matchers: &[Matcher]) -> RoaringBitmap {
+        let (intersecting, subtracting): (Vec<&Matcher>, Vec<&Matcher>) =
+            matchers.iter().partition(|matcher| !matcher.matches_empty());
+        let mut result: Option<RoaringBitmap> = None;
+        for matcher in intersecting {
+            let selected = self.values_where(matcher, true);
+            result = Some(match result {
+                None => selected,
+                Some(current) => current & selected,
+            });
+            if result.as_ref().is_some_and(RoaringBitmap::is_empty) {
+                return RoaringBitmap::new();
+            }
+        }
+        let mut result = result.unwrap_or_else(|| self.all.clone());
+        for matcher in subtracting {
+            result -= self.values_where(matcher, false);
+        }
+        result
+    }
+
+    /// Union of the postings of the values `v` of `matcher`'s label with
+    /// `matcher.matches(v) == wanted`.
+    fn values_where(&self, matcher: &Matcher, wanted: bool) -> RoaringBitmap {
+        let Some(values) = self.by_name.get(matcher.name()) else {
+            return RoaringBitmap::new();
+        };
+        // Whether we look for values the positive form accepts (fast paths apply) or rejects.
+        let positive_target = wanted != matcher.kind().is_negative();
+        let mut union = RoaringBitmap::new();
+        match (matcher.kind(), positive_target) {
+            (MatchKind::Equal | MatchKind::NotEqual, true) => {
+                if let Some(postings) = values.get(matcher.value()) {
+                    union |= postings;
+                }
+            }
+            (_, true) => {
+                let fast_path = matcher.fast_path().unwrap_or(RegexFastPath::None);
+                union_positive_matches(values, matcher, &fast_path, wanted, &mut union);
+            }
+            (_, false) => {
+                for (value, postings) in values {
+                    if matcher.matches(value) == wanted {
+                        union |= postings;
+                    }
+                }
+            }
+        }
+        union
+    }
+
+    /// Names that have at least one series.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().map(|name| name.to_string()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Values of `name` that have at least one series, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.by_name
+            .get(name)
+            .map(|values| values.keys().map(|value| value.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Rough heap size in bytes (postings serialised size plus map overhead).
+    pub fn heap_bytes(&self) -> usize {
+        let mut bytes = self.all.serialized_size();
+        for values in self.by_name.values() {
+            bytes += 64;
+            for postings in values.values() {
+                bytes += 48 + postings.serialized_size();
+            }
+        }
+        bytes
+    }
+}
+
+fn union_positive_matches(
+    values: &ValuePostings,
+    matcher: &Matcher,
+    fast_path: &RegexFastPath,
+    wanted: bool,
+    union: &mut RoaringBitmap,
+) {
+    match fast_path {
+        RegexFastPath::Literals(literals) => {
+            for literal in literals {
+                if let Some(postings) = values.get(literal.as_str()) {
+                    *union |= postings;
+                }
+            }
+        }
+        RegexFastPath::Prefix(prefix) | RegexFastPath::PrefixThenRegex(prefix) => {
+            let verify = matches!(fast_path, RegexFastPath::PrefixThenRegex(_));
+            let range = values.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
+            for (value, postings) in range {
+                if !value.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if !verify || matcher.matches(value) == wanted {
+                    *union |= postings;
+                }
+            }
+        }
+        RegexFastPath::Any | RegexFastPath::NonEmpty => {
+            // Every stored value is non-empty, so both accept all of them.
+            for postings in values.values() {
+                *union |= postings;
+            }
+        }
+        RegexFastPath::None => {
+            for (value, postings) in values {
+                if matcher.matches(value) == wanted {
+                    *union |= postings;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_model::{MatchKind, Matcher};
+    use proptest::prelude::*;
+
+    fn index_of(series: &[&[(&str, &str)]]) -> MemIndex {
+        let mut index = MemIndex::new();
+        for (id, labels) in series.iter().enumerate() {
+            let pairs: Vec<(Arc<str>, Arc<str>)> = labels
+                .iter()
+                .map(|(n, v)| (Arc::from(*n), Arc::from(*v)))
+                .collect();
+            index.add(id as u32, pairs.iter().map(|(n, v)| (n, v)));
+        }
+        index
+    }
+
+    fn ids(bitmap: RoaringBitmap) -> Vec<u32> {
+        bitmap.into_iter().collect()
+    }
+
+    fn m(kind: MatchKind, name: &str, value: &str) -> Matcher {
+        Matcher::new(kind, name, value).unwrap()
+    }
+
+    #[test]
+    fn matchers_intersect_and_subtract() {
+        let index = index_of(&[
+            &[("job", "api"), ("env", "prod")],
+            &[("job", "api")],
+            &[("job", "db"), ("env", "dev")],
+            &[("job", "apiserver")],
+        ]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "job", "api")])), [0, 1]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "api.*")])), [0, 1, 3]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "a.i")])), [0, 1]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "env", "")])), [1, 3]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::NotEqual, "env", "prod")])), [1, 2, 3]);
+        assert_eq!(
+            ids(index.postings_for_matchers(&[
+                m(MatchKind::Regex, "job", "api|db"),
+                m(MatchKind::NotRegex, "env", "d.*"),
+            ])),
+            [0, 1]
+        );
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::NotInList, "job", "api|db")])), [3]);
+        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "nope", "x")])), Vec::<u32>::new());
+        assert_eq!(ids(index.postings_for_matchers(&[])), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn removal_drops_empty_values_and_names() {
+        let mut index = index_of(&[&[("job", "api"), ("only", "here")], &[("job", "api")]]);
+        let (name, value) = (Arc::from("only"), Arc::from("here"));
+        let job = (Arc::from("job"), Arc::from("api"));
+        index.remove(0, [(&name, &value), (&job.0, &job.1)]);
+        assert_eq!(index.label_names(), ["job"]);
+        assert_eq!(index.label_values("job"), ["api"]);
+        assert_eq!(ids(index.all().clone()), [1]);
+    }
+
+    proptest! {
+        /// The index agrees with checking every matcher against every series.
+        #[test]
+        fn index_agrees_with_brute_force(
+            series in prop::collection::vec(
+                prop::collection::btree_map("[ab]", "[xyz]{1,2}", 0..3), 1..20),
+            matchers in prop::collection::vec(
+                (0..6usize, "[ab]", prop::sample::select(vec!["", "x", "xy", "x.*", "y|z", ".+", "x|", "[xz]y?"])),
+                1..3),
+        ) {
+            let kinds = [MatchKind::Equal, MatchKind::NotEqual, MatchKind::Regex, MatchKind::NotRegex, MatchKind::InList, MatchKind::NotInList];
+            let matchers: Vec<Matcher> = matchers.into_iter()
+                .map(|(kind, name, value)| m(kinds[kind], &name, value)).collect();
+            let mut index = MemIndex::new();
+            for (id, labels) in series.iter().enumerate() {
+                let pairs: Vec<(Arc<str>, Arc<str>)> = labels.iter()
+                    .map(|(n, v)| (Arc::from(n.as_str()), Arc::from(v.as_str()))).collect();
+                index.add(id as u32, pairs.iter().map(|(n, v)| (n, v)));
+            }
+            let expected: Vec<u32> = series.iter().enumerate()
+                .filter(|(_, labels)| matchers.iter().all(|matcher| {
+                    matcher.matches(labels.get(matcher.name()).map(String::as_str).unwrap_or(""))
+                }))
+                .map(|(id, _)| id as u32)
+                .collect();
+            prop_assert_eq!(ids(index.postings_for_matchers(&matchers)), expected);
+        }
+    }
+}
