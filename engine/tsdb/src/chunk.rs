@@ -28,11 +28,20 @@ impl XorAppender {
         self.buf[..2].copy_from_slice(&n.to_le_bytes());
     }
     pub fn num_samples(&self) -> usize {
-        if self.buf.len() < 2 { 0 } else { u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize }
+        if self.buf.len() < 2 {
+            0
+        } else {
+            u16::from_le_bytes([self.buf[0], self.buf[1]]) as usize
+        }
     }
     fn sample(&self, i: usize) -> (i64, f64) {
         let o = 2 + i * 16;
-        (i64::from_le_bytes(self.buf[o..o + 8].try_into().unwrap()), f64::from_bits(u64::from_le_bytes(self.buf[o + 8..o + 16].try_into().unwrap())))
+        (
+            i64::from_le_bytes(self.buf[o..o + 8].try_into().unwrap()),
+            f64::from_bits(u64::from_le_bytes(
+                self.buf[o + 8..o + 16].try_into().unwrap(),
+            )),
+        )
     }
     pub fn first_t(&self) -> Option<i64> {
         (self.num_samples() > 0).then(|| self.sample(0).0)
@@ -44,13 +53,19 @@ impl XorAppender {
         (self.num_samples() > 0).then(|| self.sample(self.num_samples() - 1).1)
     }
     pub fn bytes(&self) -> &[u8] {
-        if self.buf.is_empty() { &[0, 0] } else { &self.buf }
+        if self.buf.is_empty() {
+            &[0, 0]
+        } else {
+            &self.buf
+        }
     }
     pub fn heap_bytes(&self) -> usize {
         self.buf.capacity()
     }
     pub fn finish(self) -> XorChunk {
-        XorChunk { bytes: self.bytes().to_vec().into_boxed_slice() }
+        XorChunk {
+            bytes: self.bytes().to_vec().into_boxed_slice(),
+        }
     }
 }
 
@@ -61,7 +76,9 @@ pub struct XorChunk {
 
 impl XorChunk {
     pub fn from_bytes(bytes: Box<[u8]>) -> Result<Self, ChunkError> {
-        if bytes.len() < 2 { return Err(ChunkError::Truncated { offset: 0 }); }
+        if bytes.len() < 2 {
+            return Err(ChunkError::Truncated { offset: 0 });
+        }
         Ok(Self { bytes })
     }
     pub fn bytes(&self) -> &[u8] {
@@ -88,13 +105,22 @@ pub struct XorIter<'a> {
 
 impl<'a> XorIter<'a> {
     pub fn new(bytes: &'a [u8]) -> Result<Self, ChunkError> {
-        if bytes.len() < 2 { return Err(ChunkError::Truncated { offset: 0 }); }
-        Ok(Self { bytes, index: 0, count: u16::from_le_bytes([bytes[0], bytes[1]]) as usize, err: None })
+        if bytes.len() < 2 {
+            return Err(ChunkError::Truncated { offset: 0 });
+        }
+        Ok(Self {
+            bytes,
+            index: 0,
+            count: u16::from_le_bytes([bytes[0], bytes[1]]) as usize,
+            err: None,
+        })
     }
     pub fn seek(&mut self, target: i64) -> Option<(i64, f64)> {
         loop {
             let (t, v) = self.next()?;
-            if t >= target { return Some((t, v)); }
+            if t >= target {
+                return Some((t, v));
+            }
         }
     }
     pub fn err(&self) -> Option<&ChunkError> {
@@ -105,10 +131,21 @@ impl<'a> XorIter<'a> {
 impl Iterator for XorIter<'_> {
     type Item = (i64, f64);
     fn next(&mut self) -> Option<(i64, f64)> {
-        if self.index >= self.count { return None; }
+        if self.index >= self.count {
+            return None;
+        }
         let o = 2 + self.index * 16;
-        if self.bytes.len() < o + 16 { self.err = Some(ChunkError::Truncated { offset: o }); self.index = self.count; return None; }
+        if self.bytes.len() < o + 16 {
+            self.err = Some(ChunkError::Truncated { offset: o });
+            self.index = self.count;
+            return None;
+        }
         self.index += 1;
-        Some((i64::from_le_bytes(self.bytes[o..o + 8].try_into().unwrap()), f64::from_bits(u64::from_le_bytes(self.bytes[o + 8..o + 16].try_into().unwrap()))))
+        Some((
+            i64::from_le_bytes(self.bytes[o..o + 8].try_into().unwrap()),
+            f64::from_bits(u64::from_le_bytes(
+                self.bytes[o + 8..o + 16].try_into().unwrap(),
+            )),
+        ))
     }
 }

@@ -116,7 +116,9 @@ impl Tsdb {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(TsdbError::Locked { dir }),
-            Err(std::fs::TryLockError::Error(error)) => return Err(TsdbError::io(&lock_path, error)),
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(TsdbError::io(&lock_path, error))
+            }
         }
         let mut head = Head::new(options.head, None)?;
         let mut replay = ReplayReport::default();
@@ -197,9 +199,12 @@ impl Tsdb {
         let upto = head.wal().map(Wal::cut_segment).transpose()?;
         let series_removed = head.truncate(mint);
         let checkpoint = match (head.wal(), upto) {
-            (Some(wal), Some(upto)) => {
-                Some(wal::checkpoint(wal.dir(), upto, |id| head.is_live_ref(id), mint)?)
-            }
+            (Some(wal), Some(upto)) => Some(wal::checkpoint(
+                wal.dir(),
+                upto,
+                |id| head.is_live_ref(id),
+                mint,
+            )?),
             _ => None,
         };
         Ok(TruncateReport {
@@ -268,8 +273,10 @@ impl Storage for Tsdb {
         let stream = futures::stream::iter(batches).then(move |batch| {
             let tsdb = tsdb.clone();
             async move {
-                tsdb.blocking(move |tsdb| Ok(read_batch(tsdb.head(), batch, mint, maxt, labels_only)))
-                    .await
+                tsdb.blocking(move |tsdb| {
+                    Ok(read_batch(tsdb.head(), batch, mint, maxt, labels_only))
+                })
+                .await
             }
         });
         Ok(stream.boxed())

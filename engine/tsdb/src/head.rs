@@ -23,7 +23,9 @@ use crate::chunk::MAX_SAMPLES_PER_CHUNK;
 use crate::error::{Result, TsdbError};
 use crate::index::MemIndex;
 use crate::symbols::{Symbol, SymbolTable};
-use crate::wal::record::{encode_samples, encode_series, encode_tombstones, SampleEntry, TombstoneEntry};
+use crate::wal::record::{
+    encode_samples, encode_series, encode_tombstones, SampleEntry, TombstoneEntry,
+};
 use crate::wal::{Ticket, Wal};
 use series::{AppendResult, MemSeries};
 
@@ -38,7 +40,9 @@ pub struct SeriesRef(pub u32);
 impl SeriesRef {
     fn new(shard: usize, local: usize) -> Option<SeriesRef> {
         let local = u32::try_from(local).ok()?;
-        let id = local.checked_mul(SHARD_COUNT as u32)?.checked_add(shard as u32)?;
+        let id = local
+            .checked_mul(SHARD_COUNT as u32)?
+            .checked_add(shard as u32)?;
         Some(SeriesRef(id))
     }
 
@@ -78,7 +82,10 @@ impl HeadOptions {
     pub fn validate(&self) -> Result<()> {
         if self.chunk_samples == 0 || self.chunk_samples > usize::from(u16::MAX) {
             return Err(TsdbError::InvalidOptions {
-                reason: format!("chunk_samples must be in 1..=65535, got {}", self.chunk_samples),
+                reason: format!(
+                    "chunk_samples must be in 1..=65535, got {}",
+                    self.chunk_samples
+                ),
             });
         }
         Ok(())
@@ -111,9 +118,14 @@ impl Shard {
         let equal = |local: u32| {
             self.get(local as usize).is_some_and(|series| {
                 series.labels.len() == labels.len()
-                    && series.labels.iter().zip(labels.iter()).all(|((name, value), label)| {
-                        reader.resolve(*name) == label.name && reader.resolve(*value) == label.value
-                    })
+                    && series
+                        .labels
+                        .iter()
+                        .zip(labels.iter())
+                        .all(|((name, value), label)| {
+                            reader.resolve(*name) == label.name
+                                && reader.resolve(*value) == label.value
+                        })
             })
         };
         if equal(first) {
@@ -217,7 +229,9 @@ impl Head {
     pub fn new(options: HeadOptions, wal: Option<Wal>) -> Result<Head> {
         options.validate()?;
         Ok(Head {
-            shards: (0..SHARD_COUNT).map(|_| RwLock::new(Shard::default())).collect(),
+            shards: (0..SHARD_COUNT)
+                .map(|_| RwLock::new(Shard::default()))
+                .collect(),
             symbols: SymbolTable::new(),
             index: RwLock::new(MemIndex::new()),
             wal,
@@ -271,9 +285,11 @@ impl Head {
                 continue;
             }
             if let Err(error) = series.labels.validate(&self.options.label_limits) {
-                outcome.reject(RejectReason::InvalidLabels, series.samples.len() as u64, || {
-                    format!("{error}")
-                });
+                outcome.reject(
+                    RejectReason::InvalidLabels,
+                    series.samples.len() as u64,
+                    || format!("{error}"),
+                );
                 continue;
             }
             per_shard[shard_of(series.labels.stable_hash())].push(position);
@@ -306,9 +322,11 @@ impl Head {
                     }
                 };
                 let Some(series_ref) = series_ref else {
-                    outcome.reject(RejectReason::SeriesLimit, input.samples.len() as u64, || {
-                        "the head's series references are exhausted".to_owned()
-                    });
+                    outcome.reject(
+                        RejectReason::SeriesLimit,
+                        input.samples.len() as u64,
+                        || "the head's series references are exhausted".to_owned(),
+                    );
                     continue;
                 };
                 let series = shard
@@ -335,9 +353,11 @@ impl Head {
                                 format!("{} at {t}: a different value is stored", input.labels)
                             })
                         }
-                        AppendResult::OutOfOrder => outcome.reject(RejectReason::OutOfOrder, 1, || {
-                            format!("{} at {t}: older than the newest sample", input.labels)
-                        }),
+                        AppendResult::OutOfOrder => {
+                            outcome.reject(RejectReason::OutOfOrder, 1, || {
+                                format!("{} at {t}: older than the newest sample", input.labels)
+                            })
+                        }
                     }
                 }
             }
@@ -392,9 +412,10 @@ impl Head {
             series_ref.local(),
             MemSeries::new(pairs.into_boxed_slice(), labels.stable_hash()),
         );
-        self.index
-            .write()
-            .add(series_ref.0, shared.iter().map(|(name, value)| (name, value)));
+        self.index.write().add(
+            series_ref.0,
+            shared.iter().map(|(name, value)| (name, value)),
+        );
         self.counters.series_created.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -434,7 +455,12 @@ impl Head {
     }
 
     /// Labels of the given series that have samples in `[mint, maxt]`, sorted by labels.
-    pub fn sorted_labels(&self, refs: &[SeriesRef], mint: i64, maxt: i64) -> Vec<(Labels, SeriesRef)> {
+    pub fn sorted_labels(
+        &self,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, SeriesRef)> {
         let covers_all = self.covers(mint, maxt);
         let mut out = Vec::with_capacity(refs.len());
         for &series_ref in refs {
@@ -452,7 +478,13 @@ impl Head {
 
     /// Samples of one series in `[mint, maxt]` appended to `out`; `false` if the series is
     /// gone.
-    pub fn read_samples(&self, series_ref: SeriesRef, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> bool {
+    pub fn read_samples(
+        &self,
+        series_ref: SeriesRef,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> bool {
         let shard = self.shards[series_ref.shard()].read();
         match shard.get(series_ref.local()) {
             Some(series) => {
@@ -486,7 +518,13 @@ impl Head {
     }
 
     /// Sorted label names of matching series with samples in `[mint, maxt]`.
-    pub fn label_names(&self, matchers: &[Matcher], mint: i64, maxt: i64, limit: Option<usize>) -> Vec<String> {
+    pub fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+    ) -> Vec<String> {
         let mut names = if matchers.is_empty() && self.covers(mint, maxt) {
             self.index.read().label_names()
         } else {
@@ -596,7 +634,13 @@ impl Head {
     }
 
     /// Applies one deletion; `true` if the series had samples in the range.
-    fn delete_in_shard(&self, shard: &mut Shard, series_ref: SeriesRef, mint: i64, maxt: i64) -> bool {
+    fn delete_in_shard(
+        &self,
+        shard: &mut Shard,
+        series_ref: SeriesRef,
+        mint: i64,
+        maxt: i64,
+    ) -> bool {
         let chunk_samples = self.options.chunk_samples;
         let Some(series) = shard.get_mut(series_ref.local()) else {
             return false;
@@ -623,7 +667,8 @@ impl Head {
                 };
                 series.truncate_before(mint, self.options.chunk_samples);
                 if series.is_empty() {
-                    let series_ref = SeriesRef::new(shard_index, local).expect("existing reference");
+                    let series_ref =
+                        SeriesRef::new(shard_index, local).expect("existing reference");
                     self.remove_series(&mut shard, series_ref);
                     removed += 1;
                 }
@@ -636,11 +681,20 @@ impl Head {
     /// Whether WAL reference `id` still names a live series (directly or as a replay alias).
     pub fn is_live_ref(&self, id: u32) -> bool {
         let series_ref = SeriesRef(id);
-        if self.shards[series_ref.shard()].read().get(series_ref.local()).is_some() {
+        if self.shards[series_ref.shard()]
+            .read()
+            .get(series_ref.local())
+            .is_some()
+        {
             return true;
         }
         let alias = self.aliases.lock().get(&id).copied();
-        alias.is_some_and(|target| self.shards[target.shard()].read().get(target.local()).is_some())
+        alias.is_some_and(|target| {
+            self.shards[target.shard()]
+                .read()
+                .get(target.local())
+                .is_some()
+        })
     }
 
     /// Replay: recreates a series at its logged reference (or aliases the reference to an
@@ -669,7 +723,11 @@ impl Head {
     }
 
     fn resolve_replayed(&self, id: u32) -> SeriesRef {
-        self.aliases.lock().get(&id).copied().unwrap_or(SeriesRef(id))
+        self.aliases
+            .lock()
+            .get(&id)
+            .copied()
+            .unwrap_or(SeriesRef(id))
     }
 
     /// Replay: appends logged samples without logging them again.
@@ -683,11 +741,17 @@ impl Head {
             };
             let mut shard = self.shards[series_ref.shard()].write();
             let Some(series) = shard.get_mut(series_ref.local()) else {
-                self.counters.replay_unknown_refs.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .replay_unknown_refs
+                    .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if series.append(sample.t, sample.v, self.options.chunk_samples) == AppendResult::Appended {
-                self.counters.samples_appended.fetch_add(1, Ordering::Relaxed);
+            if series.append(sample.t, sample.v, self.options.chunk_samples)
+                == AppendResult::Appended
+            {
+                self.counters
+                    .samples_appended
+                    .fetch_add(1, Ordering::Relaxed);
             }
             drop(shard);
             self.note_time(sample.t);
@@ -723,6 +787,3 @@ impl Head {
         stats
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -29,7 +29,11 @@ impl MemIndex {
     }
 
     /// Adds series `id` with its labels.
-    pub fn add<'a>(&mut self, id: u32, labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>) {
+    pub fn add<'a>(
+        &mut self,
+        id: u32,
+        labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>,
+    ) {
         for (name, value) in labels {
             self.by_name
                 .entry(name.clone())
@@ -42,7 +46,11 @@ impl MemIndex {
     }
 
     /// Removes series `id`, which was added with these labels.
-    pub fn remove<'a>(&mut self, id: u32, labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>) {
+    pub fn remove<'a>(
+        &mut self,
+        id: u32,
+        labels: impl IntoIterator<Item = (&'a Arc<str>, &'a Arc<str>)>,
+    ) {
         for (name, value) in labels {
             let Some(values) = self.by_name.get_mut(&**name) else {
                 continue;
@@ -72,8 +80,9 @@ impl MemIndex {
 
     /// Series matching every matcher.
     pub fn postings_for_matchers(&self, matchers: &[Matcher]) -> RoaringBitmap {
-        let (intersecting, subtracting): (Vec<&Matcher>, Vec<&Matcher>) =
-            matchers.iter().partition(|matcher| !matcher.matches_empty());
+        let (intersecting, subtracting): (Vec<&Matcher>, Vec<&Matcher>) = matchers
+            .iter()
+            .partition(|matcher| !matcher.matches_empty());
         let mut result: Option<RoaringBitmap> = None;
         for matcher in intersecting {
             let selected = self.values_where(matcher, true);
@@ -167,7 +176,8 @@ fn union_positive_matches(
         }
         RegexFastPath::Prefix(prefix) | RegexFastPath::PrefixThenRegex(prefix) => {
             let verify = matches!(fast_path, RegexFastPath::PrefixThenRegex(_));
-            let range = values.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
+            let range =
+                values.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
             for (value, postings) in range {
                 if !value.starts_with(prefix.as_str()) {
                     break;
@@ -227,11 +237,26 @@ mod tests {
             &[("job", "db"), ("env", "dev")],
             &[("job", "apiserver")],
         ]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "job", "api")])), [0, 1]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "api.*")])), [0, 1, 3]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "a.i")])), [0, 1]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "env", "")])), [1, 3]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::NotEqual, "env", "prod")])), [1, 2, 3]);
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::Equal, "job", "api")])),
+            [0, 1]
+        );
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "api.*")])),
+            [0, 1, 3]
+        );
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::Regex, "job", "a.i")])),
+            [0, 1]
+        );
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::Equal, "env", "")])),
+            [1, 3]
+        );
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::NotEqual, "env", "prod")])),
+            [1, 2, 3]
+        );
         assert_eq!(
             ids(index.postings_for_matchers(&[
                 m(MatchKind::Regex, "job", "api|db"),
@@ -239,8 +264,14 @@ mod tests {
             ])),
             [0, 1]
         );
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::NotInList, "job", "api|db")])), [3]);
-        assert_eq!(ids(index.postings_for_matchers(&[m(MatchKind::Equal, "nope", "x")])), Vec::<u32>::new());
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::NotInList, "job", "api|db")])),
+            [3]
+        );
+        assert_eq!(
+            ids(index.postings_for_matchers(&[m(MatchKind::Equal, "nope", "x")])),
+            Vec::<u32>::new()
+        );
         assert_eq!(ids(index.postings_for_matchers(&[])), [0, 1, 2, 3]);
     }
 

@@ -17,7 +17,7 @@ pub mod index;
 pub mod symbols;
 pub mod wal;
 
-pub use db::{Tsdb, TsdbOptions, TruncateReport, DEFAULT_FSYNC_INTERVAL};
+pub use db::{TruncateReport, Tsdb, TsdbOptions, DEFAULT_FSYNC_INTERVAL};
 pub use error::{Result, TsdbError};
 pub use head::{Head, HeadOptions, HeadStats, SeriesRef};
 pub use wal::{FsyncPolicy, ReplayReport, WalCorruption, WalOptions};

@@ -570,7 +570,11 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
         report.checkpoint = Some(number);
     }
     let first_live = checkpoint.map_or(0, |number| number + 1);
-    for &stale in listing.segments.iter().filter(|number| **number < first_live) {
+    for &stale in listing
+        .segments
+        .iter()
+        .filter(|number| **number < first_live)
+    {
         // Left behind by a crash between writing a checkpoint and deleting its sources.
         let path = dir.join(segment_name(stale));
         fs::remove_file(&path).map_err(|error| TsdbError::io(&path, error))?;
@@ -588,7 +592,10 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
             let corruption = WalCorruption {
                 file: dir.join(segment_name(live[position - 1] + 1)),
                 offset: 0,
-                reason: format!("segment missing between {} and {number}", live[position - 1]),
+                reason: format!(
+                    "segment missing between {} and {number}",
+                    live[position - 1]
+                ),
             };
             set_aside(dir, &live[position..], None)?;
             log_corruption(&corruption);
@@ -642,11 +649,13 @@ fn truncate_file(path: &Path, len: u64, rewrite_header: bool) -> Result<()> {
         .open(path)
         .map_err(|error| TsdbError::io(path, error))?;
     if rewrite_header {
-        file.set_len(0).map_err(|error| TsdbError::io(path, error))?;
+        file.set_len(0)
+            .map_err(|error| TsdbError::io(path, error))?;
         file.write_all(&segment_header())
             .map_err(|error| TsdbError::io(path, error))?;
     } else {
-        file.set_len(len).map_err(|error| TsdbError::io(path, error))?;
+        file.set_len(len)
+            .map_err(|error| TsdbError::io(path, error))?;
     }
     file.sync_all().map_err(|error| TsdbError::io(path, error))
 }
@@ -660,7 +669,9 @@ fn set_aside(dir: &Path, later: &[u64], damaged: Option<(&Path, u64)>) -> Result
         let start = (offset as usize).min(bytes.len());
         let aside = path.with_file_name(format!(
             "{}{CORRUPT_SUFFIX}",
-            path.file_name().and_then(|name| name.to_str()).unwrap_or("segment")
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or("segment")
         ));
         fs::write(&aside, &bytes[start..]).map_err(|error| TsdbError::io(&aside, error))?;
         truncate_file(path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
@@ -697,7 +708,12 @@ pub fn checkpoint(
     mint: i64,
 ) -> Result<CheckpointReport> {
     let listing = list_dir(dir)?;
-    let previous = listing.checkpoints.iter().copied().filter(|n| *n <= upto).max();
+    let previous = listing
+        .checkpoints
+        .iter()
+        .copied()
+        .filter(|n| *n <= upto)
+        .max();
     let mut sources: Vec<PathBuf> = Vec::new();
     if let Some(number) = previous {
         let path = checkpoint_dir(dir, number);
@@ -750,7 +766,8 @@ pub fn checkpoint(
             }
         }
     }
-    let mut file = File::create(&output_path).map_err(|error| TsdbError::io(&output_path, error))?;
+    let mut file =
+        File::create(&output_path).map_err(|error| TsdbError::io(&output_path, error))?;
     file.write_all(&output)
         .and_then(|()| file.sync_all())
         .map_err(|error| TsdbError::io(&output_path, error))?;

@@ -244,7 +244,9 @@ mod tests {
         let mut out = Vec::new();
         s.read_range(i64::MIN, i64::MAX, &mut out);
         assert_eq!(out.len(), 200);
-        assert!(out.iter().all(|sample| !(100..=199).contains(&sample.timestamp.0)));
+        assert!(out
+            .iter()
+            .all(|sample| !(100..=199).contains(&sample.timestamp.0)));
         s.truncate_before(250, 120);
         out.clear();
         s.read_range(i64::MIN, i64::MAX, &mut out);

@@ -1,0 +1,265 @@
+//! Head behaviour through the public API: concurrency, restart, truncation, bad input.
+
+use std::sync::Arc;
+
+use lookout_model::{LabelLimits, Labels, Matcher, NameValidation, Sample, STALE_NAN};
+use lookout_storage::{RejectReason, WriteBatch};
+use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbError, TsdbOptions};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied()).unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Tsdb {
+    Tsdb::open(TsdbOptions::new(dir).fsync(FsyncPolicy::Never)).unwrap()
+}
+
+fn all(tsdb: &Tsdb) -> Vec<lookout_storage::Series> {
+    tsdb.select_blocking(&[Matcher::not_equal("__name__", "")], i64::MIN, i64::MAX)
+}
+
+#[test]
+fn concurrent_appends_from_several_threads_keep_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Arc::new(open(dir.path()));
+    let threads: Vec<_> = (0..4)
+        .map(|thread| {
+            let tsdb = tsdb.clone();
+            std::thread::spawn(move || {
+                for round in 0..50i64 {
+                    let mut batch = WriteBatch::new();
+                    for series in 0..40 {
+                        // Each thread owns its series; all threads also share "shared" series
+                        // but at distinct timestamps per thread, so nothing conflicts.
+                        batch.push(
+                            labels(&[
+                                ("__name__", "own"),
+                                ("thread", &thread.to_string()),
+                                ("s", &series.to_string()),
+                            ]),
+                            vec![Sample::new(round * 1000, round as f64)],
+                        );
+                    }
+                    let outcome = tsdb.append(&batch).unwrap();
+                    assert_eq!(outcome.accepted, 40);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let series = all(&tsdb);
+    assert_eq!(series.len(), 160);
+    for s in &series {
+        let expected: Vec<Sample> = (0..50)
+            .map(|round| Sample::new(round * 1000, round as f64))
+            .collect();
+        assert_eq!(s.samples, expected, "{}", s.labels);
+    }
+    assert_eq!(tsdb.head().stats().series, 160);
+    drop(tsdb);
+    let reopened = open(dir.path());
+    assert_eq!(all(&reopened).len(), 160);
+}
+
+#[test]
+fn restart_replays_samples_deletions_and_special_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = labels(&[("__name__", "a")]);
+    let b = labels(&[("__name__", "b")]);
+    {
+        let tsdb = open(dir.path());
+        let mut batch = WriteBatch::new();
+        batch.push(
+            a.clone(),
+            (0..300)
+                .map(|t| Sample::new(t * 15_000, t as f64))
+                .collect(),
+        );
+        batch.push(
+            b.clone(),
+            vec![Sample::new(5, STALE_NAN), Sample::new(6, -0.0)],
+        );
+        tsdb.append(&batch).unwrap();
+        tsdb.head()
+            .delete(&[Matcher::equal("__name__", "a")], 15_000, 30_000)
+            .unwrap();
+        tsdb.head()
+            .delete(&[Matcher::equal("__name__", "b")], i64::MIN, i64::MAX)
+            .unwrap();
+        // b is gone; writing it again creates a fresh series with a new reference.
+        let mut batch = WriteBatch::new();
+        batch.push(b.clone(), vec![Sample::new(1, 1.0)]);
+        tsdb.append(&batch).unwrap();
+        tsdb.close().unwrap();
+    }
+    for _ in 0..2 {
+        let tsdb = open(dir.path());
+        let series = all(&tsdb);
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].labels, a);
+        assert_eq!(series[0].samples.len(), 298);
+        assert!(!series[0]
+            .samples
+            .iter()
+            .any(|s| (15_000..=30_000).contains(&s.timestamp.0)));
+        assert_eq!(series[1].samples, vec![Sample::new(1, 1.0)]);
+        assert!(tsdb.replay_report().corruption.is_none());
+    }
+}
+
+#[test]
+fn truncation_checkpoints_the_wal_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = labels(&[("__name__", "old")]);
+    let live = labels(&[("__name__", "live")]);
+    {
+        let tsdb = Tsdb::open(
+            TsdbOptions::new(dir.path())
+                .fsync(FsyncPolicy::Never)
+                .wal_segment_bytes(4096),
+        )
+        .unwrap();
+        for t in 0..200 {
+            let mut batch = WriteBatch::new();
+            batch.push(live.clone(), vec![Sample::new(t * 1000, t as f64)]);
+            if t < 50 {
+                batch.push(old.clone(), vec![Sample::new(t * 1000, t as f64)]);
+            }
+            tsdb.append(&batch).unwrap();
+        }
+        let report = tsdb.truncate_head(100_000).unwrap();
+        assert_eq!(report.series_removed, 1);
+        let checkpoint = report.checkpoint.unwrap();
+        assert!(checkpoint.segments_removed > 1);
+        // Old series comes back after truncation as a new series.
+        let mut batch = WriteBatch::new();
+        batch.push(old.clone(), vec![Sample::new(500_000, 1.0)]);
+        batch.push(live.clone(), vec![Sample::new(500_000, 1.0)]);
+        tsdb.append(&batch).unwrap();
+    }
+    let tsdb = open(dir.path());
+    assert!(tsdb.replay_report().checkpoint.is_some());
+    let series = all(&tsdb);
+    assert_eq!(series.len(), 2);
+    let live_series = series.iter().find(|s| s.labels == live).unwrap();
+    assert_eq!(live_series.samples.len(), 101);
+    assert_eq!(live_series.samples[0].timestamp.0, 100_000);
+    let old_series = series.iter().find(|s| s.labels == old).unwrap();
+    assert_eq!(old_series.samples, vec![Sample::new(500_000, 1.0)]);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let error = Tsdb::open(TsdbOptions::new(dir.path())).unwrap_err();
+    assert!(matches!(error, TsdbError::Locked { .. }), "{error}");
+    drop(first);
+    open(dir.path());
+}
+
+#[test]
+fn invalid_and_oversized_labels_are_rejected_with_reasons() {
+    let limits = LabelLimits {
+        validation: NameValidation::Legacy,
+        max_labels: 4,
+        max_value_bytes: 16,
+        ..LabelLimits::default()
+    };
+    let tsdb = Tsdb::in_memory(lookout_tsdb::HeadOptions {
+        label_limits: limits,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut batch = WriteBatch::new();
+    batch.push(
+        labels(&[("__name__", "ok"), ("a", "1")]),
+        vec![Sample::new(1, 1.0)],
+    );
+    batch.push(
+        labels(&[("__name__", "bad"), ("1a", "1")]),
+        vec![Sample::new(1, 1.0)],
+    );
+    batch.push(
+        labels(&[("__name__", "bad"), ("a", &"x".repeat(17))]),
+        vec![Sample::new(1, 1.0)],
+    );
+    batch.push(
+        labels(&[
+            ("__name__", "bad"),
+            ("a", "1"),
+            ("b", "1"),
+            ("c", "1"),
+            ("d", "1"),
+        ]),
+        vec![Sample::new(1, 1.0), Sample::new(2, 1.0)],
+    );
+    batch.push(labels(&[("__name__", "9bad")]), vec![Sample::new(1, 1.0)]);
+    let outcome = tsdb.append(&batch).unwrap();
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.rejected_for(RejectReason::InvalidLabels), 5);
+    assert!(
+        outcome.messages.iter().any(|m| m.contains("\"1a\"")),
+        "{:?}",
+        outcome.messages
+    );
+    assert!(
+        outcome.messages.iter().any(|m| m.contains("17 bytes")),
+        "{:?}",
+        outcome.messages
+    );
+    assert_eq!(all(&tsdb).len(), 1);
+}
+
+#[test]
+fn extreme_timestamps_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = labels(&[("__name__", "extreme")]);
+    let samples = vec![
+        Sample::new(i64::MIN, 1.0),
+        Sample::new(-1, 2.0),
+        Sample::new(0, 3.0),
+        Sample::new(i64::MAX - 1, 4.0),
+        Sample::new(i64::MAX, 5.0),
+    ];
+    {
+        let tsdb = open(dir.path());
+        let mut batch = WriteBatch::new();
+        batch.push(series.clone(), samples.clone());
+        assert_eq!(tsdb.append(&batch).unwrap().accepted, 5);
+        assert_eq!(all(&tsdb)[0].samples, samples);
+    }
+    let tsdb = open(dir.path());
+    assert_eq!(all(&tsdb)[0].samples, samples);
+}
+
+#[test]
+fn label_queries_see_only_the_time_range_asked_for() {
+    let tsdb = Tsdb::in_memory(Default::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.push(
+        labels(&[("__name__", "m"), ("v", "early")]),
+        vec![Sample::new(0, 1.0), Sample::new(100, 1.0)],
+    );
+    batch.push(
+        labels(&[("__name__", "m"), ("v", "late")]),
+        vec![Sample::new(1000, 1.0)],
+    );
+    tsdb.append(&batch).unwrap();
+    let head = tsdb.head();
+    // Between the two samples of "early": it has none there.
+    assert_eq!(
+        head.label_values("v", &[], 10, 90, None),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        head.label_values("v", &[], 50, 1000, None),
+        ["early", "late"]
+    );
+    assert_eq!(
+        head.label_values("v", &[], i64::MIN, i64::MAX, Some(1)),
+        ["early"]
+    );
+}
