@@ -133,6 +133,7 @@ impl Tsdb {
                 Record::Samples(samples) => head.replay_samples(&samples),
                 Record::Tombstones(tombstones) => head.replay_tombstones(&tombstones),
             })?;
+            head.remove_empty_series();
             tracing::info!(
                 records = replay.records,
                 segments = replay.segments.len(),

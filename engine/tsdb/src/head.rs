@@ -610,7 +610,7 @@ impl Head {
             let mut tombstones = Vec::new();
             let mut shard = self.shards[shard_index].write();
             for &series_ref in refs {
-                if self.delete_in_shard(&mut shard, series_ref, mint, maxt) {
+                if self.delete_in_shard(&mut shard, series_ref, mint, maxt, true) {
                     touched += 1;
                     tombstones.push(TombstoneEntry {
                         id: series_ref.0,
@@ -633,13 +633,15 @@ impl Head {
         Ok(touched)
     }
 
-    /// Applies one deletion; `true` if the series had samples in the range.
+    /// Applies one deletion; `true` if the series had samples in the range. A series left
+    /// empty is removed when `remove_if_empty` is set.
     fn delete_in_shard(
         &self,
         shard: &mut Shard,
         series_ref: SeriesRef,
         mint: i64,
         maxt: i64,
+        remove_if_empty: bool,
     ) -> bool {
         let chunk_samples = self.options.chunk_samples;
         let Some(series) = shard.get_mut(series_ref.local()) else {
@@ -649,7 +651,7 @@ impl Head {
             return false;
         }
         series.retain(|t| t < mint || t > maxt, chunk_samples);
-        if series.is_empty() {
+        if remove_if_empty && series.is_empty() {
             self.remove_series(shard, series_ref);
         }
         true
@@ -758,13 +760,39 @@ impl Head {
         }
     }
 
-    /// Replay: applies logged deletions.
+    /// Replay: applies logged deletions. Series left empty stay until
+    /// [`Head::remove_empty_series`]: a checkpoint drops samples older than its cut-off, so a
+    /// series that kept such samples live may look empty mid-replay and still receive samples
+    /// from later records.
     pub(crate) fn replay_tombstones(&self, tombstones: &[TombstoneEntry]) {
         for tombstone in tombstones {
             let series_ref = self.resolve_replayed(tombstone.id);
             let mut shard = self.shards[series_ref.shard()].write();
-            self.delete_in_shard(&mut shard, series_ref, tombstone.mint, tombstone.maxt);
+            self.delete_in_shard(
+                &mut shard,
+                series_ref,
+                tombstone.mint,
+                tombstone.maxt,
+                false,
+            );
         }
+    }
+
+    /// Removes every series without samples (after replay).
+    pub(crate) fn remove_empty_series(&self) -> u64 {
+        let mut removed = 0;
+        for (shard_index, lock) in self.shards.iter().enumerate() {
+            let mut shard = lock.write();
+            for local in 0..shard.series.len() {
+                if shard.get(local).is_some_and(MemSeries::is_empty) {
+                    let series_ref =
+                        SeriesRef::new(shard_index, local).expect("existing reference");
+                    self.remove_series(&mut shard, series_ref);
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 
     /// Size figures.
