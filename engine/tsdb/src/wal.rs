@@ -43,7 +43,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Result, TsdbError};
-use record::{encode_record, FrameError, FrameReader, Record};
+use record::{encode_record, encode_segment_end, FrameError, FrameReader, Record};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 5] = b"LKWAL";
@@ -109,6 +109,8 @@ struct SegmentWriter {
     number: u64,
     path: PathBuf,
     file: Arc<File>,
+    /// Bytes in the file, header included.
+    size: u64,
 }
 
 /// Counters of the log, for self-metrics.
@@ -305,6 +307,9 @@ impl Wal {
         for &rotation in rotations {
             self.write_piece(&mut writer, &buffer[start..rotation])?;
             start = rotation;
+            let mut marker = Vec::new();
+            encode_segment_end(&mut marker, writer.size);
+            self.write_piece(&mut writer, &marker)?;
             let next = writer.number + 1;
             // A closed segment is always synced, so at most the open one can be torn.
             writer
@@ -333,6 +338,7 @@ impl Wal {
         (&*writer.file)
             .write_all(piece)
             .map_err(|error| TsdbError::io(&writer.path, error))?;
+        writer.size += piece.len() as u64;
         self.metrics
             .bytes_written
             .fetch_add(piece.len() as u64, Ordering::Relaxed);
@@ -420,6 +426,7 @@ fn create_segment(
         number,
         path,
         file: Arc::new(file),
+        size: SEGMENT_HEADER_LEN as u64,
     })
 }
 
@@ -502,7 +509,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// How a segment's frames ended.
 enum SegmentEnd {
-    Clean,
+    /// At its end marker: the segment was closed.
+    Closed,
+    /// At the end of the file without a marker: the open segment, or one that lost its tail.
+    Open { len: u64 },
+    /// At a damaged or torn frame.
     Failed(FrameError),
 }
 
@@ -518,17 +529,18 @@ fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, Se
             }),
         ));
     }
-    if &bytes[..5] != SEGMENT_MAGIC || bytes[5] != SEGMENT_VERSION {
+    if bytes[..SEGMENT_HEADER_LEN] != segment_header() {
         return Ok((
             0,
             SegmentEnd::Failed(FrameError::Corrupt {
                 offset: 0,
-                reason: "bad segment header (magic or version)".into(),
+                reason: "bad segment header (magic, version or reserved bytes)".into(),
             }),
         ));
     }
     let mut records = 0;
-    for result in FrameReader::new(&bytes, SEGMENT_HEADER_LEN) {
+    let mut reader = FrameReader::new(&bytes, SEGMENT_HEADER_LEN);
+    for result in reader.by_ref() {
         match result {
             Ok((_, record)) => {
                 records += 1;
@@ -537,7 +549,13 @@ fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, Se
             Err(error) => return Ok((records, SegmentEnd::Failed(error))),
         }
     }
-    Ok((records, SegmentEnd::Clean))
+    let end = match reader.end_marker() {
+        Some(_) => SegmentEnd::Closed,
+        None => SegmentEnd::Open {
+            len: bytes.len() as u64,
+        },
+    };
+    Ok((records, end))
 }
 
 /// Replays the log in `dir`: newest checkpoint first, then the segments after it. Repairs a
@@ -554,11 +572,16 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
             let file_path = path.join(segment_name(file));
             let (records, end) = read_segment(&file_path, &mut handler)?;
             report.records += records;
-            if let SegmentEnd::Failed(error) = end {
+            let damage = match end {
+                SegmentEnd::Closed => None,
+                SegmentEnd::Open { len } => Some((len, "checkpoint file lost its end".to_owned())),
+                SegmentEnd::Failed(error) => Some((error.offset() as u64, error.reason())),
+            };
+            if let Some((offset, reason)) = damage {
                 let corruption = WalCorruption {
                     file: file_path,
-                    offset: error.offset() as u64,
-                    reason: error.reason(),
+                    offset,
+                    reason,
                 };
                 tracing::error!(file = %corruption.file.display(), offset = corruption.offset,
                     reason = %corruption.reason, "wal checkpoint is damaged; replay stops here");
@@ -598,6 +621,9 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
                 ),
             };
             set_aside(dir, &live[position..], None)?;
+            // The previous segment was read as closed (it is not the last one), so it has
+            // its end marker already.
+            report.next_segment = live[position - 1] + 1;
             log_corruption(&corruption);
             report.corruption = Some(corruption);
             return Ok(report);
@@ -605,10 +631,20 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
         let (records, end) = read_segment(&path, &mut handler)?;
         report.records += records;
         report.segments.push(number);
-        let SegmentEnd::Failed(error) = end else {
-            continue;
-        };
         let is_last = position + 1 == live.len();
+        let error = match end {
+            SegmentEnd::Closed => continue,
+            SegmentEnd::Open { .. } if is_last => {
+                // The segment a previous process was writing: close it, a new one follows.
+                close_segment_file(&path)?;
+                continue;
+            }
+            SegmentEnd::Open { len } => FrameError::Corrupt {
+                offset: len as usize,
+                reason: "segment lost its tail: it ends without its end marker".into(),
+            },
+            SegmentEnd::Failed(error) => error,
+        };
         let offset = error.offset() as u64;
         let corruption = WalCorruption {
             file: path.clone(),
@@ -620,10 +656,13 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
                 tracing::warn!(file = %path.display(), offset, reason = %corruption.reason,
                     "wal ends with a torn record; truncating it");
                 truncate_file(&path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
+                close_segment_file(&path)?;
                 report.torn_tail = Some(corruption);
             }
             _ => {
                 set_aside(dir, &live[position + 1..], Some((&path, offset)))?;
+                close_segment_file(&path)?;
+                report.next_segment = number + 1;
                 log_corruption(&corruption);
                 report.corruption = Some(corruption);
                 return Ok(report);
@@ -640,6 +679,23 @@ fn log_corruption(corruption: &WalCorruption) {
         reason = %corruption.reason,
         "wal is damaged; replay stopped there and the rest was moved aside with a .corrupt suffix"
     );
+}
+
+/// Appends the end marker to a segment file whose frames were all read.
+fn close_segment_file(path: &Path) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|error| TsdbError::io(path, error))?;
+    let len = file
+        .metadata()
+        .map_err(|error| TsdbError::io(path, error))?
+        .len();
+    let mut marker = Vec::new();
+    encode_segment_end(&mut marker, len);
+    file.write_all(&marker)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| TsdbError::io(path, error))
 }
 
 /// Cuts `path` to `len` bytes (rewriting the header if it was incomplete).
@@ -742,7 +798,6 @@ pub fn checkpoint(
         ..CheckpointReport::default()
     };
     for source in &sources {
-        let mut failure = None;
         let (records, end) = read_segment(source, &mut |record| {
             if let Some(filtered) = filter_record(record, &keep, mint) {
                 report.records_written += 1;
@@ -750,22 +805,26 @@ pub fn checkpoint(
             }
         })?;
         report.records_read += records;
-        if let SegmentEnd::Failed(error) = end {
-            failure = Some(error);
-        }
-        if let Some(error) = failure {
-            let is_open_tail = matches!(error, FrameError::Torn { .. })
-                && source.file_name() == Some(std::ffi::OsStr::new(&segment_name(upto)));
-            if !is_open_tail {
-                fs::remove_dir_all(&temporary).map_err(|e| TsdbError::io(&temporary, e))?;
-                return Err(TsdbError::Corruption {
-                    file: source.clone(),
-                    offset: error.offset() as u64,
-                    reason: error.reason(),
-                });
+        // Every source is closed (the caller cut the log past `upto`), so it must end with
+        // its marker.
+        let damage = match end {
+            SegmentEnd::Closed => None,
+            SegmentEnd::Open { len } => {
+                Some((len, "segment ends without its end marker".to_owned()))
             }
+            SegmentEnd::Failed(error) => Some((error.offset() as u64, error.reason())),
+        };
+        if let Some((offset, reason)) = damage {
+            fs::remove_dir_all(&temporary).map_err(|error| TsdbError::io(&temporary, error))?;
+            return Err(TsdbError::Corruption {
+                file: source.clone(),
+                offset,
+                reason,
+            });
         }
     }
+    let frames_end = output.len() as u64;
+    encode_segment_end(&mut output, frames_end);
     let mut file =
         File::create(&output_path).map_err(|error| TsdbError::io(&output_path, error))?;
     file.write_all(&output)
@@ -790,7 +849,7 @@ pub fn checkpoint(
 }
 
 fn filter_record(record: Record, keep: &impl Fn(u32) -> bool, mint: i64) -> Option<Record> {
-    let record = match record {
+    match record {
         Record::Series(mut entries) => {
             entries.retain(|entry| keep(entry.id));
             (!entries.is_empty()).then_some(Record::Series(entries))
@@ -803,8 +862,7 @@ fn filter_record(record: Record, keep: &impl Fn(u32) -> bool, mint: i64) -> Opti
             tombstones.retain(|tombstone| tombstone.maxt >= mint && keep(tombstone.id));
             (!tombstones.is_empty()).then_some(Record::Tombstones(tombstones))
         }
-    };
-    record
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! WAL records and their framing; the byte layout is specified in `docs/format/wal.md`.
 //!
-//! A frame is `type: u8 | payload length: u32 LE | crc32 (IEEE) of the payload: u32 LE |
-//! payload`. Type 0 never starts a valid frame, so zero-filled tails are recognised.
+//! A frame is `type: u8 | payload length: u32 LE | crc32 (IEEE) of type, length and payload:
+//! u32 LE | payload`. Type 0 never starts a valid frame, so zero-filled tails are recognised.
 
 use lookout_model::{Label, Labels};
 
@@ -20,6 +20,9 @@ pub enum RecordType {
     Samples = 2,
     /// Deleted time ranges of series.
     Tombstones = 3,
+    /// Marks a closed segment's end; payload: uvarint offset of this frame. Lets replay tell a
+    /// segment that lost its tail from one that was closed.
+    SegmentEnd = 4,
 }
 
 impl RecordType {
@@ -28,6 +31,7 @@ impl RecordType {
             1 => Some(RecordType::Series),
             2 => Some(RecordType::Samples),
             3 => Some(RecordType::Tombstones),
+            4 => Some(RecordType::SegmentEnd),
             _ => None,
         }
     }
@@ -91,11 +95,20 @@ fn start_frame(out: &mut Vec<u8>, record_type: RecordType) -> usize {
 
 /// Fills in length and checksum of the frame started at `start`.
 fn finish_frame(out: &mut [u8], start: usize) {
-    let payload = &out[start + FRAME_HEADER_LEN..];
-    let len = u32::try_from(payload.len()).expect("a WAL record is smaller than 4 GiB");
-    let crc = crc32fast::hash(payload);
+    let payload_len = out.len() - start - FRAME_HEADER_LEN;
+    let len = u32::try_from(payload_len).expect("a WAL record is smaller than 4 GiB");
     out[start + 1..start + 5].copy_from_slice(&len.to_le_bytes());
+    let crc = frame_crc(&out[start..start + 5], &out[start + FRAME_HEADER_LEN..]);
     out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// CRC-32 over the type and length bytes and the payload, so a damaged type or length is
+/// caught like damaged data.
+fn frame_crc(type_and_len: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(type_and_len);
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 /// Appends a framed series record. Layout per entry: `id uvarint | label count uvarint |
@@ -147,6 +160,14 @@ pub fn encode_tombstones(out: &mut Vec<u8>, tombstones: &[TombstoneEntry]) {
     finish_frame(out, start);
 }
 
+/// Appends the end marker of a segment whose frames end at `offset` (bytes from the start of
+/// the file, header included).
+pub fn encode_segment_end(out: &mut Vec<u8>, offset: u64) {
+    let start = start_frame(out, RecordType::SegmentEnd);
+    put_uvarint(out, offset);
+    finish_frame(out, start);
+}
+
 /// Re-encodes a decoded record (used by checkpoints).
 pub fn encode_record(out: &mut Vec<u8>, record: &Record) {
     match record {
@@ -176,6 +197,8 @@ pub enum FrameError {
     Torn { offset: usize, reason: &'static str },
     /// A complete frame is damaged.
     Corrupt { offset: usize, reason: String },
+    /// Internal: the end marker was read (never returned by the iterator).
+    End,
 }
 
 impl FrameError {
@@ -183,6 +206,7 @@ impl FrameError {
     pub fn offset(&self) -> usize {
         match self {
             FrameError::Torn { offset, .. } | FrameError::Corrupt { offset, .. } => *offset,
+            FrameError::End => 0,
         }
     }
 
@@ -191,6 +215,7 @@ impl FrameError {
         match self {
             FrameError::Torn { reason, .. } => format!("torn record: {reason}"),
             FrameError::Corrupt { reason, .. } => reason.clone(),
+            FrameError::End => "end of segment".into(),
         }
     }
 }
@@ -201,6 +226,7 @@ pub struct FrameReader<'a> {
     bytes: &'a [u8],
     position: usize,
     failed: bool,
+    end_marker: Option<usize>,
 }
 
 impl<'a> FrameReader<'a> {
@@ -210,7 +236,13 @@ impl<'a> FrameReader<'a> {
             bytes,
             position: start,
             failed: false,
+            end_marker: None,
         }
+    }
+
+    /// Offset of the segment end marker, once the reader has passed it.
+    pub fn end_marker(&self) -> Option<usize> {
+        self.end_marker
     }
 
     fn next_frame(&mut self) -> Result<(usize, Record), FrameError> {
@@ -240,7 +272,7 @@ impl<'a> FrameReader<'a> {
                 reason: "frame extends past the end of the file",
             });
         };
-        if crc32fast::hash(payload) != crc {
+        if frame_crc(&rest[..5], payload) != crc {
             let reaches_end = FRAME_HEADER_LEN + len == rest.len();
             return Err(if reaches_end {
                 FrameError::Torn {
@@ -253,6 +285,25 @@ impl<'a> FrameReader<'a> {
                     reason: "checksum mismatch".into(),
                 }
             });
+        }
+        if record_type == RecordType::SegmentEnd {
+            let mut decoder = Decoder::new(payload);
+            let marked = decoder.uvarint().ok();
+            if marked != Some(offset as u64) || !decoder.is_empty() {
+                return Err(FrameError::Corrupt {
+                    offset,
+                    reason: "segment end marker does not match its position".into(),
+                });
+            }
+            if FRAME_HEADER_LEN + len != rest.len() {
+                return Err(FrameError::Corrupt {
+                    offset: offset + FRAME_HEADER_LEN + len,
+                    reason: "data after the segment end marker".into(),
+                });
+            }
+            self.end_marker = Some(offset);
+            self.position = self.bytes.len();
+            return Err(FrameError::End);
         }
         let record = decode_payload(record_type, payload).map_err(|error| FrameError::Corrupt {
             offset,
@@ -273,7 +324,10 @@ impl Iterator for FrameReader<'_> {
         }
         let result = self.next_frame();
         self.failed = result.is_err();
-        Some(result)
+        match result {
+            Err(FrameError::End) => None,
+            other => Some(other),
+        }
     }
 }
 
@@ -310,6 +364,10 @@ fn decode_payload(record_type: RecordType, payload: &[u8]) -> Result<Record, Dec
             }
             Ok(Record::Samples(samples))
         }
+        RecordType::SegmentEnd => Err(DecodeError {
+            offset: 0,
+            reason: "segment end marker is not a record",
+        }),
         RecordType::Tombstones => {
             let mut tombstones = Vec::new();
             while !decoder.is_empty() {
