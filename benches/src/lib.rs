@@ -196,8 +196,11 @@ pub struct SeriesSpec {
     pub kind: ValueKind,
 }
 
-/// The 200 per-instance series templates: metric name, value kind and the two extra labels.
-fn instance_template() -> Vec<(&'static str, ValueKind, [(&'static str, String); 2])> {
+/// One per-instance series template: metric name, value kind and the two extra labels.
+type Template = (&'static str, ValueKind, [(&'static str, String); 2]);
+
+/// The 200 per-instance series templates.
+fn instance_template() -> Vec<Template> {
     let mut out = Vec::with_capacity(SERIES_PER_INSTANCE);
     let mut dims = Vec::new();
     for (family, (dim_a, dim_b)) in FAMILIES.iter().zip(DIM_NAMES) {

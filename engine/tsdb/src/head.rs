@@ -111,22 +111,17 @@ impl Shard {
         self.series.get_mut(local)?.as_deref_mut()
     }
 
-    fn find(&self, labels: &Labels, symbols: &SymbolTable) -> Option<u32> {
+    /// The series with these labels. Identity is the stable 64-bit hash plus a second 64-bit
+    /// hash keyed with a per-process random seed (`check`): comparing the strings themselves
+    /// costs dozens of cache misses per sample, while a false match needs both hashes to collide
+    /// (about 2^-128 for non-adversarial input, and the secret seed keeps crafted input from
+    /// aiming at it).
+    fn find(&self, labels: &Labels, check: u64) -> Option<u32> {
         let hash = labels.stable_hash();
         let first = *self.by_hash.get(&hash)?;
-        let reader = symbols.reader();
         let equal = |local: u32| {
-            self.get(local as usize).is_some_and(|series| {
-                series.labels.len() == labels.len()
-                    && series
-                        .labels
-                        .iter()
-                        .zip(labels.iter())
-                        .all(|((name, value), label)| {
-                            reader.resolve(*name) == label.name
-                                && reader.resolve(*value) == label.value
-                        })
-            })
+            self.get(local as usize)
+                .is_some_and(|series| series.check == check && series.labels.len() == labels.len())
         };
         if equal(first) {
             return Some(first);
@@ -219,6 +214,8 @@ pub struct Head {
     options: HeadOptions,
     min_time: AtomicI64,
     max_time: AtomicI64,
+    /// Seed of the second series hash, random per process.
+    check_seed: u64,
     /// WAL references replayed under a different live reference (same labels).
     aliases: Mutex<HashMap<u32, SeriesRef>>,
     counters: HeadCounters,
@@ -238,6 +235,10 @@ impl Head {
             options,
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
+            check_seed: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                0x006c_6f6f_6b6f_7574_u64,
+            ),
             aliases: Mutex::new(HashMap::new()),
             counters: HeadCounters::default(),
         })
@@ -284,14 +285,6 @@ impl Head {
             if series.samples.is_empty() {
                 continue;
             }
-            if let Err(error) = series.labels.validate(&self.options.label_limits) {
-                outcome.reject(
-                    RejectReason::InvalidLabels,
-                    series.samples.len() as u64,
-                    || format!("{error}"),
-                );
-                continue;
-            }
             per_shard[shard_of(series.labels.stable_hash())].push(position);
         }
         let mut last_ticket: Option<Ticket> = None;
@@ -309,13 +302,23 @@ impl Head {
             let mut shard = self.shards[shard_index].write();
             for &position in positions {
                 let input = &batch.series[position];
-                let series_ref = match shard.find(&input.labels, &self.symbols) {
+                let check = self.check_hash(&input.labels);
+                let series_ref = match shard.find(&input.labels, check) {
                     Some(local) => SeriesRef::new(shard_index, local as usize),
                     None => {
+                        // Labels are validated once, when the series is created.
+                        if let Err(error) = input.labels.validate(&self.options.label_limits) {
+                            outcome.reject(
+                                RejectReason::InvalidLabels,
+                                input.samples.len() as u64,
+                                || format!("{error}"),
+                            );
+                            continue;
+                        }
                         let local = shard.series.len();
                         let series_ref = SeriesRef::new(shard_index, local);
                         if let Some(series_ref) = series_ref {
-                            self.create_series(&mut shard, series_ref, &input.labels);
+                            self.create_series(&mut shard, series_ref, &input.labels, check);
                             created.push((series_ref, &input.labels));
                         }
                         series_ref
@@ -399,7 +402,7 @@ impl Head {
     }
 
     /// Interns the labels, stores the series at `series_ref` and indexes it.
-    fn create_series(&self, shard: &mut Shard, series_ref: SeriesRef, labels: &Labels) {
+    fn create_series(&self, shard: &mut Shard, series_ref: SeriesRef, labels: &Labels, check: u64) {
         let mut pairs: Vec<(Symbol, Symbol)> = Vec::with_capacity(labels.len());
         let mut shared: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(labels.len());
         for label in labels.iter() {
@@ -410,7 +413,7 @@ impl Head {
         }
         shard.insert(
             series_ref.local(),
-            MemSeries::new(pairs.into_boxed_slice(), labels.stable_hash()),
+            MemSeries::new(pairs.into_boxed_slice(), labels.stable_hash(), check),
         );
         self.index.write().add(
             series_ref.0,
@@ -705,7 +708,8 @@ impl Head {
         let hash = labels.stable_hash();
         let shard_index = shard_of(hash);
         let mut shard = self.shards[shard_index].write();
-        if let Some(local) = shard.find(labels, &self.symbols) {
+        let check = self.check_hash(labels);
+        if let Some(local) = shard.find(labels, check) {
             let existing = SeriesRef::new(shard_index, local as usize).expect("existing reference");
             if existing.0 != id {
                 self.aliases.lock().insert(id, existing);
@@ -721,7 +725,19 @@ impl Head {
             self.aliases.lock().insert(id, fresh);
             fresh
         };
-        self.create_series(&mut shard, series_ref, labels);
+        self.create_series(&mut shard, series_ref, labels, check);
+    }
+
+    /// The seeded second hash of `labels` (see `Shard::find`).
+    fn check_hash(&self, labels: &Labels) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(self.check_seed);
+        for label in labels.iter() {
+            hasher.update(label.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(label.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        hasher.digest()
     }
 
     fn resolve_replayed(&self, id: u32) -> SeriesRef {

@@ -32,6 +32,8 @@ pub(crate) struct MemSeries {
     /// Label pairs sorted by name, as symbols.
     pub(crate) labels: Box<[(Symbol, Symbol)]>,
     pub(crate) hash: u64,
+    /// Seeded second hash of the labels, for identity checks without string compares.
+    pub(crate) check: u64,
     closed: Vec<ClosedChunk>,
     open: XorAppender,
     /// Newest sample: timestamp and value bits.
@@ -39,10 +41,11 @@ pub(crate) struct MemSeries {
 }
 
 impl MemSeries {
-    pub(crate) fn new(labels: Box<[(Symbol, Symbol)]>, hash: u64) -> MemSeries {
+    pub(crate) fn new(labels: Box<[(Symbol, Symbol)]>, hash: u64, check: u64) -> MemSeries {
         MemSeries {
             labels,
             hash,
+            check,
             closed: Vec::new(),
             open: XorAppender::new(),
             last: None,
@@ -213,7 +216,7 @@ mod tests {
     use super::*;
 
     fn series() -> MemSeries {
-        MemSeries::new(Box::new([]), 0)
+        MemSeries::new(Box::new([]), 0, 0)
     }
 
     #[test]
