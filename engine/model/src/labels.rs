@@ -80,6 +80,7 @@ impl Default for LabelLimits {
 pub struct Labels {
     labels: Arc<[Label]>,
     hash: u64,
+    identity_hash: u64,
 }
 
 impl Labels {
@@ -119,10 +120,11 @@ impl Labels {
     pub fn from_sorted_unchecked(labels: Vec<Label>) -> Labels {
         debug_assert!(labels.windows(2).all(|pair| pair[0].name < pair[1].name));
         debug_assert!(labels.iter().all(|label| !label.value.is_empty()));
-        let hash = hash_labels(&labels);
+        let (hash, identity_hash) = hash_labels(&labels);
         Labels {
             labels: labels.into(),
             hash,
+            identity_hash,
         }
     }
 
@@ -171,6 +173,14 @@ impl Labels {
     /// shard by.
     pub fn stable_hash(&self) -> u64 {
         self.hash
+    }
+
+    /// A second 64-bit hash, keyed with a secret seed chosen at random once per process.
+    /// Together with [`Labels::stable_hash`] it identifies a label set in memory without
+    /// comparing strings: a false match needs both to collide (about 2^-128), and crafted input
+    /// cannot aim at the secret seed. Differs between processes: never persist it.
+    pub fn identity_hash(&self) -> u64 {
+        self.identity_hash
     }
 
     /// Sum of the byte lengths of all names and values.
@@ -266,17 +276,40 @@ fn validate_metric_name(name: &str, validation: NameValidation) -> Result<(), Mo
     Ok(())
 }
 
-fn hash_labels(labels: &[Label]) -> u64 {
-    // 0xff never occurs in UTF-8, so "a"+"bc" and "ab"+"c" hash differently.
-    const SEPARATOR: [u8; 1] = [0xff];
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for label in labels {
-        hasher.update(label.name.as_bytes());
-        hasher.update(&SEPARATOR);
-        hasher.update(label.value.as_bytes());
-        hasher.update(&SEPARATOR);
+/// The process's secret seed for [`Labels::identity_hash`].
+fn identity_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x006c_6f6f_6b6f_7574_u64)
+    })
+}
+
+/// The stable and the identity hash: xxh3 over `name 0xff value 0xff ...` (0xff never occurs
+/// in UTF-8, so "a"+"bc" and "ab"+"c" differ), unseeded and with the secret seed. The pairs are
+/// copied into one reusable buffer and hashed in one shot, much faster than feeding a
+/// streaming hasher two dozen small pieces.
+fn hash_labels(labels: &[Label]) -> (u64, u64) {
+    const SEPARATOR: u8 = 0xff;
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    hasher.digest()
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        for label in labels {
+            buffer.extend_from_slice(label.name.as_bytes());
+            buffer.push(SEPARATOR);
+            buffer.extend_from_slice(label.value.as_bytes());
+            buffer.push(SEPARATOR);
+        }
+        let stable = xxhash_rust::xxh3::xxh3_64(&buffer);
+        let identity = xxhash_rust::xxh3::xxh3_64_with_seed(&buffer, identity_seed());
+        if buffer.capacity() > 64 * 1024 {
+            *buffer = Vec::new();
+        }
+        (stable, identity)
+    })
 }
 
 impl PartialEq for Labels {
@@ -403,6 +436,8 @@ mod tests {
         let second = labels(&[("b", "2"), ("a", "1")]);
         assert_eq!(first, second);
         assert_eq!(first.stable_hash(), second.stable_hash());
+        assert_eq!(first.identity_hash(), second.identity_hash());
+        assert_ne!(first.identity_hash(), first.stable_hash());
         assert_ne!(first.stable_hash(), labels(&[("a", "12")]).stable_hash());
         // The separator keeps concatenations apart.
         assert_ne!(

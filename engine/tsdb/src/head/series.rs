@@ -101,29 +101,25 @@ impl MemSeries {
         self.last.is_none()
     }
 
-    /// Every chunk as (bytes, min_t, max_t), oldest first.
-    fn chunks(&self) -> impl Iterator<Item = (&[u8], i64, i64)> {
+    /// An iterator over every chunk with its time range, oldest first.
+    fn chunks(&self) -> impl Iterator<Item = (XorIter<'_>, i64, i64)> {
         let open = match (self.open.first_t(), self.open.last_t()) {
-            (Some(min_t), Some(max_t)) => Some((self.open.bytes(), min_t, max_t)),
+            (Some(min_t), Some(max_t)) => Some((self.open.iter(), min_t, max_t)),
             _ => None,
         };
         self.closed
             .iter()
-            .map(|closed| (closed.chunk.bytes(), closed.min_t, closed.max_t))
+            .map(|closed| (closed.chunk.iter(), closed.min_t, closed.max_t))
             .chain(open)
     }
 
     /// Appends the samples in `[mint, maxt]` to `out`; returns how many.
     pub(crate) fn read_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> usize {
         let before = out.len();
-        for (bytes, chunk_min, chunk_max) in self.chunks() {
+        for (mut iter, chunk_min, chunk_max) in self.chunks() {
             if chunk_max < mint || chunk_min > maxt {
                 continue;
             }
-            let Ok(mut iter) = XorIter::new(bytes) else {
-                debug_assert!(false, "head chunks are always decodable");
-                continue;
-            };
             let Some((t, v)) = iter.seek(mint) else {
                 continue;
             };
@@ -143,17 +139,15 @@ impl MemSeries {
 
     /// Whether any sample lies in `[mint, maxt]`.
     pub(crate) fn has_samples_in(&self, mint: i64, maxt: i64) -> bool {
-        for (bytes, chunk_min, chunk_max) in self.chunks() {
+        for (mut iter, chunk_min, chunk_max) in self.chunks() {
             if chunk_max < mint || chunk_min > maxt {
                 continue;
             }
             if chunk_min >= mint && chunk_max <= maxt {
                 return true;
             }
-            if let Ok(mut iter) = XorIter::new(bytes) {
-                if iter.seek(mint).is_some_and(|(t, _)| t <= maxt) {
-                    return true;
-                }
+            if iter.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+                return true;
             }
         }
         false
