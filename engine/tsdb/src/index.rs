@@ -7,7 +7,6 @@
 //! value they reject, starting from all series when no matcher intersects.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
 
 use lookout_model::{MatchKind, Matcher, RegexFastPath};
@@ -80,55 +79,7 @@ impl MemIndex {
 
     /// Series matching every matcher.
     pub fn postings_for_matchers(&self, matchers: &[Matcher]) -> RoaringBitmap {
-        let (intersecting, subtracting): (Vec<&Matcher>, Vec<&Matcher>) = matchers
-            .iter()
-            .partition(|matcher| !matcher.matches_empty());
-        let mut result: Option<RoaringBitmap> = None;
-        for matcher in intersecting {
-            let selected = self.values_where(matcher, true);
-            result = Some(match result {
-                None => selected,
-                Some(current) => current & selected,
-            });
-            if result.as_ref().is_some_and(RoaringBitmap::is_empty) {
-                return RoaringBitmap::new();
-            }
-        }
-        let mut result = result.unwrap_or_else(|| self.all.clone());
-        for matcher in subtracting {
-            result -= self.values_where(matcher, false);
-        }
-        result
-    }
-
-    /// Union of the postings of the values `v` of `matcher`'s label with
-    /// `matcher.matches(v) == wanted`.
-    fn values_where(&self, matcher: &Matcher, wanted: bool) -> RoaringBitmap {
-        let Some(values) = self.by_name.get(matcher.name()) else {
-            return RoaringBitmap::new();
-        };
-        // Whether we look for values the positive form accepts (fast paths apply) or rejects.
-        let positive_target = wanted != matcher.kind().is_negative();
-        let mut union = RoaringBitmap::new();
-        match (matcher.kind(), positive_target) {
-            (MatchKind::Equal | MatchKind::NotEqual, true) => {
-                if let Some(postings) = values.get(matcher.value()) {
-                    union |= postings;
-                }
-            }
-            (_, true) => {
-                let fast_path = matcher.fast_path().unwrap_or(RegexFastPath::None);
-                union_positive_matches(values, matcher, &fast_path, wanted, &mut union);
-            }
-            (_, false) => {
-                for (value, postings) in values {
-                    if matcher.matches(value) == wanted {
-                        union |= postings;
-                    }
-                }
-            }
-        }
-        union
+        postings_for_matchers(self, matchers)
     }
 
     /// Names that have at least one series.
@@ -159,48 +110,117 @@ impl MemIndex {
     }
 }
 
-fn union_positive_matches(
-    values: &ValuePostings,
-    matcher: &Matcher,
-    fast_path: &RegexFastPath,
-    wanted: bool,
-    union: &mut RoaringBitmap,
-) {
-    match fast_path {
-        RegexFastPath::Literals(literals) => {
-            for literal in literals {
-                if let Some(postings) = values.get(literal.as_str()) {
-                    *union |= postings;
-                }
-            }
+impl PostingsIndex for MemIndex {
+    fn all_series(&self) -> RoaringBitmap {
+        self.all.clone()
+    }
+
+    fn sorted_values(&self, name: &str) -> Vec<&str> {
+        self.by_name
+            .get(name)
+            .map(|values| values.keys().map(|value| &**value).collect())
+            .unwrap_or_default()
+    }
+
+    fn with_postings(&self, name: &str, value: &str, visit: &mut dyn FnMut(&RoaringBitmap)) {
+        if let Some(postings) = self.by_name.get(name).and_then(|values| values.get(value)) {
+            visit(postings);
         }
+    }
+}
+
+/// What matcher evaluation needs from an index: the in-memory one and a block's on-disk one
+/// answer the same way.
+pub trait PostingsIndex {
+    /// Every series.
+    fn all_series(&self) -> RoaringBitmap;
+    /// The values of label `name`, sorted.
+    fn sorted_values(&self, name: &str) -> Vec<&str>;
+    /// Calls `visit` with the postings of `name=value`, if any series has it.
+    fn with_postings(&self, name: &str, value: &str, visit: &mut dyn FnMut(&RoaringBitmap));
+}
+
+/// Series of `index` matching every matcher.
+pub fn postings_for_matchers(
+    index: &(impl PostingsIndex + ?Sized),
+    matchers: &[Matcher],
+) -> RoaringBitmap {
+    let (intersecting, subtracting): (Vec<&Matcher>, Vec<&Matcher>) = matchers
+        .iter()
+        .partition(|matcher| !matcher.matches_empty());
+    let mut result: Option<RoaringBitmap> = None;
+    for matcher in intersecting {
+        let selected = values_where(index, matcher, true);
+        result = Some(match result {
+            None => selected,
+            Some(current) => current & selected,
+        });
+        if result.as_ref().is_some_and(RoaringBitmap::is_empty) {
+            return RoaringBitmap::new();
+        }
+    }
+    let mut result = result.unwrap_or_else(|| index.all_series());
+    for matcher in subtracting {
+        result -= values_where(index, matcher, false);
+    }
+    result
+}
+
+/// Union of the postings of the values `v` of `matcher`'s label with
+/// `matcher.matches(v) == wanted`.
+fn values_where(
+    index: &(impl PostingsIndex + ?Sized),
+    matcher: &Matcher,
+    wanted: bool,
+) -> RoaringBitmap {
+    let name = matcher.name();
+    let mut union = RoaringBitmap::new();
+    let mut add = |postings: &RoaringBitmap| union |= postings;
+    // Whether we look for values the positive form accepts (fast paths apply) or rejects.
+    let positive_target = wanted != matcher.kind().is_negative();
+    if positive_target && matches!(matcher.kind(), MatchKind::Equal | MatchKind::NotEqual) {
+        index.with_postings(name, matcher.value(), &mut add);
+        return union;
+    }
+    let fast_path = match positive_target {
+        true => matcher.fast_path().unwrap_or(RegexFastPath::None),
+        false => RegexFastPath::None,
+    };
+    if let RegexFastPath::Literals(literals) = &fast_path {
+        for literal in literals {
+            index.with_postings(name, literal, &mut add);
+        }
+        return union;
+    }
+    let values = index.sorted_values(name);
+    match &fast_path {
         RegexFastPath::Prefix(prefix) | RegexFastPath::PrefixThenRegex(prefix) => {
             let verify = matches!(fast_path, RegexFastPath::PrefixThenRegex(_));
-            let range =
-                values.range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
-            for (value, postings) in range {
-                if !value.starts_with(prefix.as_str()) {
-                    break;
-                }
+            let start = values.partition_point(|value| *value < prefix.as_str());
+            for value in values[start..]
+                .iter()
+                .take_while(|value| value.starts_with(prefix.as_str()))
+            {
                 if !verify || matcher.matches(value) == wanted {
-                    *union |= postings;
+                    index.with_postings(name, value, &mut add);
                 }
             }
         }
+        // Every stored value is non-empty, so both accept all of them.
         RegexFastPath::Any | RegexFastPath::NonEmpty => {
-            // Every stored value is non-empty, so both accept all of them.
-            for postings in values.values() {
-                *union |= postings;
+            for value in &values {
+                index.with_postings(name, value, &mut add);
             }
         }
-        RegexFastPath::None => {
-            for (value, postings) in values {
+        RegexFastPath::Literals(_) | RegexFastPath::None => {
+            for value in &values {
                 if matcher.matches(value) == wanted {
-                    *union |= postings;
+                    index.with_postings(name, value, &mut add);
                 }
             }
         }
     }
+    union
 }
 
 #[cfg(test)]

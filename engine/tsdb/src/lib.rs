@@ -8,12 +8,14 @@
 //! It depends on `lookout-model` and `lookout-storage` only; nothing of HTTP, PromQL or the
 //! gateways belongs here, and no other engine type leaks through the `Storage` trait.
 
+pub mod block;
 pub mod chunk;
 mod db;
 pub mod encoding;
 mod error;
 pub mod head;
 pub mod index;
+mod mmap;
 pub mod symbols;
 pub mod wal;
 

@@ -1,0 +1,669 @@
+//! Immutable blocks: one directory per time range, memory-mapped for reading.
+//!
+//! ```text
+//! blocks/<id>/meta.json      versioned metadata ending with a checksummed footer member
+//! blocks/<id>/chunks/000001  chunk segment files (crc32 per chunk, footer)
+//! blocks/<id>/index          symbols, series with chunk references, roaring postings, TOC, footer
+//! blocks/<id>/tombstones     deleted ranges per series, footer
+//! ```
+//!
+//! Formats: `docs/format/block.md` and `docs/format/index.md`. A block is written under
+//! `<id>.tmp` and renamed into place once every file is synced ([`writer::write_block`]).
+//! [`Block::open`] verifies every footer checksum, so a damaged file is found at open, named
+//! with its offset, and the block can be set aside while the others keep serving.
+
+mod footer;
+pub mod writer;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lookout_model::{Label, Labels, Matcher, Sample};
+use lookout_storage::Series;
+use memmap2::Mmap;
+use parking_lot::RwLock;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::XorIter;
+use crate::encoding::{put_uvarint, put_varint, Decoder};
+use crate::error::{Result, TsdbError};
+use crate::index::{postings_for_matchers, PostingsIndex};
+use crate::mmap::map_file;
+use footer::{append_footer, verify_footer, FOOTER_LEN};
+
+/// Version of every block file format written by this code.
+pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const META_FILE: &str = "meta.json";
+pub(crate) const INDEX_FILE: &str = "index";
+pub(crate) const TOMBSTONES_FILE: &str = "tombstones";
+pub(crate) const CHUNKS_DIR: &str = "chunks";
+pub(crate) const INDEX_MAGIC: &[u8; 8] = b"LKINDEX1";
+pub(crate) const CHUNKS_MAGIC: &[u8; 8] = b"LKCHUNK1";
+pub(crate) const TOMBSTONES_MAGIC: &[u8; 8] = b"LKTOMB01";
+const META_MAGIC: &str = "LKMETA01";
+pub(crate) const CHUNK_ENCODING_XOR: u8 = 1;
+/// Sections of the index: symbols, series, series offsets, postings, postings table.
+pub(crate) const SECTION_COUNT: usize = 5;
+const TOC_ENTRY_LEN: usize = 20;
+
+/// Counts of a block's contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockStats {
+    /// Series.
+    pub series: u64,
+    /// Samples.
+    pub samples: u64,
+    /// Chunks.
+    pub chunks: u64,
+}
+
+/// How a block came to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// 1 for a block cut from the head, one more for each compaction.
+    pub level: u32,
+    /// Ids of the level-1 blocks whose data it holds.
+    pub sources: Vec<String>,
+}
+
+/// The contents of `meta.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    /// Format version of the block.
+    pub version: u32,
+    /// The block id (its directory name).
+    pub id: String,
+    /// Inclusive start of the time range, ms.
+    pub min_time: i64,
+    /// Exclusive end of the time range, ms.
+    pub max_time: i64,
+    /// Counts.
+    pub stats: BlockStats,
+    /// Origin.
+    pub compaction: Compaction,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MetaFooter {
+    magic: String,
+    version: u32,
+    crc32: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetaFile {
+    #[serde(flatten)]
+    meta: BlockMeta,
+    footer: MetaFooter,
+}
+
+const META_FOOTER_KEY: &[u8] = b",\"footer\":";
+
+impl BlockMeta {
+    /// JSON whose last member, `footer`, carries magic, version and the crc32 of every byte
+    /// before `,"footer":`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("metadata serialises");
+        let closing = json
+            .iter()
+            .rposition(|byte| *byte == b'}')
+            .expect("a JSON object");
+        json.truncate(closing);
+        while json.last().is_some_and(u8::is_ascii_whitespace) {
+            json.pop();
+        }
+        let crc = crc32fast::hash(&json);
+        let footer = MetaFooter {
+            magic: META_MAGIC.to_owned(),
+            version: FORMAT_VERSION,
+            crc32: crc,
+        };
+        json.extend_from_slice(META_FOOTER_KEY);
+        json.extend_from_slice(&serde_json::to_vec(&footer).expect("footer serialises"));
+        json.extend_from_slice(b"\n}\n");
+        json
+    }
+
+    /// Parses and verifies `meta.json`.
+    pub fn decode(path: &Path, bytes: &[u8]) -> Result<BlockMeta> {
+        let corruption = |offset: usize, reason: String| TsdbError::Corruption {
+            file: path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        let footer_at = bytes
+            .windows(META_FOOTER_KEY.len())
+            .rposition(|window| window == META_FOOTER_KEY)
+            .ok_or_else(|| corruption(0, "no footer member".into()))?;
+        let parsed: MetaFile = serde_json::from_slice(bytes).map_err(|error| {
+            corruption(error.column(), format!("not valid block metadata: {error}"))
+        })?;
+        if parsed.footer.magic != META_MAGIC || parsed.footer.version != FORMAT_VERSION {
+            return Err(corruption(
+                footer_at,
+                format!(
+                    "footer magic {:?} version {} is not {META_MAGIC} version {FORMAT_VERSION}",
+                    parsed.footer.magic, parsed.footer.version
+                ),
+            ));
+        }
+        if crc32fast::hash(&bytes[..footer_at]) != parsed.footer.crc32 {
+            return Err(corruption(0, "checksum does not match the footer".into()));
+        }
+        if parsed.meta.version != FORMAT_VERSION {
+            return Err(corruption(
+                0,
+                format!("block version {} is not supported", parsed.meta.version),
+            ));
+        }
+        Ok(parsed.meta)
+    }
+}
+
+/// A memory-mapped, verified index file.
+#[derive(Debug)]
+struct IndexReader {
+    path: PathBuf,
+    map: Mmap,
+    /// Byte ranges of the symbols.
+    symbols: Vec<(usize, usize)>,
+    series: (usize, usize),
+    series_offsets: (usize, usize),
+    series_count: u32,
+    postings: (usize, usize),
+    /// Label name -> (value symbol, postings offset, length), values in sorted order.
+    table: HashMap<String, Vec<(u32, usize, usize)>>,
+}
+
+impl IndexReader {
+    fn open(path: &Path) -> Result<IndexReader> {
+        let map = map_file(path)?;
+        let corruption = |offset: usize, reason: &str| TsdbError::Corruption {
+            file: path.to_path_buf(),
+            offset: offset as u64,
+            reason: reason.to_owned(),
+        };
+        let body = match verify_footer(path, &map, INDEX_MAGIC, FORMAT_VERSION) {
+            Ok(body) => body,
+            Err(error) => return Err(locate_index_damage(path, &map).unwrap_or(error)),
+        };
+        if body.len() < SECTION_COUNT * TOC_ENTRY_LEN {
+            return Err(corruption(0, "index too short for its table of contents"));
+        }
+        let toc_at = body.len() - SECTION_COUNT * TOC_ENTRY_LEN;
+        let mut sections = [(0usize, 0usize); SECTION_COUNT];
+        for (number, section) in sections.iter_mut().enumerate() {
+            let entry = &body[toc_at + number * TOC_ENTRY_LEN..];
+            let offset = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes")) as usize;
+            let len = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes")) as usize;
+            if offset.checked_add(len).is_none_or(|end| end > toc_at) {
+                return Err(corruption(
+                    toc_at + number * TOC_ENTRY_LEN,
+                    "section out of bounds",
+                ));
+            }
+            *section = (offset, offset + len);
+        }
+        let decode_error =
+            |section: (usize, usize), error: crate::encoding::DecodeError| TsdbError::Corruption {
+                file: path.to_path_buf(),
+                offset: (section.0 + error.offset) as u64,
+                reason: error.reason.to_owned(),
+            };
+
+        let symbols_section = sections[0];
+        let bytes = &body[symbols_section.0..symbols_section.1];
+        let count = read_u32(bytes)
+            .ok_or_else(|| corruption(symbols_section.0, "truncated symbol count"))?;
+        let mut decoder = Decoder::new(&bytes[4..]);
+        let mut symbols = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let text = decoder
+                .string()
+                .map_err(|error| decode_error((symbols_section.0 + 4, 0), error))?;
+            let start = symbols_section.0 + 4 + decoder.position() - text.len();
+            symbols.push((start, start + text.len()));
+        }
+
+        let offsets_section = sections[2];
+        let series_count = read_u32(&body[offsets_section.0..offsets_section.1])
+            .ok_or_else(|| corruption(offsets_section.0, "truncated series count"))?;
+        if offsets_section.1 - offsets_section.0 != 4 + series_count as usize * 8 {
+            return Err(corruption(
+                offsets_section.0,
+                "series offsets do not match the series count",
+            ));
+        }
+
+        let table_section = sections[4];
+        let bytes = &body[table_section.0..table_section.1];
+        let count =
+            read_u32(bytes).ok_or_else(|| corruption(table_section.0, "truncated table count"))?;
+        let mut decoder = Decoder::new(&bytes[4..]);
+        let mut table: HashMap<String, Vec<(u32, usize, usize)>> = HashMap::new();
+        let postings_len = sections[3].1 - sections[3].0;
+        for _ in 0..count {
+            let mut next = || {
+                decoder
+                    .uvarint()
+                    .map_err(|error| decode_error((table_section.0 + 4, 0), error))
+            };
+            let (name, value, offset, len) = (next()?, next()?, next()? as usize, next()? as usize);
+            if name as usize >= symbols.len() || value as usize >= symbols.len() {
+                return Err(corruption(
+                    table_section.0,
+                    "postings table names an unknown symbol",
+                ));
+            }
+            if offset.checked_add(len).is_none_or(|end| end > postings_len) {
+                return Err(corruption(table_section.0, "postings entry out of bounds"));
+            }
+            let (start, end) = symbols[name as usize];
+            let name = std::str::from_utf8(&map[start..end])
+                .map_err(|_| corruption(start, "symbol is not UTF-8"))?;
+            table
+                .entry(name.to_owned())
+                .or_default()
+                .push((value as u32, offset, len));
+        }
+        Ok(IndexReader {
+            path: path.to_path_buf(),
+            symbols,
+            series: sections[1],
+            series_offsets: (offsets_section.0 + 4, offsets_section.1),
+            series_count,
+            postings: sections[3],
+            table,
+            map,
+        })
+    }
+
+    fn symbol(&self, symbol: u64) -> Result<&str> {
+        let (start, end) = *self
+            .symbols
+            .get(symbol as usize)
+            .ok_or_else(|| self.corruption(0, "unknown symbol"))?;
+        std::str::from_utf8(&self.map[start..end])
+            .map_err(|_| self.corruption(start, "symbol is not UTF-8"))
+    }
+
+    fn corruption(&self, offset: usize, reason: &str) -> TsdbError {
+        TsdbError::Corruption {
+            file: self.path.clone(),
+            offset: offset as u64,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// Labels and chunk metas of series `id`.
+    fn series(&self, id: u32) -> Result<(Labels, Vec<writer::ChunkMeta>)> {
+        if id >= self.series_count {
+            return Err(self.corruption(self.series_offsets.0, "series id out of range"));
+        }
+        let at = self.series_offsets.0 + id as usize * 8;
+        let offset = u64::from_le_bytes(self.map[at..at + 8].try_into().expect("8 bytes")) as usize;
+        let start = self.series.0 + offset;
+        if start >= self.series.1 {
+            return Err(self.corruption(at, "series offset out of bounds"));
+        }
+        let mut decoder = Decoder::new(&self.map[start..self.series.1]);
+        let wrap = |error: crate::encoding::DecodeError| {
+            self.corruption(start + error.offset, error.reason)
+        };
+        let count = decoder.uvarint().map_err(wrap)?;
+        let mut labels = Vec::with_capacity(count.min(64) as usize);
+        for _ in 0..count {
+            let name = self.symbol(decoder.uvarint().map_err(wrap)?)?;
+            let value = self.symbol(decoder.uvarint().map_err(wrap)?)?;
+            labels.push(Label::new(name, value));
+        }
+        let chunks = decoder.uvarint().map_err(wrap)?;
+        let mut metas = Vec::with_capacity(chunks.min(1 << 16) as usize);
+        for _ in 0..chunks {
+            let min_t = decoder.varint().map_err(wrap)?;
+            let span = decoder.uvarint().map_err(wrap)?;
+            let reference = decoder.uvarint().map_err(wrap)?;
+            metas.push(writer::ChunkMeta {
+                min_t,
+                max_t: min_t.wrapping_add(span as i64),
+                reference,
+            });
+        }
+        let labels =
+            Labels::from_vec(labels).map_err(|_| self.corruption(start, "duplicate label name"))?;
+        Ok((labels, metas))
+    }
+}
+
+impl PostingsIndex for IndexReader {
+    fn all_series(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        all.insert_range(0..self.series_count);
+        all
+    }
+
+    fn sorted_values(&self, name: &str) -> Vec<&str> {
+        self.table
+            .get(name)
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(|(value, _, _)| self.symbol(u64::from(*value)).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn with_postings(&self, name: &str, value: &str, visit: &mut dyn FnMut(&RoaringBitmap)) {
+        let Some(values) = self.table.get(name) else {
+            return;
+        };
+        let found = values.binary_search_by(|(symbol, _, _)| {
+            self.symbol(u64::from(*symbol))
+                .unwrap_or_default()
+                .cmp(value)
+        });
+        let Ok(position) = found else {
+            return;
+        };
+        let (_, offset, len) = values[position];
+        let start = self.postings.0 + offset;
+        match RoaringBitmap::deserialize_from(&self.map[start..start + len]) {
+            Ok(bitmap) => visit(&bitmap),
+            Err(error) => {
+                tracing::error!(file = %self.path.display(), offset = start, %error, "unreadable postings")
+            }
+        }
+    }
+}
+
+fn read_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// After a failed whole-file checksum: the first section whose own checksum fails.
+fn locate_index_damage(path: &Path, bytes: &[u8]) -> Option<TsdbError> {
+    let body = bytes.get(..bytes.len().checked_sub(FOOTER_LEN)?)?;
+    let toc_at = body.len().checked_sub(SECTION_COUNT * TOC_ENTRY_LEN)?;
+    for number in 0..SECTION_COUNT {
+        let entry = &body[toc_at + number * TOC_ENTRY_LEN..];
+        let offset = u64::from_le_bytes(entry[..8].try_into().ok()?) as usize;
+        let len = u64::from_le_bytes(entry[8..16].try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(entry[16..20].try_into().ok()?);
+        let Some(section) = body.get(offset..offset.checked_add(len)?) else {
+            return Some(TsdbError::Corruption {
+                file: path.to_path_buf(),
+                offset: (toc_at + number * TOC_ENTRY_LEN) as u64,
+                reason: "table of contents is damaged".into(),
+            });
+        };
+        if crc32fast::hash(section) != crc {
+            return Some(TsdbError::Corruption {
+                file: path.to_path_buf(),
+                offset: offset as u64,
+                reason: format!("checksum of index section {number} does not match"),
+            });
+        }
+    }
+    None
+}
+
+/// Verifies a chunk file; on a bad checksum, names the first damaged chunk's offset.
+fn verify_chunk_file(path: &Path, map: &Mmap) -> Result<()> {
+    let error = match verify_footer(path, map, CHUNKS_MAGIC, FORMAT_VERSION) {
+        Ok(_) => return Ok(()),
+        Err(error) => error,
+    };
+    let body = &map[..map.len().saturating_sub(FOOTER_LEN)];
+    let mut offset = 0;
+    while offset + 9 <= body.len() {
+        let len =
+            u32::from_le_bytes(body[offset..offset + 4].try_into().expect("4 bytes")) as usize;
+        let Some(entry) = body.get(offset + 4..offset + 5 + len + 4) else {
+            break;
+        };
+        let crc = u32::from_le_bytes(entry[entry.len() - 4..].try_into().expect("4 bytes"));
+        if crc32fast::hash(&entry[..entry.len() - 4]) != crc {
+            return Err(TsdbError::Corruption {
+                file: path.to_path_buf(),
+                offset: offset as u64,
+                reason: "chunk checksum mismatch".into(),
+            });
+        }
+        offset += 9 + len;
+    }
+    Err(error)
+}
+
+/// An open block.
+#[derive(Debug)]
+pub struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: IndexReader,
+    chunks: Vec<Mmap>,
+    tombstones: RwLock<HashMap<u32, Vec<(i64, i64)>>>,
+}
+
+impl Block {
+    /// Opens and verifies the block in `dir`: every file's footer and checksum.
+    pub fn open(dir: &Path) -> Result<Block> {
+        let meta_path = dir.join(META_FILE);
+        let meta_bytes = fs::read(&meta_path).map_err(|error| TsdbError::io(&meta_path, error))?;
+        let meta = BlockMeta::decode(&meta_path, &meta_bytes)?;
+        let index = IndexReader::open(&dir.join(INDEX_FILE))?;
+        let chunks_dir = dir.join(CHUNKS_DIR);
+        let mut numbers: Vec<u32> = fs::read_dir(&chunks_dir)
+            .map_err(|error| TsdbError::io(&chunks_dir, error))?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        numbers.sort_unstable();
+        let mut chunks = Vec::with_capacity(numbers.len());
+        for (position, number) in numbers.iter().enumerate() {
+            let path = chunks_dir.join(format!("{number:06}"));
+            if *number as usize != position + 1 {
+                return Err(TsdbError::Corruption {
+                    file: path,
+                    offset: 0,
+                    reason: "chunk files are not numbered 1, 2, ...".into(),
+                });
+            }
+            let map = map_file(&path)?;
+            verify_chunk_file(&path, &map)?;
+            chunks.push(map);
+        }
+        let tombstones = read_tombstones(&dir.join(TOMBSTONES_FILE))?;
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            chunks,
+            tombstones: RwLock::new(tombstones),
+        })
+    }
+
+    /// The block's metadata.
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    /// The block's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the block's time range overlaps `[mint, maxt]`.
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.meta.min_time <= maxt && mint < self.meta.max_time
+    }
+
+    fn chunk(&self, reference: u64) -> Result<XorIter<'_>> {
+        let file = (reference >> 32) as usize;
+        let offset = (reference & 0xffff_ffff) as usize;
+        let path = || self.dir.join(CHUNKS_DIR).join(format!("{file:06}"));
+        let corruption = |reason: &str| TsdbError::Corruption {
+            file: path(),
+            offset: offset as u64,
+            reason: reason.to_owned(),
+        };
+        let map = file
+            .checked_sub(1)
+            .and_then(|index| self.chunks.get(index))
+            .ok_or_else(|| corruption("chunk reference names a missing file"))?;
+        let len = map
+            .get(offset..offset + 4)
+            .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| corruption("chunk reference out of bounds"))?;
+        let entry = map
+            .get(offset + 4..offset + 4 + 1 + len + 4)
+            .ok_or_else(|| corruption("chunk runs past the end of its file"))?;
+        let (body, crc) = entry.split_at(entry.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(corruption("chunk checksum mismatch"));
+        }
+        if body[0] != CHUNK_ENCODING_XOR {
+            return Err(corruption("unknown chunk encoding"));
+        }
+        XorIter::new(&body[1..]).map_err(|error| corruption(&error.to_string()))
+    }
+
+    /// Matching series with their samples in `[mint, maxt]` (deleted ranges removed), sorted
+    /// by labels.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
+        let mut out = Vec::new();
+        if !self.overlaps(mint, maxt) {
+            return Ok(out);
+        }
+        let tombstones = self.tombstones.read();
+        for id in postings_for_matchers(&self.index, matchers) {
+            let (labels, metas) = self.index.series(id)?;
+            let deleted = tombstones.get(&id).map(Vec::as_slice).unwrap_or_default();
+            let mut samples = Vec::new();
+            for meta in metas
+                .iter()
+                .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
+            {
+                let mut iter = self.chunk(meta.reference)?;
+                let Some(first) = iter.seek(mint) else {
+                    continue;
+                };
+                for (t, v) in std::iter::once(first).chain(iter.by_ref()) {
+                    if t > maxt {
+                        break;
+                    }
+                    if !deleted.iter().any(|(from, to)| (*from..=*to).contains(&t)) {
+                        samples.push(Sample::new(t, v));
+                    }
+                }
+                if let Some(error) = iter.err() {
+                    return Err(TsdbError::Corruption {
+                        file: self.dir.join(CHUNKS_DIR),
+                        offset: meta.reference & 0xffff_ffff,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            if !samples.is_empty() {
+                out.push(Series { labels, samples });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label names of matching series with samples in `[mint, maxt]`.
+    pub fn label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<BTreeSet<String>> {
+        let mut names = BTreeSet::new();
+        for series in self.select(matchers, mint, maxt)? {
+            names.extend(series.labels.iter().map(|label| label.name.clone()));
+        }
+        Ok(names)
+    }
+
+    /// Values of `name` over matching series with samples in `[mint, maxt]`.
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<BTreeSet<String>> {
+        let mut values = BTreeSet::new();
+        for series in self.select(matchers, mint, maxt)? {
+            if let Some(value) = series.labels.get(name) {
+                values.insert(value.to_owned());
+            }
+        }
+        Ok(values)
+    }
+
+    /// Records deletion of `[mint, maxt]` for matching series in the tombstones file
+    /// (rewritten atomically). Returns how many series were affected.
+    pub fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(0);
+        }
+        let ids = postings_for_matchers(&self.index, matchers);
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tombstones = self.tombstones.write();
+        let mut updated = tombstones.clone();
+        for id in &ids {
+            updated.entry(id).or_default().push((mint, maxt));
+        }
+        write_tombstones(&self.dir, &updated)?;
+        *tombstones = updated;
+        Ok(ids.len())
+    }
+}
+
+fn read_tombstones(path: &Path) -> Result<HashMap<u32, Vec<(i64, i64)>>> {
+    let bytes = fs::read(path).map_err(|error| TsdbError::io(path, error))?;
+    let body = verify_footer(path, &bytes, TOMBSTONES_MAGIC, FORMAT_VERSION)?;
+    let wrap = |error: crate::encoding::DecodeError| TsdbError::Corruption {
+        file: path.to_path_buf(),
+        offset: error.offset as u64,
+        reason: error.reason.to_owned(),
+    };
+    let mut decoder = Decoder::new(body);
+    let count = decoder.uvarint().map_err(wrap)?;
+    let mut tombstones: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
+    for _ in 0..count {
+        let id = decoder.uvarint_u32().map_err(wrap)?;
+        let mint = decoder.varint().map_err(wrap)?;
+        let maxt = decoder.varint().map_err(wrap)?;
+        tombstones.entry(id).or_default().push((mint, maxt));
+    }
+    Ok(tombstones)
+}
+
+fn write_tombstones(dir: &Path, tombstones: &HashMap<u32, Vec<(i64, i64)>>) -> Result<()> {
+    let mut entries: Vec<(u32, i64, i64)> = tombstones
+        .iter()
+        .flat_map(|(id, ranges)| ranges.iter().map(move |(mint, maxt)| (*id, *mint, *maxt)))
+        .collect();
+    entries.sort_unstable();
+    let mut out = Vec::new();
+    put_uvarint(&mut out, entries.len() as u64);
+    for (id, mint, maxt) in entries {
+        put_uvarint(&mut out, u64::from(id));
+        put_varint(&mut out, mint);
+        put_varint(&mut out, maxt);
+    }
+    append_footer(&mut out, TOMBSTONES_MAGIC, FORMAT_VERSION);
+    let temporary = dir.join(format!("{TOMBSTONES_FILE}.tmp"));
+    writer::write_file(&temporary, &out)?;
+    let path = dir.join(TOMBSTONES_FILE);
+    fs::rename(&temporary, &path).map_err(|error| TsdbError::io(&temporary, error))?;
+    crate::wal::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests;
