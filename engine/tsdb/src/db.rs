@@ -1,6 +1,7 @@
 //! [`Tsdb`]: the engine as one object — data directory, lock, WAL replay, head — and its
 //! [`Storage`] implementation.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,12 +9,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lookout_model::{LabelLimits, Matcher};
+use lookout_model::{LabelLimits, Labels, Matcher, Sample};
 use lookout_storage::{
     Capabilities, DeleteRequest, LabelRequest, OutOfOrderPolicy, SelectRequest, Series,
     SeriesStream, Storage, StorageError, StorageResult, WriteBatch, WriteOutcome,
 };
+use parking_lot::{Mutex, RwLock};
 
+use crate::block::writer::write_block;
+use crate::block::{Block, BlockMeta, Compaction};
 use crate::error::{Result, TsdbError};
 use crate::head::{Head, HeadOptions, SeriesRef};
 use crate::wal::record::Record;
@@ -29,7 +33,11 @@ pub struct TsdbOptions {
     dir: PathBuf,
     wal: Option<WalOptions>,
     head: HeadOptions,
+    block_duration_ms: i64,
 }
+
+/// Default time range of a block cut from the head: 2 hours.
+pub const DEFAULT_BLOCK_DURATION_MS: i64 = 2 * 3_600_000;
 
 impl TsdbOptions {
     /// Defaults for a data directory: WAL on, 64 MiB segments, fsync every second.
@@ -38,7 +46,15 @@ impl TsdbOptions {
             dir: dir.into(),
             wal: Some(WalOptions::default()),
             head: HeadOptions::default(),
+            block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
         }
+    }
+
+    /// Time range of each block cut from the head (2 h by default). The head is cut once it
+    /// spans one and a half of these.
+    pub fn block_duration_ms(mut self, millis: i64) -> TsdbOptions {
+        self.block_duration_ms = millis;
+        self
     }
 
     /// Turns the WAL off: nothing survives a restart (for benchmarks and throwaway stores).
@@ -81,11 +97,28 @@ impl TsdbOptions {
     }
 }
 
+/// A block set aside at open because it failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedBlock {
+    /// The block's directory name.
+    pub id: String,
+    /// Where it was moved.
+    pub moved_to: PathBuf,
+    /// What was wrong, naming file and offset.
+    pub error: String,
+}
+
 #[derive(Debug)]
 struct Inner {
     head: Head,
     dir: Option<PathBuf>,
     replay: ReplayReport,
+    block_duration_ms: i64,
+    /// Open blocks, oldest first.
+    blocks: RwLock<Vec<Arc<Block>>>,
+    quarantined: Vec<QuarantinedBlock>,
+    /// Serialises block cuts.
+    cutting: Mutex<()>,
     _lock: Option<File>,
 }
 
@@ -109,6 +142,7 @@ impl Tsdb {
     /// replays the WAL into the head and starts a new WAL segment.
     pub fn open(options: TsdbOptions) -> Result<Tsdb> {
         options.head.validate()?;
+        validate_block_duration(options.block_duration_ms)?;
         let dir = options.dir.clone();
         fs::create_dir_all(&dir).map_err(|error| TsdbError::io(&dir, error))?;
         let lock_path = dir.join("lock");
@@ -120,6 +154,7 @@ impl Tsdb {
                 return Err(TsdbError::io(&lock_path, error))
             }
         }
+        let (blocks, quarantined) = open_blocks(&dir)?;
         let mut head = Head::new(options.head, None)?;
         let mut replay = ReplayReport::default();
         if let Some(wal_options) = options.wal {
@@ -134,6 +169,11 @@ impl Tsdb {
                 Record::Tombstones(tombstones) => head.replay_tombstones(&tombstones),
             })?;
             head.remove_empty_series();
+            if let Some(last) = blocks.last() {
+                // The WAL still holds what the last cut wrote to blocks if the process stopped
+                // before its checkpoint; those samples are served by the blocks.
+                head.truncate(last.meta().max_time);
+            }
             tracing::info!(
                 records = replay.records,
                 segments = replay.segments.len(),
@@ -144,11 +184,18 @@ impl Tsdb {
             );
             head.set_wal(Wal::open(&wal_dir, wal_options, replay.next_segment)?);
         }
+        if let Some(last) = blocks.last() {
+            head.set_min_valid_time(last.meta().max_time);
+        }
         Ok(Tsdb {
             inner: Arc::new(Inner {
                 head,
                 dir: Some(dir),
                 replay,
+                block_duration_ms: options.block_duration_ms,
+                blocks: RwLock::new(blocks),
+                quarantined,
+                cutting: Mutex::new(()),
                 _lock: Some(lock),
             }),
         })
@@ -161,6 +208,10 @@ impl Tsdb {
                 head: Head::new(options, None)?,
                 dir: None,
                 replay: ReplayReport::default(),
+                block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
+                blocks: RwLock::new(Vec::new()),
+                quarantined: Vec::new(),
+                cutting: Mutex::new(()),
                 _lock: None,
             }),
         })
@@ -181,14 +232,230 @@ impl Tsdb {
         &self.inner.replay
     }
 
-    /// Writes a batch and waits for the WAL (blocking; see [`Storage::write`] for async).
-    pub fn append(&self, batch: &WriteBatch) -> Result<WriteOutcome> {
-        self.inner.head.append(batch)
+    /// Blocks set aside at open.
+    pub fn quarantined(&self) -> &[QuarantinedBlock] {
+        &self.inner.quarantined
     }
 
-    /// Reads matching series (blocking).
+    /// The open blocks, oldest first.
+    pub fn blocks(&self) -> Vec<Arc<Block>> {
+        self.inner.blocks.read().clone()
+    }
+
+    /// Writes a batch and waits for the WAL (blocking; see [`Storage::write`] for async).
+    /// Cuts a block when the head has grown past one and a half block durations (in this
+    /// call, on the writer's thread, for now).
+    pub fn append(&self, batch: &WriteBatch) -> Result<WriteOutcome> {
+        let outcome = self.inner.head.append(batch)?;
+        if self.head_needs_cut() {
+            if let Some(_cutting) = self.inner.cutting.try_lock() {
+                while self.head_needs_cut() {
+                    if self.cut_block_locked()?.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn head_needs_cut(&self) -> bool {
+        if self.inner.dir.is_none() {
+            return false;
+        }
+        let duration = self.inner.block_duration_ms;
+        self.inner
+            .head
+            .time_range()
+            .is_some_and(|(min_time, max_time)| {
+                max_time.saturating_sub(min_time) >= duration / 2 * 3
+            })
+    }
+
+    /// Cuts the oldest block-aligned range of the head into a block, if the head spans one
+    /// and a half block durations. Returns the new block's metadata.
+    pub fn cut_block(&self) -> Result<Option<BlockMeta>> {
+        let _cutting = self.inner.cutting.lock();
+        if !self.head_needs_cut() {
+            return Ok(None);
+        }
+        self.cut_block_locked()
+    }
+
+    /// Cuts the block holding the head's oldest sample; `None` when no block can make
+    /// progress (the oldest sample sits at the very end of the time axis).
+    fn cut_block_locked(&self) -> Result<Option<BlockMeta>> {
+        let head = &self.inner.head;
+        let dir = self
+            .inner
+            .dir
+            .as_ref()
+            .expect("only stores with a directory cut blocks");
+        let duration = self.inner.block_duration_ms;
+        let (head_min, _) = head
+            .time_range()
+            .expect("a head that needs a cut has samples");
+        // Aligned to the duration; saturating at the ends of the i64 time axis.
+        let block_min = head_min.saturating_sub(head_min.rem_euclid(duration));
+        let block_max = block_min.saturating_add(duration);
+        if block_max <= head_min {
+            return Ok(None);
+        }
+        // From now on the head refuses samples the new block would have had to hold.
+        head.set_min_valid_time(block_max);
+        let series = head.select(&[], block_min, block_max - 1);
+        let samples: usize = series.iter().map(|series| series.samples.len()).sum();
+        let meta = write_block(
+            &dir.join(BLOCKS_DIR),
+            series
+                .into_iter()
+                .map(|series| (series.labels, series.samples)),
+            block_min,
+            block_max,
+            Compaction {
+                level: 1,
+                sources: Vec::new(),
+            },
+            head.options().chunk_samples,
+        )?;
+        let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(&meta.id))?);
+        {
+            let mut blocks = self.inner.blocks.write();
+            blocks.push(block);
+            blocks.sort_by_key(|block| (block.meta().min_time, block.meta().id.clone()));
+        }
+        // Until this truncation the samples are in both; reads de-duplicate them.
+        self.truncate_head(block_max)?;
+        tracing::info!(id = %meta.id, min_time = block_min, max_time = block_max, samples, "block cut from the head");
+        Ok(Some(meta))
+    }
+
+    /// Reads matching series from the blocks and the head (blocking), merged by labels.
     pub fn select_blocking(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
-        self.inner.head.select(matchers, mint, maxt)
+        self.select_merged(matchers, mint, maxt)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "block read failed; serving the head only");
+                self.inner.head.select(matchers, mint, maxt)
+            })
+    }
+
+    /// Blocks overlapping `[mint, maxt]`, oldest first.
+    fn blocks_in(&self, mint: i64, maxt: i64) -> Vec<Arc<Block>> {
+        self.inner
+            .blocks
+            .read()
+            .iter()
+            .filter(|block| block.overlaps(mint, maxt))
+            .cloned()
+            .collect()
+    }
+
+    /// Series from every block overlapping the range and the head, merged: one series per
+    /// label set, samples in time order; where sources share a timestamp the newest source
+    /// (the head, then the most recent block) wins.
+    pub fn select_merged(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
+        let blocks = self.blocks_in(mint, maxt);
+        let head_series = self.inner.head.select(matchers, mint, maxt);
+        if blocks.is_empty() {
+            return Ok(head_series);
+        }
+        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for block in &blocks {
+            for series in block.select(matchers, mint, maxt)? {
+                merged
+                    .entry(series.labels)
+                    .or_default()
+                    .extend(series.samples);
+            }
+        }
+        for series in head_series {
+            merged
+                .entry(series.labels)
+                .or_default()
+                .extend(series.samples);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                // Stable sort keeps source order among equal timestamps: keep the last.
+                samples.sort_by_key(|sample| sample.timestamp);
+                let mut deduplicated: Vec<Sample> = Vec::with_capacity(samples.len());
+                for sample in samples {
+                    match deduplicated.last_mut() {
+                        Some(last) if last.timestamp == sample.timestamp => *last = sample,
+                        _ => deduplicated.push(sample),
+                    }
+                }
+                Series {
+                    labels,
+                    samples: deduplicated,
+                }
+            })
+            .collect())
+    }
+
+    fn label_names_merged(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>> {
+        let blocks = self.blocks_in(mint, maxt);
+        let head_names = self.inner.head.label_names(
+            matchers,
+            mint,
+            maxt,
+            if blocks.is_empty() { limit } else { None },
+        );
+        if blocks.is_empty() {
+            return Ok(head_names);
+        }
+        let mut names: BTreeSet<String> = head_names.into_iter().collect();
+        for block in &blocks {
+            names.extend(block.label_names(matchers, mint, maxt)?);
+        }
+        Ok(names
+            .into_iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    fn label_values_merged(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: Option<usize>,
+    ) -> Result<Vec<String>> {
+        let blocks = self.blocks_in(mint, maxt);
+        let head_limit = if blocks.is_empty() { limit } else { None };
+        let head_values = self
+            .inner
+            .head
+            .label_values(name, matchers, mint, maxt, head_limit);
+        if blocks.is_empty() {
+            return Ok(head_values);
+        }
+        let mut values: BTreeSet<String> = head_values.into_iter().collect();
+        for block in &blocks {
+            values.extend(block.label_values(name, matchers, mint, maxt)?);
+        }
+        Ok(values
+            .into_iter()
+            .take(limit.unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    /// Deletes `[mint, maxt]` of matching series in the head (logged to the WAL) and in every
+    /// overlapping block (tombstones).
+    pub fn delete_blocking(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<()> {
+        self.inner.head.delete(matchers, mint, maxt)?;
+        for block in self.blocks_in(mint, maxt) {
+            block.delete(matchers, mint, maxt)?;
+        }
+        Ok(())
     }
 
     /// Drops samples older than `mint` from the head and condenses the WAL into a checkpoint
@@ -258,6 +525,20 @@ impl Storage for Tsdb {
         let (mint, maxt) = (request.mint.0, request.maxt.0);
         let limit = request.hints.limit;
         let labels_only = request.hints.labels_only;
+        if !self.blocks_in(mint, maxt).is_empty() {
+            let matchers = request.matchers;
+            let mut merged = self
+                .blocking(move |tsdb| Ok(tsdb.select_merged(&matchers, mint, maxt)?))
+                .await?;
+            if let Some(limit) = limit {
+                merged.truncate(limit);
+            }
+            if labels_only {
+                merged.iter_mut().for_each(|series| series.samples.clear());
+            }
+            let batches = chunk_owned(merged, SERIES_PER_BATCH);
+            return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed());
+        }
         let series = self
             .blocking(move |tsdb| {
                 let head = tsdb.head();
@@ -286,12 +567,12 @@ impl Storage for Tsdb {
     async fn label_names(&self, request: LabelRequest) -> StorageResult<Vec<String>> {
         request.validate()?;
         self.blocking(move |tsdb| {
-            Ok(tsdb.head().label_names(
+            Ok(tsdb.label_names_merged(
                 &request.matchers,
                 request.mint.0,
                 request.maxt.0,
                 request.limit,
-            ))
+            )?)
         })
         .await
     }
@@ -300,13 +581,13 @@ impl Storage for Tsdb {
         request.validate()?;
         let name = name.to_owned();
         self.blocking(move |tsdb| {
-            Ok(tsdb.head().label_values(
+            Ok(tsdb.label_values_merged(
                 &name,
                 &request.matchers,
                 request.mint.0,
                 request.maxt.0,
                 request.limit,
-            ))
+            )?)
         })
         .await
     }
@@ -314,9 +595,7 @@ impl Storage for Tsdb {
     async fn delete(&self, request: DeleteRequest) -> StorageResult<()> {
         request.validate()?;
         self.blocking(move |tsdb| {
-            tsdb.head()
-                .delete(&request.matchers, request.mint.0, request.maxt.0)
-                .map(|_| ())
+            tsdb.delete_blocking(&request.matchers, request.mint.0, request.maxt.0)
                 .map_err(StorageError::from)
         })
         .await
@@ -353,6 +632,60 @@ fn read_batch(
         }
     }
     out
+}
+
+const BLOCKS_DIR: &str = "blocks";
+const QUARANTINE_DIR: &str = "quarantine";
+
+fn validate_block_duration(millis: i64) -> Result<()> {
+    if millis < 1000 {
+        return Err(TsdbError::InvalidOptions {
+            reason: format!("block duration must be at least 1 s, got {millis} ms"),
+        });
+    }
+    Ok(())
+}
+
+/// Opens every block under `dir/blocks`, removing leftovers of interrupted writes and moving
+/// blocks that fail verification to `dir/quarantine`.
+fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, Vec<QuarantinedBlock>)> {
+    let blocks_dir = dir.join(BLOCKS_DIR);
+    fs::create_dir_all(&blocks_dir).map_err(|error| TsdbError::io(&blocks_dir, error))?;
+    let mut blocks = Vec::new();
+    let mut quarantined = Vec::new();
+    let entries = fs::read_dir(&blocks_dir).map_err(|error| TsdbError::io(&blocks_dir, error))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let path = blocks_dir.join(&name);
+        if name.ends_with(".tmp") {
+            // A block whose write did not finish; its data is still in the head and WAL.
+            fs::remove_dir_all(&path).map_err(|error| TsdbError::io(&path, error))?;
+            continue;
+        }
+        match Block::open(&path) {
+            Ok(block) => blocks.push(Arc::new(block)),
+            Err(error @ (TsdbError::Corruption { .. } | TsdbError::Io { .. })) => {
+                let quarantine = dir.join(QUARANTINE_DIR);
+                fs::create_dir_all(&quarantine)
+                    .map_err(|error| TsdbError::io(&quarantine, error))?;
+                let moved_to = quarantine.join(&name);
+                fs::rename(&path, &moved_to).map_err(|error| TsdbError::io(&path, error))?;
+                tracing::error!(block = %name, %error, moved_to = %moved_to.display(),
+                    "block failed verification and was quarantined; the other blocks keep serving");
+                quarantined.push(QuarantinedBlock {
+                    id: name,
+                    moved_to,
+                    error: error.to_string(),
+                });
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    blocks.sort_by_key(|block| (block.meta().min_time, block.meta().id.clone()));
+    Ok((blocks, quarantined))
 }
 
 /// Default interval of [`FsyncPolicy::Interval`].

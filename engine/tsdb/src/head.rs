@@ -277,6 +277,9 @@ pub struct Head {
     options: HeadOptions,
     min_time: AtomicI64,
     max_time: AtomicI64,
+    /// Samples older than this are refused ([`RejectReason::OutOfBounds`]): their time range
+    /// was already written to a block.
+    min_valid_time: AtomicI64,
     /// WAL references replayed under a different live reference (same labels).
     aliases: Mutex<HashMap<u32, SeriesRef>>,
     counters: HeadCounters,
@@ -295,6 +298,7 @@ impl Head {
             wal,
             options,
             min_time: AtomicI64::new(i64::MAX),
+            min_valid_time: AtomicI64::new(i64::MIN),
             max_time: AtomicI64::new(i64::MIN),
             aliases: Mutex::new(HashMap::new()),
             counters: HeadCounters::default(),
@@ -326,6 +330,16 @@ impl Head {
         let min_time = self.min_time.load(Ordering::Acquire);
         let max_time = self.max_time.load(Ordering::Acquire);
         (min_time <= max_time).then_some((min_time, max_time))
+    }
+
+    /// Refuses samples older than `t` from now on (never moves back).
+    pub fn set_min_valid_time(&self, t: i64) {
+        self.min_valid_time.fetch_max(t, Ordering::AcqRel);
+    }
+
+    /// The oldest time an append may still use.
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_time.load(Ordering::Acquire)
     }
 
     fn note_time(&self, t: i64) {
@@ -392,8 +406,18 @@ impl Head {
                 let series = shard
                     .get_mut(series_ref.local())
                     .expect("a found or created series is present");
+                let min_valid_time = self.min_valid_time.load(Ordering::Acquire);
                 for sample in &input.samples {
                     let t = sample.timestamp.0;
+                    if t < min_valid_time {
+                        outcome.reject(RejectReason::OutOfBounds, 1, || {
+                            format!(
+                                "{} at {t}: before {min_valid_time}, which is already in a block",
+                                input.labels
+                            )
+                        });
+                        continue;
+                    }
                     match series.append(t, sample.value, self.options.chunk_samples) {
                         AppendResult::Appended => {
                             outcome.accepted += 1;
@@ -721,6 +745,7 @@ impl Head {
     /// checkpoint that follows drops the same samples.
     pub fn truncate(&self, mint: i64) -> u64 {
         let mut removed = 0;
+        let mut oldest_left = i64::MAX;
         for (shard_index, lock) in self.shards.iter().enumerate() {
             let mut shard = lock.write();
             for local in 0..shard.series.len() {
@@ -728,6 +753,9 @@ impl Head {
                     continue;
                 };
                 series.truncate_before(mint, self.options.chunk_samples);
+                if let Some((series_min, _)) = series.time_range() {
+                    oldest_left = oldest_left.min(series_min);
+                }
                 if series.is_empty() {
                     let series_ref =
                         SeriesRef::new(shard_index, local).expect("existing reference");
@@ -736,7 +764,10 @@ impl Head {
                 }
             }
         }
-        self.min_time.fetch_max(mint, Ordering::AcqRel);
+        // The oldest remaining sample, so the next block cut starts where data is (a sample
+        // appended meanwhile lowers it again through `note_time`).
+        self.min_time
+            .fetch_max(oldest_left.min(i64::MAX), Ordering::AcqRel);
         removed
     }
 

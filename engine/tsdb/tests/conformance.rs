@@ -22,3 +22,20 @@ mod in_memory {
 
     lookout_storage::storage_conformance_tests!(fixture);
 }
+
+/// Blocks of one minute: the kit's writes span minutes to hours, so most of its data is cut
+/// into blocks while it runs and every read merges blocks with the head.
+mod with_blocks {
+    use super::*;
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let options = TsdbOptions::new(dir.path())
+            .fsync(FsyncPolicy::Never)
+            .block_duration_ms(60_000);
+        let tsdb = Tsdb::open(options).expect("the store opens");
+        Fixture::new(tsdb, dir)
+    }
+
+    lookout_storage::storage_conformance_tests!(fixture);
+}

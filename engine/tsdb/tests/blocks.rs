@@ -1,0 +1,214 @@
+//! Blocks through the public API: cuts from the head, reads across head and blocks, restart,
+//! quarantine of damaged blocks, leftovers of interrupted writes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lookout_model::{Labels, Matcher, Sample};
+use lookout_storage::{RejectReason, WriteBatch};
+use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
+
+const HOUR: i64 = 3_600_000;
+const STEP: i64 = 15_000;
+
+fn options(dir: &Path) -> TsdbOptions {
+    TsdbOptions::new(dir)
+        .fsync(FsyncPolicy::Never)
+        .block_duration_ms(HOUR)
+}
+
+fn series_labels(index: usize) -> Labels {
+    Labels::from_pairs([
+        ("__name__", "node_cpu_seconds_total"),
+        ("cpu", index.to_string().as_str()),
+        ("instance", "host-1:9100"),
+    ])
+    .unwrap()
+}
+
+/// Writes `hours` of samples every 15 s for `series` series; value = t / 1000 + series.
+fn fill(tsdb: &Tsdb, series: usize, hours: i64) {
+    for t in (0..hours * HOUR).step_by(STEP as usize) {
+        let mut batch = WriteBatch::new();
+        for index in 0..series {
+            batch.push(
+                series_labels(index),
+                vec![Sample::new(t, (t / 1000) as f64 + index as f64)],
+            );
+        }
+        let outcome = tsdb.append(&batch).unwrap();
+        assert_eq!(outcome.accepted, series as u64, "{:?}", outcome.messages);
+    }
+}
+
+fn expected(series: usize, hours: i64) -> Vec<(String, Vec<Sample>)> {
+    (0..series)
+        .map(|index| {
+            let samples = (0..hours * HOUR)
+                .step_by(STEP as usize)
+                .map(|t| Sample::new(t, (t / 1000) as f64 + index as f64))
+                .collect();
+            (series_labels(index).to_string(), samples)
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
+}
+
+fn read_all(tsdb: &Tsdb) -> Vec<(String, Vec<Sample>)> {
+    tsdb.select_blocking(
+        &[Matcher::equal("__name__", "node_cpu_seconds_total")],
+        i64::MIN,
+        i64::MAX,
+    )
+    .into_iter()
+    .map(|series| (series.labels.to_string(), series.samples))
+    .collect()
+}
+
+fn block_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(dir.join("blocks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn the_head_is_cut_into_blocks_and_every_sample_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        fill(&tsdb, 5, 6);
+        let blocks = tsdb.blocks();
+        // The head keeps between half an hour and one and a half; everything older is in
+        // blocks.
+        assert_eq!(
+            blocks.len(),
+            5,
+            "{:?}",
+            blocks.iter().map(|b| b.meta().clone()).collect::<Vec<_>>()
+        );
+        for (number, block) in blocks.iter().enumerate() {
+            assert_eq!(block.meta().min_time, number as i64 * HOUR);
+            assert_eq!(block.meta().max_time, (number as i64 + 1) * HOUR);
+            assert_eq!(block.meta().stats.series, 5);
+            assert_eq!(block.meta().stats.samples, 5 * 240);
+        }
+        let (head_min, head_max) = tsdb.head().time_range().unwrap();
+        assert_eq!(head_min, 5 * HOUR);
+        assert_eq!(head_max, 6 * HOUR - STEP);
+        assert_eq!(read_all(&tsdb), expected(5, 6));
+        // Appends into a range already in a block are refused.
+        let mut batch = WriteBatch::new();
+        batch.push(series_labels(99), vec![Sample::new(HOUR, 1.0)]);
+        let outcome = tsdb.append(&batch).unwrap();
+        assert_eq!(outcome.rejected_for(RejectReason::OutOfBounds), 1);
+    }
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert_eq!(tsdb.blocks().len(), 5);
+    assert!(tsdb.quarantined().is_empty());
+    assert_eq!(read_all(&tsdb), expected(5, 6));
+    // Partial ranges and matchers across the head/block boundary.
+    let cpu_3 = tsdb.select_blocking(
+        &[Matcher::equal("cpu", "3")],
+        4 * HOUR - 2 * STEP,
+        4 * HOUR + STEP,
+    );
+    assert_eq!(cpu_3.len(), 1);
+    let times: Vec<i64> = cpu_3[0].samples.iter().map(|s| s.timestamp.0).collect();
+    assert_eq!(
+        times,
+        [
+            4 * HOUR - 2 * STEP,
+            4 * HOUR - STEP,
+            4 * HOUR,
+            4 * HOUR + STEP
+        ]
+    );
+}
+
+#[test]
+fn deletes_reach_blocks_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        fill(&tsdb, 2, 3);
+        assert!(!tsdb.blocks().is_empty());
+        tsdb.delete_blocking(&[Matcher::equal("cpu", "0")], HOUR / 2, 2 * HOUR + HOUR / 2)
+            .unwrap();
+    }
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let all = read_all(&tsdb);
+    let mut wanted = expected(2, 3);
+    wanted[0]
+        .1
+        .retain(|s| !(HOUR / 2..=2 * HOUR + HOUR / 2).contains(&s.timestamp.0));
+    assert_eq!(all, wanted);
+}
+
+fn flip_byte(path: &Path, position: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    let position = position.min(bytes.len() - 1);
+    bytes[position] ^= 0x20;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_block_is_quarantined_and_the_rest_keeps_serving() {
+    for target in ["chunks/000001", "index", "meta.json"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let tsdb = Tsdb::open(options(dir.path())).unwrap();
+            fill(&tsdb, 3, 4);
+            assert_eq!(tsdb.blocks().len(), 3);
+        }
+        let damaged = block_dirs(dir.path())[0].clone();
+        let file = damaged.join(target);
+        let size = fs::metadata(&file).unwrap().len() as usize;
+        flip_byte(&file, size / 3);
+
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        let quarantined = tsdb.quarantined();
+        assert_eq!(quarantined.len(), 1, "{target}");
+        let id = damaged.file_name().unwrap().to_str().unwrap();
+        assert_eq!(quarantined[0].id, id);
+        assert!(quarantined[0].moved_to.exists());
+        assert!(
+            quarantined[0].error.contains(target),
+            "{target}: {}",
+            quarantined[0].error
+        );
+        assert!(
+            quarantined[0].error.contains("offset"),
+            "{}",
+            quarantined[0].error
+        );
+        assert!(!damaged.exists());
+        assert_eq!(tsdb.blocks().len(), 2);
+        // Everything outside the quarantined hour is still served.
+        let all = read_all(&tsdb);
+        let mut wanted = expected(3, 4);
+        for (_, samples) in &mut wanted {
+            samples.retain(|s| s.timestamp.0 >= HOUR);
+        }
+        assert_eq!(all, wanted, "{target}");
+    }
+}
+
+#[test]
+fn an_interrupted_block_write_is_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        fill(&tsdb, 1, 1);
+    }
+    let leftover = dir.path().join("blocks").join("0123456789abcdef0123.tmp");
+    fs::create_dir_all(leftover.join("chunks")).unwrap();
+    fs::write(leftover.join("index"), b"partial").unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert!(!leftover.exists());
+    assert!(tsdb.quarantined().is_empty());
+    assert_eq!(read_all(&tsdb), expected(1, 1));
+}
