@@ -766,8 +766,7 @@ impl Head {
         }
         // The oldest remaining sample, so the next block cut starts where data is (a sample
         // appended meanwhile lowers it again through `note_time`).
-        self.min_time
-            .fetch_max(oldest_left.min(i64::MAX), Ordering::AcqRel);
+        self.min_time.fetch_max(oldest_left, Ordering::AcqRel);
         removed
     }
 
