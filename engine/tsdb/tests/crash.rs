@@ -15,12 +15,21 @@ use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
 const SERIES: usize = 20;
 const DIR_VARIABLE: &str = "LOOKOUT_CRASH_TEST_DIR";
+/// In the blocks mode, samples are this far apart and blocks this long, so the child cuts a
+/// block every 40 batches and kills land in the middle of cuts.
+const BLOCK_MODE_STEP: i64 = 15_000;
+const BLOCK_MODE_DURATION: i64 = 600_000;
 
 fn options(dir: &std::path::Path) -> TsdbOptions {
     TsdbOptions::new(dir)
         .fsync(FsyncPolicy::Never)
         .wal_segment_bytes(16 * 1024)
         .chunk_samples(30)
+        .block_duration_ms(BLOCK_MODE_DURATION)
+}
+
+fn blocks_mode() -> bool {
+    std::env::var("LOOKOUT_CRASH_MODE").as_deref() == Ok("blocks")
 }
 
 fn series_labels(series: usize) -> Labels {
@@ -43,10 +52,11 @@ fn child_writer() {
         return;
     };
     let tsdb = Tsdb::open(options(std::path::Path::new(&dir))).unwrap();
+    let step = if blocks_mode() { BLOCK_MODE_STEP } else { 1 };
     let next = read_all(&tsdb)
         .values()
         .filter_map(|samples| samples.last())
-        .map(|sample| sample.timestamp.0 + 1)
+        .map(|sample| sample.timestamp.0 / step + 1)
         .max()
         .unwrap_or(0);
     let stdout = std::io::stdout();
@@ -55,18 +65,21 @@ fn child_writer() {
         if Instant::now() > deadline {
             break;
         }
-        if t % 400 == 399 {
+        if !blocks_mode() && t % 400 == 399 {
             let mint = t - 200;
             writeln!(stdout.lock(), "TRUNCATING {mint}").unwrap();
             tsdb.truncate_head(mint).unwrap();
         }
         let mut batch = WriteBatch::new();
         for series in 0..SERIES {
-            batch.push(series_labels(series), vec![Sample::new(t, t as f64)]);
+            batch.push(
+                series_labels(series),
+                vec![Sample::new(t * step, (t * step) as f64)],
+            );
         }
         let outcome = tsdb.append(&batch).unwrap();
         assert_eq!(outcome.accepted, SERIES as u64);
-        writeln!(stdout.lock(), "ACK {t}").unwrap();
+        writeln!(stdout.lock(), "ACK {}", t * step).unwrap();
     }
 }
 
@@ -80,6 +93,17 @@ fn next_random(state: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_points_loses_no_acknowledged_sample() {
+    crash_rounds("wal");
+}
+
+/// The same with block cuts every few hundred milliseconds: kills land while blocks are being
+/// written, renamed and the WAL checkpointed.
+#[test]
+fn sigkill_during_block_cuts_loses_and_duplicates_nothing() {
+    crash_rounds("blocks");
+}
+
+fn crash_rounds(mode: &str) {
     let seed = std::env::var("LOOKOUT_CRASH_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -107,6 +131,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_sample() {
                 "--test-threads=1",
             ])
             .env(DIR_VARIABLE, dir.path())
+            .env("LOOKOUT_CRASH_MODE", mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -140,11 +165,46 @@ fn sigkill_at_random_points_loses_no_acknowledged_sample() {
                 truncated_before = truncated_before.max(mint.parse().unwrap());
             }
         }
-        println!("round {round}: killed after {delay:?}, {acked_this_round} batches acknowledged");
+        println!("round {round} ({mode}): killed after {delay:?}, {acked_this_round} batches acknowledged");
 
         let tsdb = Tsdb::open(options(dir.path())).unwrap();
         let report = tsdb.replay_report();
         assert!(report.corruption.is_none(), "round {round}: {report:?}");
+        assert!(
+            tsdb.quarantined().is_empty(),
+            "round {round}: {:?}",
+            tsdb.quarantined()
+        );
+        // No sample is stored twice: blocks do not overlap and the head starts after them.
+        let blocks = tsdb.blocks();
+        for pair in blocks.windows(2) {
+            assert!(
+                pair[0].meta().max_time <= pair[1].meta().min_time,
+                "round {round}: blocks overlap"
+            );
+        }
+        let per_source: usize = blocks
+            .iter()
+            .map(|block| {
+                block
+                    .select(&[Matcher::equal("__name__", "crash")], i64::MIN, i64::MAX)
+                    .unwrap()
+                    .iter()
+                    .map(|series| series.samples.len())
+                    .sum::<usize>()
+            })
+            .sum::<usize>()
+            + tsdb
+                .head()
+                .select(&[Matcher::equal("__name__", "crash")], i64::MIN, i64::MAX)
+                .iter()
+                .map(|series| series.samples.len())
+                .sum::<usize>();
+        let merged: usize = read_all(&tsdb).values().map(Vec::len).sum();
+        assert_eq!(
+            per_source, merged,
+            "round {round}: a sample is stored twice"
+        );
         let stored = read_all(&tsdb);
         for series in 0..SERIES {
             let samples = stored.get(&series.to_string()).cloned().unwrap_or_default();
