@@ -445,6 +445,7 @@ pub struct Block {
     index: IndexReader,
     chunks: Vec<Mmap>,
     tombstones: RwLock<HashMap<u32, Vec<(i64, i64)>>>,
+    size_bytes: u64,
 }
 
 impl Block {
@@ -474,13 +475,19 @@ impl Block {
             verify_chunk_file(&path, &map)?;
             chunks.push(map);
         }
-        let tombstones = read_tombstones(&dir.join(TOMBSTONES_FILE))?;
+        let tombstones_path = dir.join(TOMBSTONES_FILE);
+        let tombstones = read_tombstones(&tombstones_path)?;
+        let size_bytes = meta_bytes.len() as u64
+            + index.map.len() as u64
+            + chunks.iter().map(|map| map.len() as u64).sum::<u64>()
+            + fs::metadata(&tombstones_path).map(|m| m.len()).unwrap_or(0);
         Ok(Block {
             dir: dir.to_path_buf(),
             meta,
             index,
             chunks,
             tombstones: RwLock::new(tombstones),
+            size_bytes,
         })
     }
 
@@ -536,8 +543,43 @@ impl Block {
         if !self.overlaps(mint, maxt) {
             return Ok(out);
         }
-        let tombstones = self.tombstones.read();
         for id in postings_for_matchers(&self.index, matchers) {
+            if let Some(series) = self.read_series(id, mint, maxt)? {
+                out.push(series);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every series with all its samples (deleted ranges removed), in label order, decoded one
+    /// at a time: the input of compaction.
+    pub fn series_iter(&self) -> impl Iterator<Item = Result<Series>> + '_ {
+        (0..self.index.series_count)
+            .filter_map(move |id| self.read_series(id, i64::MIN, i64::MAX).transpose())
+    }
+
+    /// Bytes of the block's files on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// Whether any deletion is recorded for this block.
+    pub fn has_tombstones(&self) -> bool {
+        !self.tombstones.read().is_empty()
+    }
+
+    /// The level-1 blocks whose data this block holds (itself, for a level-1 block).
+    pub fn effective_sources(&self) -> Vec<String> {
+        if self.meta.compaction.level <= 1 || self.meta.compaction.sources.is_empty() {
+            vec![self.meta.id.clone()]
+        } else {
+            self.meta.compaction.sources.clone()
+        }
+    }
+
+    fn read_series(&self, id: u32, mint: i64, maxt: i64) -> Result<Option<Series>> {
+        let tombstones = self.tombstones.read();
+        {
             let (labels, metas) = self.index.series(id)?;
             let deleted = tombstones.get(&id).map(Vec::as_slice).unwrap_or_default();
             let mut samples = Vec::new();
@@ -565,11 +607,11 @@ impl Block {
                     });
                 }
             }
-            if !samples.is_empty() {
-                out.push(Series { labels, samples });
+            if samples.is_empty() {
+                return Ok(None);
             }
+            Ok(Some(Series { labels, samples }))
         }
-        Ok(out)
     }
 
     /// Label names of matching series with samples in `[mint, maxt]`.

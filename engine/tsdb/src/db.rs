@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::writer::write_block;
 use crate::block::{Block, BlockMeta, Compaction};
+use crate::compact;
 use crate::error::{Result, TsdbError};
 use crate::head::{Head, HeadOptions, SeriesRef};
 use crate::wal::record::Record;
@@ -34,7 +35,12 @@ pub struct TsdbOptions {
     wal: Option<WalOptions>,
     head: HeadOptions,
     block_duration_ms: i64,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<u64>,
 }
+
+/// Default time retention: 15 days, as Prometheus.
+pub const DEFAULT_RETENTION_MS: i64 = 15 * 24 * 3_600_000;
 
 /// Default time range of a block cut from the head: 2 hours.
 pub const DEFAULT_BLOCK_DURATION_MS: i64 = 2 * 3_600_000;
@@ -47,7 +53,24 @@ impl TsdbOptions {
             wal: Some(WalOptions::default()),
             head: HeadOptions::default(),
             block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
+            retention_ms: Some(DEFAULT_RETENTION_MS),
+            retention_bytes: None,
         }
+    }
+
+    /// Blocks whose whole range is older than this (measured from the newest sample stored)
+    /// are deleted; `None` keeps everything. 15 days by default. Compaction merges blocks up
+    /// to a tenth of it.
+    pub fn retention_ms(mut self, millis: Option<i64>) -> TsdbOptions {
+        self.retention_ms = millis;
+        self
+    }
+
+    /// The oldest blocks are deleted while all blocks together take more than this many bytes
+    /// (blocks only; the WAL and the head are not counted). Off by default.
+    pub fn retention_bytes(mut self, bytes: Option<u64>) -> TsdbOptions {
+        self.retention_bytes = bytes;
+        self
     }
 
     /// Time range of each block cut from the head (2 h by default). The head is cut once it
@@ -114,10 +137,12 @@ struct Inner {
     dir: Option<PathBuf>,
     replay: ReplayReport,
     block_duration_ms: i64,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<u64>,
     /// Open blocks, oldest first.
     blocks: RwLock<Vec<Arc<Block>>>,
     quarantined: Vec<QuarantinedBlock>,
-    /// Serialises block cuts.
+    /// Serialises block cuts, compaction and retention.
     cutting: Mutex<()>,
     _lock: Option<File>,
 }
@@ -193,6 +218,8 @@ impl Tsdb {
                 dir: Some(dir),
                 replay,
                 block_duration_ms: options.block_duration_ms,
+                retention_ms: options.retention_ms,
+                retention_bytes: options.retention_bytes,
                 blocks: RwLock::new(blocks),
                 quarantined,
                 cutting: Mutex::new(()),
@@ -209,6 +236,8 @@ impl Tsdb {
                 dir: None,
                 replay: ReplayReport::default(),
                 block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
+                retention_ms: None,
+                retention_bytes: None,
                 blocks: RwLock::new(Vec::new()),
                 quarantined: Vec::new(),
                 cutting: Mutex::new(()),
@@ -254,6 +283,8 @@ impl Tsdb {
                         break;
                     }
                 }
+                self.compact_locked()?;
+                self.apply_retention_locked()?;
             }
         }
         Ok(outcome)
@@ -309,7 +340,7 @@ impl Tsdb {
             &dir.join(BLOCKS_DIR),
             series
                 .into_iter()
-                .map(|series| (series.labels, series.samples)),
+                .map(|series| Ok((series.labels, series.samples))),
             block_min,
             block_max,
             Compaction {
@@ -328,6 +359,198 @@ impl Tsdb {
         self.truncate_head(block_max)?;
         tracing::info!(id = %meta.id, min_time = block_min, max_time = block_max, samples, "block cut from the head");
         Ok(Some(meta))
+    }
+
+    /// Merges blocks as the compaction plan says until nothing is left to do; returns the
+    /// blocks written.
+    pub fn compact(&self) -> Result<Vec<BlockMeta>> {
+        let _maintenance = self.inner.cutting.lock();
+        self.compact_locked()
+    }
+
+    fn max_compaction_range(&self) -> i64 {
+        let duration = self.inner.block_duration_ms;
+        match self.inner.retention_ms {
+            Some(retention) => retention / 10,
+            None => duration.saturating_mul(81),
+        }
+    }
+
+    fn compact_locked(&self) -> Result<Vec<BlockMeta>> {
+        let ranges =
+            compact::level_ranges(self.inner.block_duration_ms, self.max_compaction_range());
+        let mut written = Vec::new();
+        loop {
+            let blocks = self.blocks();
+            let metas: Vec<&BlockMeta> = blocks.iter().map(|block| block.meta()).collect();
+            let Some(group) = compact::plan(&metas, &ranges) else {
+                return Ok(written);
+            };
+            let group: Vec<Arc<Block>> = group
+                .into_iter()
+                .map(|position| blocks[position].clone())
+                .collect();
+            let level = group
+                .iter()
+                .map(|block| block.meta().compaction.level)
+                .max()
+                .unwrap_or(1)
+                + 1;
+            written.push(self.rewrite_blocks(&group, level)?);
+        }
+    }
+
+    /// Writes the merged contents of `group` as one block at `level` (tombstones applied),
+    /// swaps it in and deletes the sources. Crash-safe: the sources are deleted only after the
+    /// new block is durable, and a block whose sources another block covers is deleted at open.
+    fn rewrite_blocks(&self, group: &[Arc<Block>], level: u32) -> Result<BlockMeta> {
+        let dir = self
+            .inner
+            .dir
+            .as_ref()
+            .expect("only stores with a directory have blocks");
+        let min_time = group
+            .iter()
+            .map(|block| block.meta().min_time)
+            .min()
+            .expect("a group");
+        let max_time = group
+            .iter()
+            .map(|block| block.meta().max_time)
+            .max()
+            .expect("a group");
+        let sources = compact::merged_sources(group.iter().map(|block| block.effective_sources()));
+        let inputs: Vec<Box<dyn Iterator<Item = Result<Series>> + '_>> = group
+            .iter()
+            .map(|block| Box::new(block.series_iter()) as Box<dyn Iterator<Item = Result<Series>>>)
+            .collect();
+        let meta = write_block(
+            &dir.join(BLOCKS_DIR),
+            compact::merge_series(inputs),
+            min_time,
+            max_time,
+            Compaction { level, sources },
+            self.inner.head.options().chunk_samples,
+        )?;
+        let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(&meta.id))?);
+        {
+            let mut blocks = self.inner.blocks.write();
+            blocks.retain(|open| !group.iter().any(|old| Arc::ptr_eq(open, old)));
+            blocks.push(block);
+            blocks.sort_by_key(|block| (block.meta().min_time, block.meta().id.clone()));
+        }
+        for old in group {
+            // Readers holding the old block keep their maps; the files go when they drop them.
+            delete_block_dir(old.dir())?;
+        }
+        tracing::info!(id = %meta.id, level, inputs = group.len(), samples = meta.stats.samples, "blocks compacted");
+        Ok(meta)
+    }
+
+    /// Rewrites every block with deletions recorded, so their bytes are reclaimed now rather
+    /// than at the next compaction. Returns how many blocks were rewritten.
+    pub fn clean_tombstones(&self) -> Result<usize> {
+        let _maintenance = self.inner.cutting.lock();
+        let dirty: Vec<Arc<Block>> = self
+            .blocks()
+            .into_iter()
+            .filter(|block| block.has_tombstones())
+            .collect();
+        for block in &dirty {
+            self.rewrite_blocks(std::slice::from_ref(block), block.meta().compaction.level)?;
+        }
+        Ok(dirty.len())
+    }
+
+    /// Deletes blocks beyond the time and size retention; returns their ids.
+    pub fn apply_retention(&self) -> Result<Vec<String>> {
+        let _maintenance = self.inner.cutting.lock();
+        self.apply_retention_locked()
+    }
+
+    fn apply_retention_locked(&self) -> Result<Vec<String>> {
+        let blocks = self.blocks();
+        let newest = blocks
+            .iter()
+            .map(|block| block.meta().max_time)
+            .chain(self.inner.head.time_range().map(|(_, max_time)| max_time))
+            .max();
+        let mut doomed: Vec<Arc<Block>> = Vec::new();
+        if let (Some(retention), Some(newest)) = (self.inner.retention_ms, newest) {
+            let cutoff = newest.saturating_sub(retention);
+            doomed.extend(
+                blocks
+                    .iter()
+                    .filter(|block| block.meta().max_time <= cutoff)
+                    .cloned(),
+            );
+        }
+        if let Some(limit) = self.inner.retention_bytes {
+            let mut total: u64 = blocks
+                .iter()
+                .filter(|block| !doomed.iter().any(|d| Arc::ptr_eq(d, block)))
+                .map(|block| block.size_bytes())
+                .sum();
+            for block in &blocks {
+                if total <= limit {
+                    break;
+                }
+                if !doomed.iter().any(|d| Arc::ptr_eq(d, block)) {
+                    total -= block.size_bytes();
+                    doomed.push(block.clone());
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .blocks
+            .write()
+            .retain(|open| !doomed.iter().any(|d| Arc::ptr_eq(open, d)));
+        let mut ids = Vec::with_capacity(doomed.len());
+        for block in doomed {
+            delete_block_dir(block.dir())?;
+            tracing::info!(id = %block.meta().id, max_time = block.meta().max_time, "block deleted by retention");
+            ids.push(block.meta().id.clone());
+        }
+        Ok(ids)
+    }
+
+    /// Writes a consistent copy of the store to `destination/blocks/`: every block hard-linked
+    /// (no data copied), plus, with `with_head`, the head's current samples as one more block.
+    /// The copy opens as a data directory of its own.
+    pub fn snapshot(&self, destination: &Path, with_head: bool) -> Result<Vec<String>> {
+        let _maintenance = self.inner.cutting.lock();
+        let blocks_dir = destination.join(BLOCKS_DIR);
+        fs::create_dir_all(&blocks_dir).map_err(|error| TsdbError::io(&blocks_dir, error))?;
+        let mut ids = Vec::new();
+        for block in self.blocks() {
+            let target = blocks_dir.join(&block.meta().id);
+            link_tree(block.dir(), &target)?;
+            ids.push(block.meta().id.clone());
+        }
+        if with_head {
+            if let Some((min_time, max_time)) = self.inner.head.time_range() {
+                let series = self.inner.head.select(&[], min_time, max_time);
+                let meta = write_block(
+                    &blocks_dir,
+                    series
+                        .into_iter()
+                        .map(|series| Ok((series.labels, series.samples))),
+                    min_time,
+                    max_time.saturating_add(1),
+                    Compaction {
+                        level: 1,
+                        sources: Vec::new(),
+                    },
+                    self.inner.head.options().chunk_samples,
+                )?;
+                ids.push(meta.id);
+            }
+        }
+        crate::wal::sync_dir(&blocks_dir)?;
+        Ok(ids)
     }
 
     /// Reads matching series from the blocks and the head (blocking), merged by labels.
@@ -376,20 +599,9 @@ impl Tsdb {
         }
         Ok(merged
             .into_iter()
-            .map(|(labels, mut samples)| {
-                // Stable sort keeps source order among equal timestamps: keep the last.
-                samples.sort_by_key(|sample| sample.timestamp);
-                let mut deduplicated: Vec<Sample> = Vec::with_capacity(samples.len());
-                for sample in samples {
-                    match deduplicated.last_mut() {
-                        Some(last) if last.timestamp == sample.timestamp => *last = sample,
-                        _ => deduplicated.push(sample),
-                    }
-                }
-                Series {
-                    labels,
-                    samples: deduplicated,
-                }
+            .map(|(labels, samples)| Series {
+                labels,
+                samples: compact::deduplicate(samples),
             })
             .collect())
     }
@@ -660,8 +872,9 @@ fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, Vec<QuarantinedBlock>)> {
     names.sort();
     for name in names {
         let path = blocks_dir.join(&name);
-        if name.ends_with(".tmp") {
-            // A block whose write did not finish; its data is still in the head and WAL.
+        if name.ends_with(".tmp") || name.ends_with(DELETING_SUFFIX) {
+            // A block whose write did not finish (its data is still in the head and WAL), or
+            // one whose deletion did not.
             fs::remove_dir_all(&path).map_err(|error| TsdbError::io(&path, error))?;
             continue;
         }
@@ -685,7 +898,61 @@ fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, Vec<QuarantinedBlock>)> {
         }
     }
     blocks.sort_by_key(|block| (block.meta().min_time, block.meta().id.clone()));
+    let blocks = remove_superseded(blocks)?;
     Ok((blocks, quarantined))
+}
+
+/// Deletes blocks whose data another block of a higher level already holds: what a compaction
+/// interrupted after its new block was renamed into place leaves behind.
+fn remove_superseded(blocks: Vec<Arc<Block>>) -> Result<Vec<Arc<Block>>> {
+    let mut kept = Vec::with_capacity(blocks.len());
+    for block in &blocks {
+        let sources: BTreeSet<String> = block.effective_sources().into_iter().collect();
+        let superseded = blocks.iter().any(|other| {
+            other.meta().compaction.level > block.meta().compaction.level
+                && sources
+                    .iter()
+                    .all(|source| other.meta().compaction.sources.contains(source))
+        });
+        if superseded {
+            tracing::warn!(id = %block.meta().id, "block already compacted into another; deleting it");
+            delete_block_dir(block.dir())?;
+        } else {
+            kept.push(block.clone());
+        }
+    }
+    Ok(kept)
+}
+
+const DELETING_SUFFIX: &str = ".deleting";
+
+/// Deletes a block directory so that a crash midway leaves no half block behind: it is
+/// renamed out of the way first (atomic), then removed; open removes leftovers.
+fn delete_block_dir(dir: &Path) -> Result<()> {
+    let mut doomed = dir.as_os_str().to_owned();
+    doomed.push(DELETING_SUFFIX);
+    let doomed = PathBuf::from(doomed);
+    fs::rename(dir, &doomed).map_err(|error| TsdbError::io(dir, error))?;
+    if let Some(parent) = dir.parent() {
+        crate::wal::sync_dir(parent)?;
+    }
+    fs::remove_dir_all(&doomed).map_err(|error| TsdbError::io(&doomed, error))
+}
+
+/// Hard-links every file of `from` into a new tree at `to`.
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).map_err(|error| TsdbError::io(to, error))?;
+    for entry in fs::read_dir(from).map_err(|error| TsdbError::io(from, error))? {
+        let entry = entry.map_err(|error| TsdbError::io(from, error))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        if source.is_dir() {
+            link_tree(&source, &target)?;
+        } else {
+            fs::hard_link(&source, &target).map_err(|error| TsdbError::io(&target, error))?;
+        }
+    }
+    Ok(())
 }
 
 /// Default interval of [`FsyncPolicy::Interval`].

@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod chunk;
+pub mod compact;
 mod db;
 pub mod encoding;
 mod error;

@@ -83,18 +83,31 @@ fn the_head_is_cut_into_blocks_and_every_sample_survives_restart() {
         fill(&tsdb, 5, 6);
         let blocks = tsdb.blocks();
         // The head keeps between half an hour and one and a half; everything older is in
-        // blocks.
+        // blocks: the first three hours already compacted into one 3 h block (level 2), then
+        // two 1 h blocks.
+        let ranges: Vec<(i64, i64, u32)> = blocks
+            .iter()
+            .map(|b| {
+                (
+                    b.meta().min_time,
+                    b.meta().max_time,
+                    b.meta().compaction.level,
+                )
+            })
+            .collect();
         assert_eq!(
-            blocks.len(),
-            5,
-            "{:?}",
-            blocks.iter().map(|b| b.meta().clone()).collect::<Vec<_>>()
+            ranges,
+            [
+                (0, 3 * HOUR, 2),
+                (3 * HOUR, 4 * HOUR, 1),
+                (4 * HOUR, 5 * HOUR, 1)
+            ]
         );
-        for (number, block) in blocks.iter().enumerate() {
-            assert_eq!(block.meta().min_time, number as i64 * HOUR);
-            assert_eq!(block.meta().max_time, (number as i64 + 1) * HOUR);
+        assert_eq!(blocks[0].meta().compaction.sources.len(), 3);
+        for block in &blocks {
             assert_eq!(block.meta().stats.series, 5);
-            assert_eq!(block.meta().stats.samples, 5 * 240);
+            let hours = (block.meta().max_time - block.meta().min_time) / HOUR;
+            assert_eq!(block.meta().stats.samples, 5 * 240 * hours as u64);
         }
         let (head_min, head_max) = tsdb.head().time_range().unwrap();
         assert_eq!(head_min, 5 * HOUR);
@@ -107,7 +120,7 @@ fn the_head_is_cut_into_blocks_and_every_sample_survives_restart() {
         assert_eq!(outcome.rejected_for(RejectReason::OutOfBounds), 1);
     }
     let tsdb = Tsdb::open(options(dir.path())).unwrap();
-    assert_eq!(tsdb.blocks().len(), 5);
+    assert_eq!(tsdb.blocks().len(), 3);
     assert!(tsdb.quarantined().is_empty());
     assert_eq!(read_all(&tsdb), expected(5, 6));
     // Partial ranges and matchers across the head/block boundary.
@@ -161,10 +174,13 @@ fn a_damaged_block_is_quarantined_and_the_rest_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         {
             let tsdb = Tsdb::open(options(dir.path())).unwrap();
-            fill(&tsdb, 3, 4);
-            assert_eq!(tsdb.blocks().len(), 3);
+            fill(&tsdb, 3, 5);
+            assert_eq!(tsdb.blocks().len(), 2);
         }
         let damaged = block_dirs(dir.path())[0].clone();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(damaged.join("meta.json")).unwrap()).unwrap();
+        let lost = meta["min_time"].as_i64().unwrap()..meta["max_time"].as_i64().unwrap();
         let file = damaged.join(target);
         let size = fs::metadata(&file).unwrap().len() as usize;
         flip_byte(&file, size / 3);
@@ -186,12 +202,12 @@ fn a_damaged_block_is_quarantined_and_the_rest_keeps_serving() {
             quarantined[0].error
         );
         assert!(!damaged.exists());
-        assert_eq!(tsdb.blocks().len(), 2);
-        // Everything outside the quarantined hour is still served.
+        assert_eq!(tsdb.blocks().len(), 1);
+        // Everything outside the quarantined block's range is still served.
         let all = read_all(&tsdb);
-        let mut wanted = expected(3, 4);
+        let mut wanted = expected(3, 5);
         for (_, samples) in &mut wanted {
-            samples.retain(|s| s.timestamp.0 >= HOUR);
+            samples.retain(|s| !lost.contains(&s.timestamp.0));
         }
         assert_eq!(all, wanted, "{target}");
     }

@@ -20,11 +20,18 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn options(dir: &Path) -> TsdbOptions {
-    TsdbOptions::new(dir).fsync(FsyncPolicy::Never).block_duration_ms(HOUR)
+    TsdbOptions::new(dir)
+        .fsync(FsyncPolicy::Never)
+        .block_duration_ms(HOUR)
 }
 
 fn series(index: usize) -> Labels {
-    Labels::from_pairs([("__name__", "compat_metric"), ("series", index.to_string().as_str()), ("unit", "µs")]).unwrap()
+    Labels::from_pairs([
+        ("__name__", "compat_metric"),
+        ("series", index.to_string().as_str()),
+        ("unit", "µs"),
+    ])
+    .unwrap()
 }
 
 /// The fixture's contents: 3 series, a sample every minute for 150 minutes, with special
@@ -42,7 +49,9 @@ fn expected() -> Vec<(Labels, Vec<Sample>)> {
                     };
                     Sample::new(t, value)
                 })
-                .filter(|sample| !(index == 1 && (20 * 60_000..=29 * 60_000).contains(&sample.timestamp.0)))
+                .filter(|sample| {
+                    !(index == 1 && (20 * 60_000..=29 * 60_000).contains(&sample.timestamp.0))
+                })
                 .collect();
             (series(index), samples)
         })
@@ -65,17 +74,31 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn format_v1_directory_opens_with_every_sample() {
     let fixture = fixture_dir();
-    assert!(fixture.join("blocks").exists(), "fixture missing at {}", fixture.display());
+    assert!(
+        fixture.join("blocks").exists(),
+        "fixture missing at {}",
+        fixture.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
     let tsdb = Tsdb::open(options(dir.path())).unwrap();
     assert!(tsdb.quarantined().is_empty(), "{:?}", tsdb.quarantined());
     assert!(tsdb.replay_report().corruption.is_none());
     assert_eq!(tsdb.blocks().len(), 1, "the fixture holds one block");
-    assert!(tsdb.replay_report().checkpoint.is_some(), "the fixture holds a checkpoint");
-    let got = tsdb.select_blocking(&[Matcher::equal("__name__", "compat_metric")], i64::MIN, i64::MAX);
+    assert!(
+        tsdb.replay_report().checkpoint.is_some(),
+        "the fixture holds a checkpoint"
+    );
+    let got = tsdb.select_blocking(
+        &[Matcher::equal("__name__", "compat_metric")],
+        i64::MIN,
+        i64::MAX,
+    );
     let bits = |samples: &[Sample]| -> Vec<(i64, u64)> {
-        samples.iter().map(|s| (s.timestamp.0, s.value.to_bits())).collect()
+        samples
+            .iter()
+            .map(|s| (s.timestamp.0, s.value.to_bits()))
+            .collect()
     };
     let want = expected();
     assert_eq!(got.len(), want.len());
@@ -101,7 +124,8 @@ fn write_v1_fixture() {
         }
         tsdb.append(&batch).unwrap();
     }
-    tsdb.delete_blocking(&[Matcher::equal("series", "1")], 20 * 60_000, 29 * 60_000).unwrap();
+    tsdb.delete_blocking(&[Matcher::equal("series", "1")], 20 * 60_000, 29 * 60_000)
+        .unwrap();
     tsdb.close().unwrap();
     drop(tsdb);
     fs::remove_file(fixture.join("lock")).unwrap();

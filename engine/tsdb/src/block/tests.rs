@@ -51,7 +51,7 @@ fn sample_data() -> Vec<(Labels, Vec<Sample>)> {
 fn written_block(dir: &Path) -> PathBuf {
     let meta = write_block(
         dir,
-        sample_data(),
+        sample_data().into_iter().map(Ok),
         0,
         300_000,
         Compaction {

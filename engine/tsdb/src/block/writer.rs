@@ -115,10 +115,12 @@ pub fn new_block_id() -> String {
 
 /// Writes a block of `series` (sorted by labels, each label set once, samples in time order
 /// and inside `[min_time, max_time)`) into `blocks_dir/<id>`, atomically. Series without
-/// samples are skipped.
+/// samples are skipped. The series are consumed one at a time, so memory holds one series'
+/// samples plus every series' labels and chunk references. An `Err` item aborts the write
+/// and removes the temporary directory.
 pub fn write_block(
     blocks_dir: &Path,
-    series: impl IntoIterator<Item = (Labels, Vec<Sample>)>,
+    series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
     min_time: i64,
     max_time: i64,
     compaction: Compaction,
@@ -126,6 +128,37 @@ pub fn write_block(
 ) -> Result<BlockMeta> {
     let id = new_block_id();
     let temporary = blocks_dir.join(format!("{id}.tmp"));
+    let result = write_block_files(
+        &temporary,
+        &id,
+        series,
+        min_time,
+        max_time,
+        compaction,
+        chunk_samples,
+    );
+    let meta = match result {
+        Ok(meta) => meta,
+        Err(error) => {
+            let _ = fs::remove_dir_all(&temporary);
+            return Err(error);
+        }
+    };
+    let final_dir = blocks_dir.join(&id);
+    fs::rename(&temporary, &final_dir).map_err(|error| TsdbError::io(&temporary, error))?;
+    sync_dir(blocks_dir)?;
+    Ok(meta)
+}
+
+fn write_block_files(
+    temporary: &Path,
+    id: &str,
+    series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
+    min_time: i64,
+    max_time: i64,
+    compaction: Compaction,
+    chunk_samples: usize,
+) -> Result<BlockMeta> {
     let chunks_dir = temporary.join(CHUNKS_DIR);
     fs::create_dir_all(&chunks_dir).map_err(|error| TsdbError::io(&chunks_dir, error))?;
     let mut chunk_files = ChunkFiles {
@@ -137,7 +170,8 @@ pub fn write_block(
     let mut stats = BlockStats::default();
     let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
     let mut previous: Option<Labels> = None;
-    for (labels, samples) in series {
+    for item in series {
+        let (labels, samples) = item?;
         if samples.is_empty() {
             continue;
         }
@@ -178,17 +212,14 @@ pub fn write_block(
     write_file(&temporary.join(TOMBSTONES_FILE), &tombstones)?;
     let meta = BlockMeta {
         version: FORMAT_VERSION,
-        id: id.clone(),
+        id: id.to_owned(),
         min_time,
         max_time,
         stats,
         compaction,
     };
     write_file(&temporary.join(META_FILE), &meta.encode())?;
-    sync_dir(&temporary)?;
-    let final_dir = blocks_dir.join(&id);
-    fs::rename(&temporary, &final_dir).map_err(|error| TsdbError::io(&temporary, error))?;
-    sync_dir(blocks_dir)?;
+    sync_dir(temporary)?;
     Ok(meta)
 }
 
