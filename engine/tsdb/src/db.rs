@@ -108,6 +108,13 @@ impl TsdbOptions {
         self
     }
 
+    /// How far behind the newest sample a sample may arrive and still be stored (1 h by
+    /// default, 0 to refuse out-of-order samples).
+    pub fn out_of_order_window_ms(mut self, millis: i64) -> TsdbOptions {
+        self.head.out_of_order_window_ms = millis;
+        self
+    }
+
     /// Samples per chunk before it is cut.
     pub fn chunk_samples(mut self, samples: usize) -> TsdbOptions {
         self.head.chunk_samples = samples;
@@ -194,11 +201,9 @@ impl Tsdb {
                 Record::Tombstones(tombstones) => head.replay_tombstones(&tombstones),
             })?;
             head.remove_empty_series();
-            if let Some(last) = blocks.last() {
-                // The WAL still holds what the last cut wrote to blocks if the process stopped
-                // before its checkpoint; those samples are served by the blocks.
-                head.truncate(last.meta().max_time);
-            }
+            // If the process stopped between writing a block and checkpointing the WAL, the
+            // head now holds samples the blocks hold too: drop those from the head.
+            remove_samples_in_blocks(&head, &blocks)?;
             tracing::info!(
                 records = replay.records,
                 segments = replay.segments.len(),
@@ -721,7 +726,10 @@ impl Storage for Tsdb {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             backend: "native",
-            out_of_order: OutOfOrderPolicy::Rejected,
+            out_of_order: match self.inner.head.options().out_of_order_window_ms {
+                0 => OutOfOrderPolicy::Rejected,
+                millis => OutOfOrderPolicy::Window { millis },
+            },
             delete: true,
             rejects_conflicting_duplicates: true,
             pushdown_functions: &[],
@@ -925,6 +933,48 @@ fn remove_superseded(blocks: Vec<Arc<Block>>) -> Result<Vec<Arc<Block>>> {
 }
 
 const DELETING_SUFFIX: &str = ".deleting";
+
+/// Removes from the head every sample some block already holds (same series, same
+/// timestamp). Only the head's range below the newest block's end is looked at.
+fn remove_samples_in_blocks(head: &Head, blocks: &[Arc<Block>]) -> Result<()> {
+    let Some(blocks_end) = blocks.iter().map(|block| block.meta().max_time).max() else {
+        return Ok(());
+    };
+    let overlap = head.select(&[], i64::MIN, blocks_end - 1);
+    let Some(overlap_start) = overlap
+        .iter()
+        .filter_map(|series| series.samples.first())
+        .map(|s| s.timestamp.0)
+        .min()
+    else {
+        return Ok(());
+    };
+    let mut in_blocks: BTreeMap<Labels, BTreeSet<i64>> = BTreeMap::new();
+    for block in blocks
+        .iter()
+        .filter(|block| block.overlaps(overlap_start, blocks_end - 1))
+    {
+        for series in block.select(&[], overlap_start, blocks_end - 1)? {
+            in_blocks
+                .entry(series.labels)
+                .or_default()
+                .extend(series.samples.iter().map(|sample| sample.timestamp.0));
+        }
+    }
+    let mut removed = 0;
+    for series in overlap {
+        if let Some(times) = in_blocks.get(&series.labels) {
+            removed += head.remove_timestamps(&series.labels, times);
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "samples already in blocks dropped from the replayed head"
+        );
+    }
+    Ok(())
+}
 
 /// Deletes a block directory so that a crash midway leaves no half block behind: it is
 /// renamed out of the way first (atomic), then removed; open removes leftovers.

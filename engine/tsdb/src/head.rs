@@ -88,13 +88,21 @@ pub struct HeadOptions {
     pub label_limits: LabelLimits,
     /// Samples per chunk before it is cut (Prometheus uses 120).
     pub chunk_samples: usize,
+    /// How far behind the newest sample of the head a sample may be and still be accepted
+    /// out of order, in ms (1 h by default); 0 accepts none. Older ones are rejected with
+    /// [`RejectReason::OutOfWindow`].
+    pub out_of_order_window_ms: i64,
 }
+
+/// Default out-of-order window: one hour.
+pub const DEFAULT_OUT_OF_ORDER_WINDOW_MS: i64 = 3_600_000;
 
 impl Default for HeadOptions {
     fn default() -> Self {
         HeadOptions {
             label_limits: LabelLimits::default(),
             chunk_samples: MAX_SAMPLES_PER_CHUNK,
+            out_of_order_window_ms: DEFAULT_OUT_OF_ORDER_WINDOW_MS,
         }
     }
 }
@@ -107,6 +115,14 @@ impl HeadOptions {
                 reason: format!(
                     "chunk_samples must be in 1..=65535, got {}",
                     self.chunk_samples
+                ),
+            });
+        }
+        if self.out_of_order_window_ms < 0 {
+            return Err(TsdbError::InvalidOptions {
+                reason: format!(
+                    "the out-of-order window must not be negative, got {} ms",
+                    self.out_of_order_window_ms
                 ),
             });
         }
@@ -145,6 +161,11 @@ impl SeriesSlab {
                 .push((0..SLAB_SEGMENT).map(|_| None).collect());
         }
         self.segments[index / SLAB_SEGMENT][index % SLAB_SEGMENT] = Some(series);
+        self.len = self.len.max(index + 1);
+    }
+
+    /// Makes sure `index` is never handed out to a new series.
+    fn reserve(&mut self, index: usize) {
         self.len = self.len.max(index + 1);
     }
 
@@ -407,18 +428,40 @@ impl Head {
                     .get_mut(series_ref.local())
                     .expect("a found or created series is present");
                 let min_valid_time = self.min_valid_time.load(Ordering::Acquire);
+                let window = self.options.out_of_order_window_ms;
+                let window_start = self.max_time.load(Ordering::Acquire).saturating_sub(window);
                 for sample in &input.samples {
                     let t = sample.timestamp.0;
-                    if t < min_valid_time {
-                        outcome.reject(RejectReason::OutOfBounds, 1, || {
-                            format!(
-                                "{} at {t}: before {min_valid_time}, which is already in a block",
-                                input.labels
-                            )
-                        });
-                        continue;
+                    let mut result = if t >= min_valid_time {
+                        series.append(t, sample.value, self.options.chunk_samples)
+                    } else {
+                        AppendResult::OutOfOrder
+                    };
+                    if result == AppendResult::OutOfOrder {
+                        if window > 0 && t >= window_start {
+                            result = series.insert_out_of_order(t, sample.value);
+                        } else {
+                            let (reason, why) = if window > 0 {
+                                (
+                                    RejectReason::OutOfWindow,
+                                    format!("older than the {window} ms out-of-order window"),
+                                )
+                            } else if t < min_valid_time {
+                                (
+                                    RejectReason::OutOfBounds,
+                                    format!("before {min_valid_time}, which is already in a block"),
+                                )
+                            } else {
+                                (
+                                    RejectReason::OutOfOrder,
+                                    "older than the newest sample".to_owned(),
+                                )
+                            };
+                            outcome.reject(reason, 1, || format!("{} at {t}: {why}", input.labels));
+                            continue;
+                        }
                     }
-                    match series.append(t, sample.value, self.options.chunk_samples) {
+                    match result {
                         AppendResult::Appended => {
                             outcome.accepted += 1;
                             appended_min = appended_min.min(t);
@@ -770,6 +813,31 @@ impl Head {
         removed
     }
 
+    /// Removes the samples of series `labels` at the given timestamps (not logged: used after
+    /// replay for samples that blocks already hold). Returns how many were removed.
+    pub(crate) fn remove_timestamps(&self, labels: &Labels, times: &BTreeSet<i64>) -> usize {
+        let shard_index = shard_of(labels.stable_hash());
+        let mut shard = self.shards[shard_index].write();
+        let Some(local) = shard.find(labels, labels.identity_hash()) else {
+            return 0;
+        };
+        let chunk_samples = self.options.chunk_samples;
+        let series = shard
+            .get_mut(local as usize)
+            .expect("found series is present");
+        let mut before = Vec::new();
+        let count_before = series.read_range(i64::MIN, i64::MAX, &mut before);
+        series.retain(|t| !times.contains(&t), chunk_samples);
+        let mut after = Vec::new();
+        let count_after = series.read_range(i64::MIN, i64::MAX, &mut after);
+        if series.is_empty() {
+            let series_ref =
+                SeriesRef::new(shard_index, local as usize).expect("existing reference");
+            self.remove_series(&mut shard, series_ref);
+        }
+        count_before - count_after
+    }
+
     /// Whether WAL reference `id` still names a live series (directly or as a replay alias).
     pub fn is_live_ref(&self, id: u32) -> bool {
         let series_ref = SeriesRef(id);
@@ -792,8 +860,14 @@ impl Head {
     /// Replay: recreates a series at its logged reference (or aliases the reference to an
     /// existing series with the same labels).
     pub(crate) fn replay_series(&self, id: u32, labels: &Labels) {
-        let hash = labels.stable_hash();
-        let shard_index = shard_of(hash);
+        // A logged reference is never given to a new series, even when it is aliased or
+        // removed: later WAL records and checkpoints must not mistake one for the other.
+        let logged = SeriesRef(id);
+        self.shards[logged.shard()]
+            .write()
+            .series
+            .reserve(logged.local());
+        let shard_index = shard_of(labels.stable_hash());
         let mut shard = self.shards[shard_index].write();
         let check = labels.identity_hash();
         if let Some(local) = shard.find(labels, check) {
@@ -803,7 +877,6 @@ impl Head {
             }
             return;
         }
-        let logged = SeriesRef(id);
         let fits = logged.shard() == shard_index && shard.get(logged.local()).is_none();
         let series_ref = if fits {
             logged
@@ -839,9 +912,13 @@ impl Head {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if series.append(sample.t, sample.v, self.options.chunk_samples)
-                == AppendResult::Appended
-            {
+            // Logged samples were accepted once: out-of-order ones are taken whatever the
+            // window is now.
+            let mut result = series.append(sample.t, sample.v, self.options.chunk_samples);
+            if result == AppendResult::OutOfOrder {
+                result = series.insert_out_of_order(sample.t, sample.v);
+            }
+            if result == AppendResult::Appended {
                 self.counters
                     .samples_appended
                     .fetch_add(1, Ordering::Relaxed);

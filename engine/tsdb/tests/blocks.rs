@@ -113,11 +113,11 @@ fn the_head_is_cut_into_blocks_and_every_sample_survives_restart() {
         assert_eq!(head_min, 5 * HOUR);
         assert_eq!(head_max, 6 * HOUR - STEP);
         assert_eq!(read_all(&tsdb), expected(5, 6));
-        // Appends into a range already in a block are refused.
+        // Samples older than the out-of-order window are refused.
         let mut batch = WriteBatch::new();
         batch.push(series_labels(99), vec![Sample::new(HOUR, 1.0)]);
         let outcome = tsdb.append(&batch).unwrap();
-        assert_eq!(outcome.rejected_for(RejectReason::OutOfBounds), 1);
+        assert_eq!(outcome.rejected_for(RejectReason::OutOfWindow), 1);
     }
     let tsdb = Tsdb::open(options(dir.path())).unwrap();
     assert_eq!(tsdb.blocks().len(), 3);
@@ -140,6 +140,84 @@ fn the_head_is_cut_into_blocks_and_every_sample_survives_restart() {
             4 * HOUR + STEP
         ]
     );
+}
+
+#[test]
+fn without_an_out_of_order_window_old_samples_are_out_of_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path()).out_of_order_window_ms(0)).unwrap();
+    fill(&tsdb, 1, 3);
+    let mut batch = WriteBatch::new();
+    batch.push(series_labels(99), vec![Sample::new(HOUR, 1.0)]);
+    batch.push(
+        series_labels(0),
+        vec![Sample::new(3 * HOUR - 2 * STEP, 1.0)],
+    );
+    let outcome = tsdb.append(&batch).unwrap();
+    assert_eq!(outcome.rejected_for(RejectReason::OutOfBounds), 1);
+    assert_eq!(outcome.rejected_for(RejectReason::OutOfOrder), 1);
+}
+
+/// Late samples inside the window land in the head's out-of-order store, are cut into blocks
+/// that overlap older ones, and vertical compaction merges those; nothing is lost on restart.
+#[test]
+fn out_of_order_samples_inside_the_window_are_kept_through_cuts_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let late_labels = series_labels(7);
+    {
+        let tsdb = Tsdb::open(options(dir.path()).out_of_order_window_ms(2 * HOUR)).unwrap();
+        fill(&tsdb, 2, 2);
+        // Samples of a new series, 90 min behind the newest: inside the window, in a range
+        // already written to a block.
+        for minute in 0..30 {
+            let mut batch = WriteBatch::new();
+            batch.push(
+                late_labels.clone(),
+                vec![Sample::new(minute * 60_000 + 7, minute as f64)],
+            );
+            let outcome = tsdb.append(&batch).unwrap();
+            assert_eq!(outcome.accepted, 1, "{:?}", outcome.messages);
+        }
+        let late = tsdb.select_blocking(&[Matcher::equal("cpu", "7")], i64::MIN, i64::MAX);
+        assert_eq!(late[0].samples.len(), 30);
+        // More in-order data: cuts take the late samples into a block of their own, which
+        // overlaps the first one until compaction merges them.
+        fill_range(&tsdb, 2, 2 * HOUR, 4 * HOUR);
+        let blocks = tsdb.blocks();
+        for pair in blocks.windows(2) {
+            assert!(
+                pair[0].meta().max_time <= pair[1].meta().min_time,
+                "overlaps were compacted"
+            );
+        }
+    }
+    let tsdb = Tsdb::open(options(dir.path()).out_of_order_window_ms(2 * HOUR)).unwrap();
+    let late = tsdb.select_blocking(&[Matcher::equal("cpu", "7")], i64::MIN, i64::MAX);
+    assert_eq!(late.len(), 1);
+    let times: Vec<i64> = late[0].samples.iter().map(|s| s.timestamp.0).collect();
+    assert_eq!(
+        times,
+        (0..30)
+            .map(|minute| minute * 60_000 + 7)
+            .collect::<Vec<_>>()
+    );
+    let mut wanted = expected(2, 4);
+    wanted.push((late_labels.to_string(), late[0].samples.clone()));
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(read_all(&tsdb), wanted);
+}
+
+fn fill_range(tsdb: &Tsdb, series: usize, from: i64, to: i64) {
+    for t in (from..to).step_by(STEP as usize) {
+        let mut batch = WriteBatch::new();
+        for index in 0..series {
+            batch.push(
+                series_labels(index),
+                vec![Sample::new(t, (t / 1000) as f64 + index as f64)],
+            );
+        }
+        tsdb.append(&batch).unwrap();
+    }
 }
 
 #[test]

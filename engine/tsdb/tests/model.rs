@@ -56,11 +56,24 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct Model {
     series: BTreeMap<usize, BTreeMap<i64, u64>>,
+    /// Whether the store under test accepts out-of-order samples (with a window wider than
+    /// any timestamp the test uses).
+    out_of_order: bool,
 }
 
 impl Model {
     fn append(&mut self, series: usize, t: i64, v: f64) -> Result<(), RejectReason> {
         let samples = self.series.entry(series).or_default();
+        if self.out_of_order {
+            return match samples.get(&t) {
+                Some(bits) if *bits == v.to_bits() => Ok(()),
+                Some(_) => Err(RejectReason::DuplicateSampleForTimestamp),
+                None => {
+                    samples.insert(t, v.to_bits());
+                    Ok(())
+                }
+            };
+        }
         if let Some((&last_t, &last_bits)) = samples.last_key_value() {
             if t == last_t {
                 return if last_bits == v.to_bits() {
@@ -89,11 +102,13 @@ fn series_labels(series: usize) -> Labels {
     Labels::from_pairs([("__name__", "model"), ("s", series.to_string().as_str())]).unwrap()
 }
 
-fn open(dir: &Path) -> Tsdb {
+fn open(dir: &Path, out_of_order: bool) -> Tsdb {
+    let window = if out_of_order { 1 << 40 } else { 0 };
     let options = TsdbOptions::new(dir)
         .fsync(FsyncPolicy::Never)
         .wal_segment_bytes(1024)
-        .chunk_samples(4);
+        .chunk_samples(4)
+        .out_of_order_window_ms(window);
     let tsdb = Tsdb::open(options).expect("store opens");
     let report = tsdb.replay_report();
     assert!(report.corruption.is_none(), "{report:?}");
@@ -128,10 +143,13 @@ fn check(tsdb: &Tsdb, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, out_of_order: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut tsdb = Some(open(dir.path()));
-    let mut model = Model::default();
+    let mut tsdb = Some(open(dir.path(), out_of_order));
+    let mut model = Model {
+        out_of_order,
+        ..Model::default()
+    };
     for op in ops {
         let store = tsdb.as_ref().unwrap();
         match op {
@@ -180,24 +198,29 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let store = tsdb.take().unwrap();
                 store.close().unwrap();
                 drop(store);
-                tsdb = Some(open(dir.path()));
+                tsdb = Some(open(dir.path(), out_of_order));
             }
             Op::Crash => {
                 drop(tsdb.take());
-                tsdb = Some(open(dir.path()));
+                tsdb = Some(open(dir.path(), out_of_order));
             }
         }
         check(tsdb.as_ref().unwrap(), &model)?;
     }
     drop(tsdb);
-    check(&open(dir.path()), &model)
+    check(&open(dir.path(), out_of_order), &model)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
     fn store_agrees_with_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
-        run(ops)?;
+        run(ops, false)?;
+    }
+
+    #[test]
+    fn store_with_out_of_order_window_agrees_with_model(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        run(ops, true)?;
     }
 }
