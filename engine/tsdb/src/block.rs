@@ -26,7 +26,7 @@ use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::XorIter;
+use crate::chunk::{columnar, XorIter};
 use crate::encoding::{put_uvarint, put_varint, Decoder};
 use crate::error::{Result, TsdbError};
 use crate::index::{postings_for_matchers, PostingsIndex};
@@ -44,6 +44,50 @@ pub(crate) const CHUNKS_MAGIC: &[u8; 8] = b"LKCHUNK1";
 pub(crate) const TOMBSTONES_MAGIC: &[u8; 8] = b"LKTOMB01";
 const META_MAGIC: &str = "LKMETA01";
 pub(crate) const CHUNK_ENCODING_XOR: u8 = 1;
+pub(crate) const CHUNK_ENCODING_COLUMNAR: u8 = 2;
+
+/// How a block's chunks are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEncoding {
+    /// Gorilla chunks of the head's size (blocks cut from the head).
+    Xor,
+    /// Columnar zstd chunks of up to [`writer::COLUMNAR_CHUNK_SAMPLES`] samples (compacted,
+    /// cold blocks).
+    Columnar,
+}
+
+/// The samples of one block chunk, whatever its encoding.
+enum ChunkSamples<'a> {
+    Xor(XorIter<'a>),
+    Decoded(std::vec::IntoIter<(i64, f64)>),
+}
+
+impl ChunkSamples<'_> {
+    fn seek(&mut self, target: i64) -> Option<(i64, f64)> {
+        match self {
+            ChunkSamples::Xor(iter) => iter.seek(target),
+            ChunkSamples::Decoded(iter) => iter.find(|(t, _)| *t >= target),
+        }
+    }
+
+    fn err(&self) -> Option<String> {
+        match self {
+            ChunkSamples::Xor(iter) => iter.err().map(ToString::to_string),
+            ChunkSamples::Decoded(_) => None,
+        }
+    }
+}
+
+impl Iterator for ChunkSamples<'_> {
+    type Item = (i64, f64);
+
+    fn next(&mut self) -> Option<(i64, f64)> {
+        match self {
+            ChunkSamples::Xor(iter) => iter.next(),
+            ChunkSamples::Decoded(iter) => iter.next(),
+        }
+    }
+}
 /// Sections of the index: symbols, series, series offsets, postings, postings table.
 pub(crate) const SECTION_COUNT: usize = 5;
 const TOC_ENTRY_LEN: usize = 20;
@@ -506,7 +550,7 @@ impl Block {
         self.meta.min_time <= maxt && mint < self.meta.max_time
     }
 
-    fn chunk(&self, reference: u64) -> Result<XorIter<'_>> {
+    fn chunk(&self, reference: u64) -> Result<ChunkSamples<'_>> {
         let file = (reference >> 32) as usize;
         let offset = (reference & 0xffff_ffff) as usize;
         let path = || self.dir.join(CHUNKS_DIR).join(format!("{file:06}"));
@@ -530,10 +574,15 @@ impl Block {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(corruption("chunk checksum mismatch"));
         }
-        if body[0] != CHUNK_ENCODING_XOR {
-            return Err(corruption("unknown chunk encoding"));
+        match body[0] {
+            CHUNK_ENCODING_XOR => XorIter::new(&body[1..])
+                .map(ChunkSamples::Xor)
+                .map_err(|error| corruption(&error.to_string())),
+            CHUNK_ENCODING_COLUMNAR => columnar::decode(&body[1..])
+                .map(|samples| ChunkSamples::Decoded(samples.into_iter()))
+                .map_err(|error| corruption(&error.to_string())),
+            _ => Err(corruption("unknown chunk encoding")),
         }
-        XorIter::new(&body[1..]).map_err(|error| corruption(&error.to_string()))
     }
 
     /// Matching series with their samples in `[mint, maxt]` (deleted ranges removed), sorted
@@ -599,11 +648,11 @@ impl Block {
                         samples.push(Sample::new(t, v));
                     }
                 }
-                if let Some(error) = iter.err() {
+                if let Some(reason) = iter.err() {
                     return Err(TsdbError::Corruption {
                         file: self.dir.join(CHUNKS_DIR),
                         offset: meta.reference & 0xffff_ffff,
-                        reason: error.to_string(),
+                        reason,
                     });
                 }
             }

@@ -17,6 +17,7 @@
 //! Timestamp arithmetic is wrapping (mod 2^64), so the whole `i64` range is supported.
 
 mod bitstream;
+pub mod columnar;
 
 use std::iter::FusedIterator;
 

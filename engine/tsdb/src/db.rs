@@ -17,7 +17,7 @@ use lookout_storage::{
 use parking_lot::{Mutex, RwLock};
 
 use crate::block::writer::write_block;
-use crate::block::{Block, BlockMeta, Compaction};
+use crate::block::{Block, BlockMeta, ChunkEncoding, Compaction};
 use crate::compact;
 use crate::error::{Result, TsdbError};
 use crate::head::{Head, HeadOptions, SeriesRef};
@@ -352,6 +352,7 @@ impl Tsdb {
                 level: 1,
                 sources: Vec::new(),
             },
+            ChunkEncoding::Xor,
             head.options().chunk_samples,
         )?;
         let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(&meta.id))?);
@@ -435,6 +436,7 @@ impl Tsdb {
             min_time,
             max_time,
             Compaction { level, sources },
+            ChunkEncoding::Columnar,
             self.inner.head.options().chunk_samples,
         )?;
         let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(&meta.id))?);
@@ -549,6 +551,7 @@ impl Tsdb {
                         level: 1,
                         sources: Vec::new(),
                     },
+                    ChunkEncoding::Xor,
                     self.inner.head.options().chunk_samples,
                 )?;
                 ids.push(meta.id);

@@ -1,6 +1,6 @@
 //! Every released on-disk format stays readable: `testdata/tsdb-compat/v1/` is a tiny data
-//! directory written by format version 1 (one block, a WAL with a checkpoint and a live
-//! segment). This test opens a copy of it on every build and checks every sample.
+//! directory written by format version 1 (a compacted block with columnar chunks and a
+//! tombstone, a block of Gorilla chunks, a WAL with a checkpoint and a live segment). This test opens a copy of it on every build and checks every sample.
 //!
 //! To regenerate after an intentional format change (a new version gets a new directory; v1
 //! must never change): `LOOKOUT_WRITE_COMPAT=1 cargo test -p lookout-tsdb --test compat
@@ -14,6 +14,9 @@ use lookout_storage::WriteBatch;
 use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
 const HOUR: i64 = 3_600_000;
+/// Five hours at one sample a minute: three 1 h blocks compacted into one 3 h block of
+/// columnar chunks, one 1 h block of Gorilla chunks, and the rest in the head and WAL.
+const MINUTES: i64 = 300;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/tsdb-compat/v1")
@@ -34,12 +37,12 @@ fn series(index: usize) -> Labels {
     .unwrap()
 }
 
-/// The fixture's contents: 3 series, a sample every minute for 150 minutes, with special
+/// The fixture's contents: 3 series, a sample every minute for five hours, with special
 /// values, and a deletion.
 fn expected() -> Vec<(Labels, Vec<Sample>)> {
     (0..3)
         .map(|index| {
-            let samples = (0..150)
+            let samples = (0..MINUTES)
                 .map(|minute| {
                     let t = minute * 60_000;
                     let value = match minute {
@@ -84,7 +87,16 @@ fn format_v1_directory_opens_with_every_sample() {
     let tsdb = Tsdb::open(options(dir.path())).unwrap();
     assert!(tsdb.quarantined().is_empty(), "{:?}", tsdb.quarantined());
     assert!(tsdb.replay_report().corruption.is_none());
-    assert_eq!(tsdb.blocks().len(), 1, "the fixture holds one block");
+    let levels: Vec<u32> = tsdb
+        .blocks()
+        .iter()
+        .map(|block| block.meta().compaction.level)
+        .collect();
+    assert_eq!(
+        levels,
+        [2, 1],
+        "a compacted (columnar) block and a Gorilla one"
+    );
     assert!(
         tsdb.replay_report().checkpoint.is_some(),
         "the fixture holds a checkpoint"
@@ -117,7 +129,7 @@ fn write_v1_fixture() {
     let fixture = fixture_dir();
     let _ = fs::remove_dir_all(&fixture);
     let tsdb = Tsdb::open(options(&fixture).wal_segment_bytes(4096)).unwrap();
-    for minute in 0..150 {
+    for minute in 0..MINUTES as usize {
         let mut batch = WriteBatch::new();
         for (labels, samples) in expected_without_deletion() {
             batch.push(labels, vec![samples[minute]]);
@@ -134,7 +146,7 @@ fn write_v1_fixture() {
 fn expected_without_deletion() -> Vec<(Labels, Vec<Sample>)> {
     (0..3)
         .map(|index| {
-            let samples = (0..150)
+            let samples = (0..MINUTES)
                 .map(|minute| {
                     let value = match minute {
                         10 => STALE_NAN,

@@ -49,21 +49,31 @@ fn sample_data() -> Vec<(Labels, Vec<Sample>)> {
 }
 
 fn written_block(dir: &Path) -> PathBuf {
+    written_block_with(dir, ChunkEncoding::Xor)
+}
+
+fn written_block_with(dir: &Path, encoding: ChunkEncoding) -> PathBuf {
+    let compaction = Compaction {
+        level: 1,
+        sources: vec![],
+    };
     let meta = write_block(
         dir,
         sample_data().into_iter().map(Ok),
         0,
         300_000,
-        Compaction {
-            level: 1,
-            sources: vec![],
-        },
+        compaction,
+        encoding,
         120,
     )
     .unwrap();
     assert_eq!(meta.stats.series, 3);
     assert_eq!(meta.stats.samples, 900);
-    assert_eq!(meta.stats.chunks, 9);
+    let chunks_per_series = match encoding {
+        ChunkEncoding::Xor => 3,
+        ChunkEncoding::Columnar => 1,
+    };
+    assert_eq!(meta.stats.chunks, 3 * chunks_per_series);
     dir.join(&meta.id)
 }
 
@@ -132,6 +142,23 @@ fn a_written_block_reads_back_exactly() {
         .select(&[Matcher::equal("job", "db")], 300_000, 400_000)
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn a_columnar_block_reads_back_exactly_and_is_smaller() {
+    let dir = tempfile::tempdir().unwrap();
+    let xor = Block::open(&written_block_with(dir.path(), ChunkEncoding::Xor)).unwrap();
+    let columnar = Block::open(&written_block_with(dir.path(), ChunkEncoding::Columnar)).unwrap();
+    let matchers = [Matcher::equal("__name__", "up")];
+    assert_eq!(
+        bits(&columnar.select(&matchers, i64::MIN, i64::MAX).unwrap()),
+        bits(&xor.select(&matchers, i64::MIN, i64::MAX).unwrap())
+    );
+    assert_eq!(
+        bits(&columnar.select(&matchers, 10_500, 12_000).unwrap()),
+        bits(&xor.select(&matchers, 10_500, 12_000).unwrap())
+    );
+    assert!(columnar.size_bytes() < xor.size_bytes());
 }
 
 #[test]

@@ -11,14 +11,17 @@ use roaring::RoaringBitmap;
 
 use super::footer::append_footer;
 use super::{
-    BlockMeta, BlockStats, Compaction, CHUNKS_DIR, CHUNKS_MAGIC, CHUNK_ENCODING_XOR,
-    FORMAT_VERSION, INDEX_FILE, INDEX_MAGIC, META_FILE, SECTION_COUNT, TOMBSTONES_FILE,
-    TOMBSTONES_MAGIC,
+    BlockMeta, BlockStats, ChunkEncoding, Compaction, CHUNKS_DIR, CHUNKS_MAGIC,
+    CHUNK_ENCODING_COLUMNAR, CHUNK_ENCODING_XOR, FORMAT_VERSION, INDEX_FILE, INDEX_MAGIC,
+    META_FILE, SECTION_COUNT, TOMBSTONES_FILE, TOMBSTONES_MAGIC,
 };
-use crate::chunk::XorAppender;
+use crate::chunk::{columnar, XorAppender};
 use crate::encoding::{put_string, put_uvarint, put_varint};
 use crate::error::{Result, TsdbError};
 use crate::wal::sync_dir;
+
+/// Most samples in one columnar chunk (about 34 h at 15 s): bounds what one read decodes.
+pub const COLUMNAR_CHUNK_SAMPLES: usize = 8192;
 
 /// Largest chunk segment file before a new one is started.
 const CHUNK_FILE_BYTES: u64 = 512 << 20;
@@ -67,7 +70,7 @@ impl ChunkFiles {
     }
 
     /// Appends one chunk entry and returns its reference.
-    fn append(&mut self, data: &[u8]) -> Result<u64> {
+    fn append(&mut self, encoding: u8, data: &[u8]) -> Result<u64> {
         if self.writer.is_none() || self.size + data.len() as u64 + 9 > CHUNK_FILE_BYTES {
             self.open_next()?;
         }
@@ -75,7 +78,7 @@ impl ChunkFiles {
         let len = u32::try_from(data.len()).expect("a chunk is smaller than 4 GiB");
         let mut entry = Vec::with_capacity(data.len() + 9);
         entry.extend_from_slice(&len.to_le_bytes());
-        entry.push(CHUNK_ENCODING_XOR);
+        entry.push(encoding);
         entry.extend_from_slice(data);
         let crc = crc32fast::hash(&entry[4..]);
         entry.extend_from_slice(&crc.to_le_bytes());
@@ -124,6 +127,7 @@ pub fn write_block(
     min_time: i64,
     max_time: i64,
     compaction: Compaction,
+    encoding: ChunkEncoding,
     chunk_samples: usize,
 ) -> Result<BlockMeta> {
     let id = new_block_id();
@@ -132,9 +136,9 @@ pub fn write_block(
         &temporary,
         &id,
         series,
-        min_time,
-        max_time,
+        (min_time, max_time),
         compaction,
+        encoding,
         chunk_samples,
     );
     let meta = match result {
@@ -154,9 +158,9 @@ fn write_block_files(
     temporary: &Path,
     id: &str,
     series: impl IntoIterator<Item = Result<(Labels, Vec<Sample>)>>,
-    min_time: i64,
-    max_time: i64,
+    (min_time, max_time): (i64, i64),
     compaction: Compaction,
+    encoding: ChunkEncoding,
     chunk_samples: usize,
 ) -> Result<BlockMeta> {
     let chunks_dir = temporary.join(CHUNKS_DIR);
@@ -182,14 +186,26 @@ fn write_block_files(
         debug_assert!(samples
             .iter()
             .all(|s| (min_time..max_time).contains(&s.timestamp.0)));
-        let mut metas = Vec::with_capacity(samples.len().div_ceil(chunk_samples));
-        for group in samples.chunks(chunk_samples) {
-            let mut appender = XorAppender::new();
-            for sample in group {
-                appender.append(sample.timestamp.0, sample.value);
-            }
-            let chunk = appender.finish();
-            let reference = chunk_files.append(chunk.bytes())?;
+        let per_chunk = match encoding {
+            ChunkEncoding::Xor => chunk_samples,
+            ChunkEncoding::Columnar => COLUMNAR_CHUNK_SAMPLES,
+        };
+        let mut metas = Vec::with_capacity(samples.len().div_ceil(per_chunk));
+        for group in samples.chunks(per_chunk) {
+            let reference = match encoding {
+                ChunkEncoding::Xor => {
+                    let mut appender = XorAppender::new();
+                    for sample in group {
+                        appender.append(sample.timestamp.0, sample.value);
+                    }
+                    chunk_files.append(CHUNK_ENCODING_XOR, appender.finish().bytes())?
+                }
+                ChunkEncoding::Columnar => {
+                    let pairs: Vec<(i64, f64)> =
+                        group.iter().map(|s| (s.timestamp.0, s.value)).collect();
+                    chunk_files.append(CHUNK_ENCODING_COLUMNAR, &columnar::encode(&pairs))?
+                }
+            };
             metas.push(ChunkMeta {
                 min_t: group[0].timestamp.0,
                 max_t: group[group.len() - 1].timestamp.0,
