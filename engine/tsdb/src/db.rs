@@ -37,6 +37,7 @@ pub struct TsdbOptions {
     block_duration_ms: i64,
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
+    auto_compaction: bool,
 }
 
 /// Default time retention: 15 days, as Prometheus.
@@ -55,7 +56,15 @@ impl TsdbOptions {
             block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
             retention_ms: Some(DEFAULT_RETENTION_MS),
             retention_bytes: None,
+            auto_compaction: true,
         }
+    }
+
+    /// Whether appends that cut a block also run compaction and retention (on by default);
+    /// when off, [`Tsdb::compact`] and [`Tsdb::apply_retention`] run them.
+    pub fn auto_compaction(mut self, enabled: bool) -> TsdbOptions {
+        self.auto_compaction = enabled;
+        self
     }
 
     /// Blocks whose whole range is older than this (measured from the newest sample stored)
@@ -146,6 +155,7 @@ struct Inner {
     block_duration_ms: i64,
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
+    auto_compaction: bool,
     /// Open blocks, oldest first.
     blocks: RwLock<Vec<Arc<Block>>>,
     quarantined: Vec<QuarantinedBlock>,
@@ -225,6 +235,7 @@ impl Tsdb {
                 block_duration_ms: options.block_duration_ms,
                 retention_ms: options.retention_ms,
                 retention_bytes: options.retention_bytes,
+                auto_compaction: options.auto_compaction,
                 blocks: RwLock::new(blocks),
                 quarantined,
                 cutting: Mutex::new(()),
@@ -243,6 +254,7 @@ impl Tsdb {
                 block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
                 retention_ms: None,
                 retention_bytes: None,
+                auto_compaction: false,
                 blocks: RwLock::new(Vec::new()),
                 quarantined: Vec::new(),
                 cutting: Mutex::new(()),
@@ -288,8 +300,10 @@ impl Tsdb {
                         break;
                     }
                 }
-                self.compact_locked()?;
-                self.apply_retention_locked()?;
+                if self.inner.auto_compaction {
+                    self.compact_locked()?;
+                    self.apply_retention_locked()?;
+                }
             }
         }
         Ok(outcome)

@@ -12,6 +12,11 @@ use crate::encoding::{put_uvarint, put_varint, Decoder};
 const VALUES_RAW: u8 = 0;
 /// Values are `integer / 10^exponent`, stored as an exponent byte and integer deltas.
 const VALUES_DECIMAL: u8 = 1;
+/// As [`VALUES_DECIMAL`] with delta-of-deltas (steady counters become zeros).
+const VALUES_DECIMAL_DOD: u8 = 2;
+/// As [`VALUES_DECIMAL`] with the zigzagged deltas as fixed-width integers split into byte
+/// planes (all low bytes, then all second bytes, ...): noisy values compress better.
+const VALUES_DECIMAL_PLANES: u8 = 3;
 /// Largest decimal exponent tried.
 const MAX_EXPONENT: u8 = 6;
 /// Integers must stay exact in an f64.
@@ -65,15 +70,64 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     }
     match decimal_exponent(samples) {
         Some(exponent) => {
-            columns.push(VALUES_DECIMAL);
-            columns.push(exponent);
+            // Three layouts of the same integers; keep whichever compresses smallest.
             let scale = 10f64.powi(i32::from(exponent));
-            let mut previous = 0i64;
-            for &(_, value) in samples {
-                let integer = (value * scale).round() as i64;
-                put_varint(&mut columns, integer.wrapping_sub(previous));
-                previous = integer;
+            let integers: Vec<i64> = samples
+                .iter()
+                .map(|&(_, value)| (value * scale).round() as i64)
+                .collect();
+            let deltas: Vec<i64> = integers
+                .iter()
+                .scan(0i64, |previous, integer| {
+                    let delta = integer.wrapping_sub(*previous);
+                    *previous = *integer;
+                    Some(delta)
+                })
+                .collect();
+            let mut best: Option<Vec<u8>> = None;
+            for mode in [VALUES_DECIMAL, VALUES_DECIMAL_DOD, VALUES_DECIMAL_PLANES] {
+                let mut candidate = columns.clone();
+                candidate.push(mode);
+                candidate.push(exponent);
+                match mode {
+                    VALUES_DECIMAL => deltas
+                        .iter()
+                        .for_each(|delta| put_varint(&mut candidate, *delta)),
+                    VALUES_DECIMAL_DOD => {
+                        let mut previous = 0i64;
+                        for delta in &deltas {
+                            put_varint(&mut candidate, delta.wrapping_sub(previous));
+                            previous = *delta;
+                        }
+                    }
+                    _ => {
+                        let zigzagged: Vec<u64> = deltas
+                            .iter()
+                            .map(|delta| crate::encoding::zigzag(*delta))
+                            .collect();
+                        let width = zigzagged
+                            .iter()
+                            .map(|value| 8 - value.leading_zeros() as usize / 8)
+                            .max()
+                            .unwrap_or(0)
+                            .max(1);
+                        candidate.push(width as u8);
+                        for plane in 0..width {
+                            candidate
+                                .extend(zigzagged.iter().map(|value| (value >> (8 * plane)) as u8));
+                        }
+                    }
+                }
+                let compressed = zstd::bulk::compress(&candidate, ZSTD_LEVEL)
+                    .expect("compressing into memory cannot fail");
+                if best
+                    .as_ref()
+                    .is_none_or(|best| compressed.len() < best.len())
+                {
+                    best = Some(compressed);
+                }
             }
+            return best.expect("three candidates");
         }
         None => {
             columns.push(VALUES_RAW);
@@ -128,7 +182,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
     let mode = decoder.bytes(1).map_err(malformed)?[0];
     let mut samples = Vec::with_capacity(count);
     match mode {
-        VALUES_DECIMAL => {
+        VALUES_DECIMAL | VALUES_DECIMAL_DOD | VALUES_DECIMAL_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
             if exponent > MAX_EXPONENT {
                 return Err(ColumnarError::Malformed {
@@ -137,9 +191,44 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
                 });
             }
             let scale = 10f64.powi(i32::from(exponent));
+            let deltas: Vec<i64> = match mode {
+                VALUES_DECIMAL => (0..count)
+                    .map(|_| decoder.varint())
+                    .collect::<Result<_, _>>()
+                    .map_err(malformed)?,
+                VALUES_DECIMAL_DOD => {
+                    let mut delta = 0i64;
+                    let mut deltas = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        delta = delta.wrapping_add(decoder.varint().map_err(malformed)?);
+                        deltas.push(delta);
+                    }
+                    deltas
+                }
+                _ => {
+                    let width = decoder.bytes(1).map_err(malformed)?[0] as usize;
+                    if !(1..=8).contains(&width) {
+                        return Err(ColumnarError::Malformed {
+                            offset: decoder.position(),
+                            reason: "byte plane width out of range",
+                        });
+                    }
+                    let mut zigzagged = vec![0u64; count];
+                    for plane in 0..width {
+                        let bytes = decoder.bytes(count).map_err(malformed)?;
+                        for (value, byte) in zigzagged.iter_mut().zip(bytes) {
+                            *value |= u64::from(*byte) << (8 * plane);
+                        }
+                    }
+                    zigzagged
+                        .into_iter()
+                        .map(crate::encoding::unzigzag)
+                        .collect()
+                }
+            };
             let mut integer = 0i64;
-            for t in times {
-                integer = integer.wrapping_add(decoder.varint().map_err(malformed)?);
+            for (t, delta) in times.into_iter().zip(deltas) {
+                integer = integer.wrapping_add(delta);
                 samples.push((t, integer as f64 / scale));
             }
         }
