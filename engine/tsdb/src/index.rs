@@ -17,7 +17,7 @@ type ValuePostings = BTreeMap<Arc<str>, RoaringBitmap>;
 /// Postings for every label pair of the head's series.
 #[derive(Debug, Default)]
 pub struct MemIndex {
-    by_name: HashMap<Arc<str>, ValuePostings>,
+    by_name: HashMap<Arc<str>, ValuePostings, foldhash::fast::RandomState>,
     all: RoaringBitmap,
 }
 

@@ -16,7 +16,9 @@ pub struct Symbol(u32);
 
 #[derive(Debug, Default)]
 struct Table {
-    by_text: HashMap<Arc<str>, Symbol>,
+    /// foldhash: several times faster than SipHash on short strings, and randomly seeded per
+    /// process, so crafted label values cannot aim at collisions.
+    by_text: HashMap<Arc<str>, Symbol, foldhash::fast::RandomState>,
     texts: Vec<Arc<str>>,
 }
 
