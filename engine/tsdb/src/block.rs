@@ -663,6 +663,53 @@ impl Block {
         }
     }
 
+    /// Label sets of matching series with samples in `[mint, maxt]`, decoding chunks only
+    /// where a chunk straddles the range or deletions are recorded for the series.
+    fn live_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
+        let mut out = Vec::new();
+        if !self.overlaps(mint, maxt) {
+            return Ok(out);
+        }
+        let has_tombstones = self.has_tombstones();
+        for id in postings_for_matchers(&self.index, matchers) {
+            if has_tombstones && self.tombstones.read().contains_key(&id) {
+                if let Some(series) = self.read_series(id, mint, maxt)? {
+                    out.push(series.labels);
+                }
+                continue;
+            }
+            let (labels, metas) = self.index.series(id)?;
+            let mut live = false;
+            for meta in metas
+                .iter()
+                .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
+            {
+                if meta.min_t >= mint && meta.max_t <= maxt {
+                    live = true;
+                    break;
+                }
+                let mut samples = self.chunk(meta.reference)?;
+                if samples.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+                    live = true;
+                    break;
+                }
+            }
+            if live {
+                out.push(labels);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the whole block is inside `[mint, maxt]` with nothing deleted: then the index
+    /// alone answers label queries without matchers.
+    fn index_answers(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> bool {
+        matchers.is_empty()
+            && mint <= self.meta.min_time
+            && maxt >= self.meta.max_time - 1
+            && !self.has_tombstones()
+    }
+
     /// Label names of matching series with samples in `[mint, maxt]`.
     pub fn label_names(
         &self,
@@ -670,9 +717,12 @@ impl Block {
         mint: i64,
         maxt: i64,
     ) -> Result<BTreeSet<String>> {
+        if self.index_answers(matchers, mint, maxt) {
+            return Ok(self.index.table.keys().cloned().collect());
+        }
         let mut names = BTreeSet::new();
-        for series in self.select(matchers, mint, maxt)? {
-            names.extend(series.labels.iter().map(|label| label.name.clone()));
+        for labels in self.live_labels(matchers, mint, maxt)? {
+            names.extend(labels.iter().map(|label| label.name.clone()));
         }
         Ok(names)
     }
@@ -685,9 +735,17 @@ impl Block {
         mint: i64,
         maxt: i64,
     ) -> Result<BTreeSet<String>> {
+        if self.index_answers(matchers, mint, maxt) {
+            return Ok(self
+                .index
+                .sorted_values(name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect());
+        }
         let mut values = BTreeSet::new();
-        for series in self.select(matchers, mint, maxt)? {
-            if let Some(value) = series.labels.get(name) {
+        for labels in self.live_labels(matchers, mint, maxt)? {
+            if let Some(value) = labels.get(name) {
                 values.insert(value.to_owned());
             }
         }
