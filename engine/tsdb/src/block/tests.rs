@@ -179,6 +179,19 @@ fn deletions_are_tombstoned_and_survive_reopen() {
         .unwrap();
     assert_eq!(series[0].samples.len(), 200);
     assert_eq!(series[0].samples[0].timestamp.0, 100_000);
+    // Label queries see deletions: a fully deleted series is gone from them.
+    let values = |block: &Block, mint, maxt| -> Vec<String> {
+        block
+            .label_values("i", &[], mint, maxt)
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    assert_eq!(values(&block, 0, 99_000), ["2", "3"]);
+    block
+        .delete(&[Matcher::equal("i", "2")], i64::MIN, i64::MAX)
+        .unwrap();
+    assert_eq!(values(&block, i64::MIN, i64::MAX), ["1", "3"]);
 }
 
 fn flip(path: &Path, position: usize) {
