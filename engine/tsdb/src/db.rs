@@ -198,6 +198,7 @@ impl Tsdb {
         }
         let (blocks, quarantined) = open_blocks(&dir)?;
         let mut head = Head::new(options.head, None)?;
+        head.use_chunk_files(&dir.join(HEAD_CHUNKS_DIR))?;
         let mut replay = ReplayReport::default();
         if let Some(wal_options) = options.wal {
             let wal_dir = dir.join("wal");
@@ -872,6 +873,7 @@ fn read_batch(
 }
 
 const BLOCKS_DIR: &str = "blocks";
+const HEAD_CHUNKS_DIR: &str = "chunks_head";
 const QUARANTINE_DIR: &str = "quarantine";
 
 fn validate_block_duration(millis: i64) -> Result<()> {

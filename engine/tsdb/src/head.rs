@@ -9,6 +9,7 @@
 //! Series references ([`SeriesRef`]) encode the shard in their low bits, so the reference a
 //! series had before a restart is valid after replay and WAL records need no translation.
 
+mod chunk_files;
 mod series;
 
 use std::collections::{BTreeSet, HashMap};
@@ -286,6 +287,10 @@ pub struct HeadStats {
     pub series_heap_bytes: u64,
     /// Estimated heap bytes of the index postings.
     pub index_heap_bytes: u64,
+    /// Full chunks kept in memory-mapped head chunk files rather than on the heap.
+    pub mapped_chunks: u64,
+    /// Head chunk files in use.
+    pub chunk_files: u64,
 }
 
 /// The in-memory part of the engine.
@@ -295,6 +300,8 @@ pub struct Head {
     symbols: SymbolTable,
     index: RwLock<MemIndex>,
     wal: Option<Wal>,
+    /// Where full chunks go when the store has a directory.
+    chunk_files: Option<chunk_files::HeadChunkFiles>,
     options: HeadOptions,
     min_time: AtomicI64,
     max_time: AtomicI64,
@@ -317,6 +324,7 @@ impl Head {
             symbols: SymbolTable::new(),
             index: RwLock::new(MemIndex::new()),
             wal,
+            chunk_files: None,
             options,
             min_time: AtomicI64::new(i64::MAX),
             min_valid_time: AtomicI64::new(i64::MIN),
@@ -329,6 +337,25 @@ impl Head {
     /// Attaches the log after replay (replay must not log what it reads).
     pub(crate) fn set_wal(&mut self, wal: Wal) {
         self.wal = Some(wal);
+    }
+
+    /// Moves full chunks to memory-mapped files under `dir` from now on (replay included).
+    pub(crate) fn use_chunk_files(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.chunk_files = Some(chunk_files::HeadChunkFiles::open(dir)?);
+        Ok(())
+    }
+
+    /// Writes the series' newly full chunks to the head chunk files. A failure leaves them on
+    /// the heap (correct, only bigger) and is logged.
+    fn offload(&self, series: &mut MemSeries) {
+        let Some(files) = &self.chunk_files else {
+            return;
+        };
+        if series.has_heap_chunks() {
+            if let Err(error) = series.offload(files) {
+                tracing::warn!(%error, "could not move a full chunk to a head chunk file; it stays in memory");
+            }
+        }
     }
 
     /// The attached log.
@@ -487,6 +514,7 @@ impl Head {
                         }
                     }
                 }
+                self.offload(series);
             }
             if let Some(wal) = &self.wal {
                 if !created.is_empty() {
@@ -807,6 +835,9 @@ impl Head {
                 }
             }
         }
+        if let Some(files) = &self.chunk_files {
+            files.collect_garbage();
+        }
         // The oldest remaining sample, so the next block cut starts where data is (a sample
         // appended meanwhile lowers it again through `note_time`).
         self.min_time.fetch_max(oldest_left, Ordering::AcqRel);
@@ -923,6 +954,7 @@ impl Head {
                     .samples_appended
                     .fetch_add(1, Ordering::Relaxed);
             }
+            self.offload(series);
             drop(shard);
             self.note_time(sample.t);
         }
@@ -976,10 +1008,15 @@ impl Head {
             for series in shard.series.iter() {
                 stats.series += 1;
                 stats.chunks += series.chunk_count() as u64;
+                stats.mapped_chunks += series.mapped_chunk_count() as u64;
                 stats.series_heap_bytes += series.heap_bytes() as u64;
             }
         }
         stats.index_heap_bytes = self.index.read().heap_bytes() as u64;
+        stats.chunk_files = self
+            .chunk_files
+            .as_ref()
+            .map_or(0, |files| files.file_count() as u64);
         stats
     }
 }

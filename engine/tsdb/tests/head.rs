@@ -274,3 +274,46 @@ fn open_keeping_everything(dir: &std::path::Path) -> Tsdb {
     )
     .unwrap()
 }
+
+#[test]
+fn full_chunks_leave_the_heap_for_mapped_files_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |tsdb: &Tsdb| {
+        for t in 0..600 {
+            let mut batch = WriteBatch::new();
+            for series in 0..10 {
+                batch.push(
+                    labels(&[("__name__", "mapped"), ("s", &series.to_string())]),
+                    vec![Sample::new(t * 1000, (t * series) as f64 * 0.25)],
+                );
+            }
+            tsdb.append(&batch).unwrap();
+        }
+    };
+    let in_memory = Tsdb::in_memory(Default::default()).unwrap();
+    write(&in_memory);
+    let expected = all(&in_memory);
+    {
+        let tsdb = open(dir.path());
+        write(&tsdb);
+        let stats = tsdb.head().stats();
+        // 600 samples in chunks of 120: four full chunks per series are mapped, one is open.
+        assert_eq!(stats.mapped_chunks, 40);
+        assert_eq!(stats.chunk_files, 1);
+        let heap_stats = in_memory.head().stats();
+        assert!(
+            stats.series_heap_bytes * 2 < heap_stats.series_heap_bytes,
+            "{} mapped vs {} on the heap",
+            stats.series_heap_bytes,
+            heap_stats.series_heap_bytes
+        );
+        assert_eq!(all(&tsdb), expected);
+    }
+    let tsdb = open(dir.path());
+    assert_eq!(all(&tsdb), expected);
+    assert_eq!(
+        tsdb.head().stats().mapped_chunks,
+        40,
+        "replay maps full chunks again"
+    );
+}

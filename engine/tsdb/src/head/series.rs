@@ -2,13 +2,48 @@
 
 use lookout_model::Sample;
 
+use super::chunk_files::{HeadChunkFiles, MappedChunk};
 use crate::chunk::{XorAppender, XorChunk, XorIter};
+use crate::error::Result;
 use crate::symbols::Symbol;
+
+/// An encoded chunk of no samples (format version 1, count 0).
+static EMPTY_CHUNK: [u8; 3] = [1, 0, 0];
+
+/// Where a full chunk's bytes are.
+#[derive(Debug, Clone)]
+pub(crate) enum ChunkBytes {
+    /// On the heap (in-memory stores, and chunks not yet written to a head chunk file).
+    Heap(XorChunk),
+    /// In a memory-mapped head chunk file.
+    Mapped(MappedChunk),
+}
+
+impl ChunkBytes {
+    fn iter(&self) -> XorIter<'_> {
+        match self {
+            ChunkBytes::Heap(chunk) => chunk.iter(),
+            // Bytes we wrote ourselves a moment ago; a failure here is a broken invariant,
+            // and an empty iterator the safe answer in release builds.
+            ChunkBytes::Mapped(mapped) => XorIter::new(mapped.bytes()).unwrap_or_else(|error| {
+                debug_assert!(false, "head chunk file damaged: {error}");
+                XorIter::new(&EMPTY_CHUNK).expect("an empty chunk is valid")
+            }),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            ChunkBytes::Heap(chunk) => chunk.heap_bytes(),
+            ChunkBytes::Mapped(_) => 0,
+        }
+    }
+}
 
 /// A full chunk with its time range.
 #[derive(Debug, Clone)]
 pub(crate) struct ClosedChunk {
-    pub(crate) chunk: XorChunk,
+    pub(crate) chunk: ChunkBytes,
     pub(crate) min_t: i64,
     pub(crate) max_t: i64,
 }
@@ -128,7 +163,7 @@ impl MemSeries {
         };
         let full = std::mem::take(&mut self.open);
         self.closed.push(ClosedChunk {
-            chunk: full.finish(),
+            chunk: ChunkBytes::Heap(full.finish()),
             min_t,
             max_t,
         });
@@ -276,6 +311,34 @@ impl MemSeries {
         if self.time_range().is_some_and(|(min_t, _)| min_t < mint) {
             self.retain(|t| t >= mint, chunk_samples);
         }
+    }
+
+    /// Whether the newest full chunk still sits on the heap (then [`MemSeries::offload`]
+    /// has work: chunks are offloaded newest first, as they are cut).
+    pub(crate) fn has_heap_chunks(&self) -> bool {
+        self.closed
+            .last()
+            .is_some_and(|closed| matches!(closed.chunk, ChunkBytes::Heap(_)))
+    }
+
+    /// Moves full chunks from the heap into head chunk files.
+    pub(crate) fn offload(&mut self, files: &HeadChunkFiles) -> Result<()> {
+        for closed in self.closed.iter_mut().rev() {
+            let ChunkBytes::Heap(chunk) = &closed.chunk else {
+                // Chunks are offloaded as they are cut: the older ones already are.
+                break;
+            };
+            closed.chunk = ChunkBytes::Mapped(files.write(chunk.bytes())?);
+        }
+        Ok(())
+    }
+
+    /// Number of full chunks in head chunk files.
+    pub(crate) fn mapped_chunk_count(&self) -> usize {
+        self.closed
+            .iter()
+            .filter(|closed| matches!(closed.chunk, ChunkBytes::Mapped(_)))
+            .count()
     }
 
     /// Number of chunks, the open one included.
