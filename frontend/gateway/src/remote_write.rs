@@ -1,0 +1,253 @@
+//! Prometheus remote write 1.0: a snappy-compressed (block format) protobuf `WriteRequest`.
+//!
+//! A body that is not valid snappy or protobuf, or exceeds a limit, is an error for the whole
+//! request (nothing is written). Inside a valid request, a series whose labels cannot form a
+//! label set (a name twice) is left out and reported in [`Decoded::invalid_series`]; the rest
+//! is written. Native histograms and exemplars are not stored yet: they are counted in
+//! [`Decoded::skipped_histograms`] / [`Decoded::skipped_exemplars`].
+
+use lookout_model::{Labels, Sample};
+use lookout_storage::WriteBatch;
+use prost::Message;
+
+use crate::DecodeLimits;
+
+/// Why a body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The compressed body is larger than allowed.
+    #[error("request body is {size} bytes, the limit is {limit}")]
+    BodyTooLarge { size: usize, limit: usize },
+    /// The body is not snappy block format, or decompresses beyond the limit.
+    #[error("snappy: {0}")]
+    Snappy(String),
+    /// The decompressed body would exceed the limit.
+    #[error("request decompresses to {size} bytes, the limit is {limit}")]
+    DecompressedTooLarge { size: usize, limit: usize },
+    /// The protobuf message is malformed.
+    #[error("protobuf: {0}")]
+    Protobuf(String),
+    /// More series than allowed in one request.
+    #[error("request has {count} series, the limit is {limit}")]
+    TooManySeries { count: usize, limit: usize },
+}
+
+/// `prometheus.WriteRequest` (remote write 1.0); only the fields Lookout reads.
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteRequest {
+    /// The series.
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// `prometheus.TimeSeries`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TimeSeries {
+    /// Label pairs.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// Float samples.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<ProtoSample>,
+    /// Exemplars (field 3), kept only to count them.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    pub exemplars: Vec<Vec<u8>>,
+    /// Native histograms (field 4), kept only to count them.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    pub histograms: Vec<Vec<u8>>,
+}
+
+/// `prometheus.Label`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Label {
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `prometheus.Sample`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoSample {
+    /// Value.
+    #[prost(double, tag = "1")]
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    #[prost(int64, tag = "2")]
+    pub timestamp: i64,
+}
+
+/// A decoded request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    /// What to write.
+    pub batch: WriteBatch,
+    /// Series left out because their labels are not a valid set, with the reason.
+    pub invalid_series: Vec<String>,
+    /// Native histogram samples not stored.
+    pub skipped_histograms: usize,
+    /// Exemplars not stored.
+    pub skipped_exemplars: usize,
+}
+
+/// Decodes a remote write 1.0 body.
+pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    if body.len() > limits.max_body_bytes {
+        return Err(DecodeError::BodyTooLarge {
+            size: body.len(),
+            limit: limits.max_body_bytes,
+        });
+    }
+    let size = snap::raw::decompress_len(body).map_err(|error| DecodeError::Snappy(error.to_string()))?;
+    if size > limits.max_decompressed_bytes {
+        return Err(DecodeError::DecompressedTooLarge {
+            size,
+            limit: limits.max_decompressed_bytes,
+        });
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|error| DecodeError::Snappy(error.to_string()))?;
+    let request = WriteRequest::decode(raw.as_slice()).map_err(|error| DecodeError::Protobuf(error.to_string()))?;
+    if request.timeseries.len() > limits.max_series_per_request {
+        return Err(DecodeError::TooManySeries {
+            count: request.timeseries.len(),
+            limit: limits.max_series_per_request,
+        });
+    }
+    let mut decoded = Decoded::default();
+    for series in request.timeseries {
+        decoded.skipped_histograms += series.histograms.len();
+        decoded.skipped_exemplars += series.exemplars.len();
+        if series.samples.is_empty() {
+            continue;
+        }
+        let pairs = series.labels.into_iter().map(|label| (label.name, label.value));
+        let labels = match Labels::from_pairs(pairs) {
+            Ok(labels) => labels,
+            Err(error) => {
+                decoded.invalid_series.push(error.to_string());
+                continue;
+            }
+        };
+        let samples = series
+            .samples
+            .iter()
+            .map(|sample| Sample::new(sample.timestamp, sample.value))
+            .collect();
+        decoded.batch.push(labels, samples);
+    }
+    Ok(decoded)
+}
+
+/// Encodes a batch as a remote write 1.0 body (for tests and for forwarding).
+pub fn encode(batch: &WriteBatch) -> Vec<u8> {
+    let request = WriteRequest {
+        timeseries: batch
+            .series
+            .iter()
+            .map(|series| TimeSeries {
+                labels: series
+                    .labels
+                    .iter()
+                    .map(|label| Label {
+                        name: label.name.clone(),
+                        value: label.value.clone(),
+                    })
+                    .collect(),
+                samples: series
+                    .samples
+                    .iter()
+                    .map(|sample| ProtoSample {
+                        value: sample.value,
+                        timestamp: sample.timestamp.0,
+                    })
+                    .collect(),
+                exemplars: Vec::new(),
+                histograms: Vec::new(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .expect("compressing into memory cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_model::STALE_NAN;
+
+    fn batch() -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.push(
+            Labels::from_pairs([("__name__", "up"), ("job", "api")]).unwrap(),
+            vec![Sample::new(1000, 1.0), Sample::new(2000, STALE_NAN)],
+        );
+        batch
+    }
+
+    #[test]
+    fn round_trips_bit_exactly() {
+        let decoded = decode(&encode(&batch()), &DecodeLimits::default()).unwrap();
+        assert_eq!(decoded.batch, batch());
+        assert!(decoded.batch.series[0].samples[1].is_stale());
+    }
+
+    #[test]
+    fn limits_and_garbage_are_errors() {
+        let body = encode(&batch());
+        let tight = DecodeLimits {
+            max_body_bytes: 4,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(decode(&body, &tight), Err(DecodeError::BodyTooLarge { .. })));
+        let small = DecodeLimits {
+            max_decompressed_bytes: 4,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(decode(&body, &small), Err(DecodeError::DecompressedTooLarge { .. })));
+        assert!(matches!(decode(b"not snappy at all", &DecodeLimits::default()), Err(_)));
+        let garbage = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(decode(&garbage, &DecodeLimits::default()), Err(DecodeError::Protobuf(_))));
+    }
+
+    #[test]
+    fn a_series_with_a_duplicate_label_is_left_out_alone() {
+        let request = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![
+                        Label { name: "a".into(), value: "1".into() },
+                        Label { name: "a".into(), value: "2".into() },
+                    ],
+                    samples: vec![ProtoSample { value: 1.0, timestamp: 1 }],
+                    exemplars: vec![],
+                    histograms: vec![],
+                },
+                TimeSeries {
+                    labels: vec![Label { name: "b".into(), value: "1".into() }],
+                    samples: vec![ProtoSample { value: 1.0, timestamp: 1 }],
+                    exemplars: vec![],
+                    histograms: vec![vec![1, 2]],
+                },
+            ],
+        };
+        let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap();
+        let decoded = decode(&body, &DecodeLimits::default()).unwrap();
+        assert_eq!(decoded.batch.series.len(), 1);
+        assert_eq!(decoded.invalid_series.len(), 1);
+        assert_eq!(decoded.skipped_histograms, 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode(&bytes, &DecodeLimits::default());
+            let wrapped = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+            let _ = decode(&wrapped, &DecodeLimits::default());
+        }
+    }
+}
