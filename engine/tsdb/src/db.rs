@@ -636,24 +636,16 @@ impl Tsdb {
         maxt: i64,
         limit: Option<usize>,
     ) -> Result<Vec<String>> {
-        let blocks = self.blocks_in(mint, maxt);
-        let head_names = self.inner.head.label_names(
-            matchers,
-            mint,
-            maxt,
-            if blocks.is_empty() { limit } else { None },
-        );
-        if blocks.is_empty() {
-            return Ok(head_names);
-        }
-        let mut names: BTreeSet<String> = head_names.into_iter().collect();
-        for block in &blocks {
-            names.extend(block.label_names(matchers, mint, maxt)?);
-        }
-        Ok(names
-            .into_iter()
-            .take(limit.unwrap_or(usize::MAX))
-            .collect())
+        self.merge_label_answers(
+            (mint, maxt),
+            limit,
+            |head_limit| {
+                self.inner
+                    .head
+                    .label_names(matchers, mint, maxt, head_limit)
+            },
+            |block| block.label_names(matchers, mint, maxt),
+        )
     }
 
     fn label_values_merged(
@@ -664,20 +656,36 @@ impl Tsdb {
         maxt: i64,
         limit: Option<usize>,
     ) -> Result<Vec<String>> {
+        self.merge_label_answers(
+            (mint, maxt),
+            limit,
+            |head_limit| {
+                self.inner
+                    .head
+                    .label_values(name, matchers, mint, maxt, head_limit)
+            },
+            |block| block.label_values(name, matchers, mint, maxt),
+        )
+    }
+
+    /// The head's answer to a label query merged with every overlapping block's, sorted and
+    /// cut to `limit` (the head alone applies the limit itself when no block overlaps).
+    fn merge_label_answers(
+        &self,
+        (mint, maxt): (i64, i64),
+        limit: Option<usize>,
+        head: impl FnOnce(Option<usize>) -> Vec<String>,
+        block_answer: impl Fn(&Block) -> Result<BTreeSet<String>>,
+    ) -> Result<Vec<String>> {
         let blocks = self.blocks_in(mint, maxt);
-        let head_limit = if blocks.is_empty() { limit } else { None };
-        let head_values = self
-            .inner
-            .head
-            .label_values(name, matchers, mint, maxt, head_limit);
         if blocks.is_empty() {
-            return Ok(head_values);
+            return Ok(head(limit));
         }
-        let mut values: BTreeSet<String> = head_values.into_iter().collect();
+        let mut merged: BTreeSet<String> = head(None).into_iter().collect();
         for block in &blocks {
-            values.extend(block.label_values(name, matchers, mint, maxt)?);
+            merged.extend(block_answer(block)?);
         }
-        Ok(values
+        Ok(merged
             .into_iter()
             .take(limit.unwrap_or(usize::MAX))
             .collect())
