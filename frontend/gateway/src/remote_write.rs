@@ -100,7 +100,8 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             limit: limits.max_body_bytes,
         });
     }
-    let size = snap::raw::decompress_len(body).map_err(|error| DecodeError::Snappy(error.to_string()))?;
+    let size =
+        snap::raw::decompress_len(body).map_err(|error| DecodeError::Snappy(error.to_string()))?;
     if size > limits.max_decompressed_bytes {
         return Err(DecodeError::DecompressedTooLarge {
             size,
@@ -110,7 +111,8 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|error| DecodeError::Snappy(error.to_string()))?;
-    let request = WriteRequest::decode(raw.as_slice()).map_err(|error| DecodeError::Protobuf(error.to_string()))?;
+    let request = WriteRequest::decode(raw.as_slice())
+        .map_err(|error| DecodeError::Protobuf(error.to_string()))?;
     if request.timeseries.len() > limits.max_series_per_request {
         return Err(DecodeError::TooManySeries {
             count: request.timeseries.len(),
@@ -124,7 +126,10 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
         if series.samples.is_empty() {
             continue;
         }
-        let pairs = series.labels.into_iter().map(|label| (label.name, label.value));
+        let pairs = series
+            .labels
+            .into_iter()
+            .map(|label| (label.name, label.value));
         let labels = match Labels::from_pairs(pairs) {
             Ok(labels) => labels,
             Err(error) => {
@@ -203,15 +208,26 @@ mod tests {
             max_body_bytes: 4,
             ..DecodeLimits::default()
         };
-        assert!(matches!(decode(&body, &tight), Err(DecodeError::BodyTooLarge { .. })));
+        assert!(matches!(
+            decode(&body, &tight),
+            Err(DecodeError::BodyTooLarge { .. })
+        ));
         let small = DecodeLimits {
             max_decompressed_bytes: 4,
             ..DecodeLimits::default()
         };
-        assert!(matches!(decode(&body, &small), Err(DecodeError::DecompressedTooLarge { .. })));
-        assert!(matches!(decode(b"not snappy at all", &DecodeLimits::default()), Err(_)));
-        let garbage = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
-        assert!(matches!(decode(&garbage, &DecodeLimits::default()), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            decode(&body, &small),
+            Err(DecodeError::DecompressedTooLarge { .. })
+        ));
+        assert!(decode(b"not snappy at all", &DecodeLimits::default()).is_err());
+        let garbage = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
+        assert!(matches!(
+            decode(&garbage, &DecodeLimits::default()),
+            Err(DecodeError::Protobuf(_))
+        ));
     }
 
     #[test]
@@ -220,22 +236,39 @@ mod tests {
             timeseries: vec![
                 TimeSeries {
                     labels: vec![
-                        Label { name: "a".into(), value: "1".into() },
-                        Label { name: "a".into(), value: "2".into() },
+                        Label {
+                            name: "a".into(),
+                            value: "1".into(),
+                        },
+                        Label {
+                            name: "a".into(),
+                            value: "2".into(),
+                        },
                     ],
-                    samples: vec![ProtoSample { value: 1.0, timestamp: 1 }],
+                    samples: vec![ProtoSample {
+                        value: 1.0,
+                        timestamp: 1,
+                    }],
                     exemplars: vec![],
                     histograms: vec![],
                 },
                 TimeSeries {
-                    labels: vec![Label { name: "b".into(), value: "1".into() }],
-                    samples: vec![ProtoSample { value: 1.0, timestamp: 1 }],
+                    labels: vec![Label {
+                        name: "b".into(),
+                        value: "1".into(),
+                    }],
+                    samples: vec![ProtoSample {
+                        value: 1.0,
+                        timestamp: 1,
+                    }],
                     exemplars: vec![],
                     histograms: vec![vec![1, 2]],
                 },
             ],
         };
-        let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&request.encode_to_vec())
+            .unwrap();
         let decoded = decode(&body, &DecodeLimits::default()).unwrap();
         assert_eq!(decoded.batch.series.len(), 1);
         assert_eq!(decoded.invalid_series.len(), 1);

@@ -1,0 +1,66 @@
+//! The PromQL front end of Lookout: lexer, parser with Prometheus' type checks, syntax tree
+//! and printer.
+//!
+//! This crate owns the PromQL *language*: [`parse`] turns query text into a checked [`Expr`]
+//! (every Prometheus 3.x construct for float data, plus SOFALookout's dotted metric names,
+//! `=~|`/`!~|` in-list matchers and extra functions), [`parse_matchers`] reads the series
+//! selectors of the HTTP API's `match[]`, and `Display` prints a tree back as canonical
+//! PromQL. It does no evaluation and no I/O, and depends only on `lookout-model` (for
+//! [`Matcher`] and the error classes): never on storage, the engine
+//! or the HTTP layer, which all depend on it instead.
+
+mod ast;
+mod duration;
+mod error;
+mod functions;
+mod lexer;
+mod parser;
+mod printer;
+
+pub use ast::{
+    Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Call, DurationExpr, DurationOp, Expr,
+    ExtendedRange, MatrixSelector, Subquery, Unary, UnaryOp, ValueType, VectorMatchCardinality,
+    VectorMatching, VectorSelector,
+};
+pub use duration::{format_duration, parse_duration};
+pub use error::{DurationError, ParseError};
+pub use functions::{functions, lookup_function, FunctionInfo};
+pub use parser::ParseOptions;
+
+use lookout_model::Matcher;
+
+/// Parses and type-checks a PromQL expression, accepting every experimental Prometheus 3.x
+/// feature (see [`ParseOptions::default`]).
+///
+/// ```
+/// let expr = lookout_promql::parse(r#"sum by (job) (rate(http_requests_total{job="api"}[5m]))"#)?;
+/// assert_eq!(expr.value_type(), lookout_promql::ValueType::Vector);
+/// assert_eq!(
+///     expr.to_string(),
+///     r#"sum by (job) (rate(http_requests_total{job="api"}[5m]))"#
+/// );
+/// # Ok::<(), lookout_promql::ParseError>(())
+/// ```
+pub fn parse(input: &str) -> Result<Expr, ParseError> {
+    parser::parse_expr(input, ParseOptions::default())
+}
+
+/// Parses and type-checks a PromQL expression with the given feature switches.
+pub fn parse_with(input: &str, options: ParseOptions) -> Result<Expr, ParseError> {
+    parser::parse_expr(input, options)
+}
+
+/// Parses a series selector such as `up{job="x"}` or `{__name__=~"a.*"}` (the HTTP API's
+/// `match[]`) into its matchers, the metric-name matcher first when the name is written
+/// before the braces. Like a selector in a query, it must have at least one matcher that
+/// does not match the empty string.
+///
+/// ```
+/// let matchers = lookout_promql::parse_matchers(r#"up{job=~"api|web"}"#)?;
+/// assert_eq!(matchers.len(), 2);
+/// assert_eq!(matchers[0].name(), "__name__");
+/// # Ok::<(), lookout_promql::ParseError>(())
+/// ```
+pub fn parse_matchers(input: &str) -> Result<Vec<Matcher>, ParseError> {
+    parser::parse_selector_matchers(input)
+}

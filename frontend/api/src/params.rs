@@ -1,0 +1,197 @@
+//! Request parameters as Prometheus reads them: repeated keys (`match[]`), query string and
+//! form body alike, times as float seconds or RFC 3339.
+
+use lookout_model::TimestampMs;
+
+/// Decoded `key=value` pairs in request order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Parses `application/x-www-form-urlencoded` bytes (also the query string syntax).
+    pub fn parse(input: &[u8]) -> Params {
+        Params(
+            form_urlencoded::parse(input)
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// Appends another set.
+    pub fn extend(&mut self, other: Params) {
+        self.0.extend(other.0);
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of `key`, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Parses a Prometheus API time: float seconds since the epoch, or RFC 3339.
+pub fn parse_time(text: &str) -> Result<TimestampMs, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return TimestampMs::from_seconds_f64(seconds).map_err(|error| error.to_string());
+    }
+    parse_rfc3339(text).ok_or_else(|| format!("cannot parse {text:?} to a valid timestamp"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
+fn parse_rfc3339(text: &str) -> Option<TimestampMs> {
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|byte| byte.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if bytes.len() < 20
+        || bytes[4] != b'-'
+        || bytes[7] != b'-'
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    if bytes[13] != b':' || bytes[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut position = 19;
+    let mut millis = 0i64;
+    if bytes.get(position) == Some(&b'.') {
+        let start = position + 1;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|byte| byte.is_ascii_digit())
+                .count();
+        if end == start {
+            return None;
+        }
+        let digits = &text[start..end.min(start + 3)];
+        millis = digits.parse::<i64>().ok()? * 10i64.pow(3 - digits.len() as u32);
+        position = end;
+    }
+    let offset_minutes = match bytes.get(position)? {
+        b'Z' | b'z' if position + 1 == bytes.len() => 0,
+        sign @ (b'+' | b'-') if position + 6 == bytes.len() && bytes[position + 3] == b':' => {
+            let hours = number(position + 1..position + 3)?;
+            let minutes = number(position + 4..position + 6)?;
+            let total = hours * 60 + minutes;
+            if *sign == b'-' {
+                -total
+            } else {
+                total
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(TimestampMs(seconds * 1000 + millis))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Prometheus 3 lets clients send UTF-8 label names in URL paths escaped as `U__` followed
+/// by the name with `_` written `__` and other characters outside `[a-zA-Z0-9]` written
+/// `_<hex code point>_`. Names without the prefix are returned unchanged.
+pub fn unescape_label_name(name: &str) -> String {
+    let Some(escaped) = name.strip_prefix("U__") else {
+        return name.to_owned();
+    };
+    let mut out = String::new();
+    let mut chars = escaped.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '_' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'_') {
+            chars.next();
+            out.push('_');
+            continue;
+        }
+        let hex: String = chars.by_ref().take_while(|c| *c != '_').collect();
+        match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+            Some(decoded) => out.push(decoded),
+            None => return name.to_owned(),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_and_percent_encoding() {
+        let params = Params::parse(b"match%5B%5D=up%7Bjob%3D%22a%22%7D&match[]=x&start=1.5&q=a+b");
+        assert_eq!(
+            params.all("match[]").collect::<Vec<_>>(),
+            ["up{job=\"a\"}", "x"]
+        );
+        assert_eq!(params.get("q"), Some("a b"));
+        assert_eq!(
+            parse_time(params.get("start").unwrap()).unwrap(),
+            TimestampMs(1500)
+        );
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z").unwrap(), TimestampMs(0));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            TimestampMs(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20.25Z").unwrap(),
+            TimestampMs(1_700_000_000_250)
+        );
+        assert_eq!(
+            parse_time("2023-11-15T00:13:20+02:00").unwrap(),
+            TimestampMs(1_700_000_000_000)
+        );
+        assert!(parse_time("2023-13-01T00:00:00Z").is_err());
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("NaN").is_err());
+    }
+
+    #[test]
+    fn escaped_label_names() {
+        assert_eq!(unescape_label_name("job"), "job");
+        assert_eq!(unescape_label_name("U__service_2e_name"), "service.name");
+        assert_eq!(unescape_label_name("U__a__b"), "a_b");
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP API end to end over loopback, on the native store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lookout_api::{router, ApiOptions};
+use lookout_model::{Labels, Sample};
+use lookout_storage::WriteBatch;
+use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
+use serde_json::{json, Value};
+
+struct Server {
+    address: SocketAddr,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = Tsdb::open(TsdbOptions::new(dir.path()).fsync(FsyncPolicy::Never)).unwrap();
+        let app = router(Arc::new(tsdb), ApiOptions::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server {
+            address,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(lookout_gateway::remote_write::encode(batch))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+fn sample_batch() -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (job, instance) in [("api", "a:1"), ("api", "b:1"), ("db", "c:1")] {
+        batch.push(
+            Labels::from_pairs([("__name__", "up"), ("job", job), ("instance", instance)]).unwrap(),
+            vec![
+                Sample::new(1_700_000_000_000, 1.0),
+                Sample::new(1_700_000_015_000, 1.0),
+            ],
+        );
+    }
+    batch.push(
+        Labels::from_pairs([("__name__", "jvm.memory.used"), ("app", "shop")]).unwrap(),
+        vec![Sample::new(1_700_000_000_000, 512.0)],
+    );
+    batch
+}
+
+#[tokio::test]
+async fn remote_write_then_series_labels_and_values() {
+    let server = Server::start().await;
+    let response = server.write(&sample_batch()).await;
+    assert_eq!(response.status().as_u16(), 204);
+
+    let (status, body) = server.get("/api/v1/series?match[]=up{job=\"api\"}").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": [
+            {"__name__": "up", "instance": "a:1", "job": "api"},
+            {"__name__": "up", "instance": "b:1", "job": "api"},
+        ]})
+    );
+    let (_, body) = server.get("/api/v1/labels").await;
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": ["__name__", "app", "instance", "job"]})
+    );
+    let (_, body) = server.get("/api/v1/label/__name__/values").await;
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": ["jvm.memory.used", "up"]})
+    );
+    let (_, body) = server
+        .get("/api/v1/label/instance/values?match[]=up{job=~\"a.*\"}&limit=1")
+        .await;
+    assert_eq!(body, json!({"status": "success", "data": ["a:1"]}));
+    // Time range: nothing before the data.
+    let (_, body) = server
+        .get("/api/v1/series?match[]=up&start=0&end=1000")
+        .await;
+    assert_eq!(body, json!({"status": "success", "data": []}));
+    // RFC 3339 times work too.
+    let (_, body) = server
+        .get("/api/v1/series?match[]=jvm.memory.used&start=2023-11-14T22:00:00Z&end=2023-11-14T23:00:00Z")
+        .await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn form_posts_are_read_like_query_strings() {
+    let server = Server::start().await;
+    server.write(&sample_batch()).await;
+    let response = server
+        .client
+        .post(server.url("/api/v1/series"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("match%5B%5D=up%7Bjob%3D%22db%22%7D")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["data"],
+        json!([{"__name__": "up", "instance": "c:1", "job": "db"}])
+    );
+}
+
+#[tokio::test]
+async fn errors_have_prometheus_shape() {
+    let server = Server::start().await;
+    let (status, body) = server.get("/api/v1/series").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"status": "error", "errorType": "bad_data", "error": "no match[] parameter provided"})
+    );
+    let (status, body) = server.get("/api/v1/series?match[]=up{").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorType"], "bad_data");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid parameter \"match[]\""),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/v1/labels?start=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("\"start\""),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/v1/query?query=up").await;
+    assert_eq!(status, 501);
+    assert_eq!(body["status"], "error");
+    assert!(
+        body["error"].as_str().unwrap().contains("not implemented"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_refused_writes_are_400_and_keep_what_was_accepted() {
+    let server = Server::start().await;
+    let response = server
+        .client
+        .post(server.url("/api/v1/write"))
+        .body("definitely not snappy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("malformed remote write request"));
+
+    server.write(&sample_batch()).await;
+    // One conflicting duplicate and one new sample: 400 for the conflict, the new one stored.
+    let mut batch = WriteBatch::new();
+    batch.push(
+        Labels::from_pairs([("__name__", "up"), ("job", "db"), ("instance", "c:1")]).unwrap(),
+        vec![
+            Sample::new(1_700_000_015_000, 0.0),
+            Sample::new(1_700_000_030_000, 1.0),
+        ],
+    );
+    let response = server.write(&batch).await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("duplicate_sample_for_timestamp"));
+    let (_, body) = server
+        .get("/api/v1/series?match[]=up{job=\"db\"}&start=1700000030&end=1700000030")
+        .await;
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        1,
+        "the accepted sample is stored"
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_buildinfo() {
+    let server = Server::start().await;
+    let healthy = server
+        .client
+        .get(server.url("/-/healthy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status().as_u16(), 200);
+    let ready = server
+        .client
+        .get(server.url("/-/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let (_, body) = server.get("/api/v1/status/buildinfo").await;
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["application"], "lookout");
+}

@@ -1,0 +1,140 @@
+//! A real Prometheus (from PATH; `.ci/run` installs Debian's `prometheus`) scrapes itself and
+//! remote-writes what it scrapes to `lookout-server`; the series must arrive. Skips with a
+//! printed reason when `prometheus` is not installed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .is_ok_and(|response| response.status().is_success())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} not ready within 30 s");
+}
+
+#[test]
+fn a_real_prometheus_remote_writes_into_lookout() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: `prometheus` is not on PATH (apt-get install prometheus; .ci/run does)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let lookout_port = free_port();
+    let _lookout = Killed(
+        Command::new(env!("CARGO_BIN_EXE_lookout-server"))
+            .arg("--storage.tsdb.path")
+            .arg(dir.path().join("lookout"))
+            .arg("--web.listen-address")
+            .arg(format!("127.0.0.1:{lookout_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&client, &format!("http://127.0.0.1:{lookout_port}/-/ready"));
+
+    let prometheus_port = free_port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prometheus_port}']\n\
+             remote_write:\n  - url: http://127.0.0.1:{lookout_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prometheus").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .arg("--storage.remote.flush-deadline=5s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{prometheus_port}/-/ready"),
+    );
+
+    let series_url =
+        format!("http://127.0.0.1:{lookout_port}/api/v1/series?match[]=up{{job=\"prometheus\"}}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: serde_json::Value = client.get(&series_url).send().unwrap().json().unwrap();
+        if body["data"]
+            .as_array()
+            .is_some_and(|series| !series.is_empty())
+        {
+            assert_eq!(
+                body["data"][0]["instance"],
+                format!("127.0.0.1:{prometheus_port}")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no remote-written series arrived within 60 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Prometheus' own metrics arrived too: hundreds of series.
+    let names: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{lookout_port}/api/v1/label/__name__/values"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let count = names["data"].as_array().map_or(0, Vec::len);
+    assert!(count > 50, "only {count} metric names arrived");
+}
