@@ -3,8 +3,7 @@
 //!
 //! Served here now: `/api/v1/write` (remote write 1.0), `/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/query_exemplars`,
-//! `/api/v1/parse_query`, `/api/v1/format_query`, `/api/v1/status/buildinfo`, `/-/healthy`,
-//! `/-/ready`. `/api/v1/query` and `/api/v1/query_range` answer 501 with a clear error until
+//! `/api/v1/format_query`, `/api/v1/status/buildinfo`, `/-/healthy`, `/-/ready`. `/api/v1/query` and `/api/v1/query_range` answer 501 with a clear error until
 //! the PromQL engine lands (issue 4).
 //!
 //! Responses follow Prometheus byte for byte where it matters to clients: the
@@ -57,6 +56,7 @@ pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
             "/api/v1/query_range",
             get(not_implemented_query).post(not_implemented_query),
         )
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
@@ -281,6 +281,19 @@ async fn not_implemented_query() -> ApiError {
                   series, labels and label values are served"
             .into(),
     }
+}
+
+async fn format_query(
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = request_params(&method, &headers, query, &body);
+    let text = params.get("query").unwrap_or_default();
+    let expr = lookout_promql::parse(text)
+        .map_err(|error| ApiError::bad_data(format!("invalid parameter \"query\": {error}")))?;
+    Ok(success(Value::String(expr.to_string())))
 }
 
 async fn metadata() -> Response {

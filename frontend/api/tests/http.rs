@@ -210,6 +210,22 @@ async fn malformed_and_refused_writes_are_400_and_keep_what_was_accepted() {
 }
 
 #[tokio::test]
+async fn format_query_prints_canonical_promql() {
+    let server = Server::start().await;
+    let (status, body) = server
+        .get("/api/v1/format_query?query=sum(rate(http_requests_total%7Bjob%3D%22api%22%7D%5B5m%5D))by(job)")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": "sum by (job) (rate(http_requests_total{job=\"api\"}[5m]))"})
+    );
+    let (status, body) = server.get("/api/v1/format_query?query=sum(").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["errorType"], "bad_data");
+}
+
+#[tokio::test]
 async fn health_readiness_and_buildinfo() {
     let server = Server::start().await;
     let healthy = server
