@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lookout_model::{LabelLimits, Labels, Matcher, Sample};
 use lookout_storage::{
-    Capabilities, DeleteRequest, LabelRequest, OutOfOrderPolicy, SelectRequest, Series,
-    SeriesStream, Storage, StorageError, StorageResult, WriteBatch, WriteOutcome,
+    Capabilities, DeleteRequest, LabelRequest, OutOfOrderPolicy, RejectReason, SelectRequest,
+    Series, SeriesStream, Storage, StorageError, StorageResult, WriteBatch, WriteOutcome,
 };
 use parking_lot::{Mutex, RwLock};
 
@@ -277,6 +277,129 @@ impl Tsdb {
     /// What the WAL replay at open found.
     pub fn replay_report(&self) -> &ReplayReport {
         &self.inner.replay
+    }
+
+    /// Writes the engine's self-metrics in the Prometheus text format (cheap counters only,
+    /// safe to scrape often).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let head = &self.inner.head;
+        let counters = head.counters();
+        metric(
+            out,
+            "lookout_tsdb_head_series",
+            "gauge",
+            "Series in the head.",
+            head.series_count(),
+        );
+        metric(
+            out,
+            "lookout_tsdb_head_samples_appended_total",
+            "counter",
+            "Samples stored in the head.",
+            counters.samples_appended.load(Relaxed),
+        );
+        metric(
+            out,
+            "lookout_tsdb_head_series_created_total",
+            "counter",
+            "Series created in the head.",
+            counters.series_created.load(Relaxed),
+        );
+        metric(
+            out,
+            "lookout_tsdb_head_series_removed_total",
+            "counter",
+            "Series removed from the head (deleted or truncated).",
+            counters.series_removed.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lookout_tsdb_samples_rejected_total Samples refused, by reason."
+        );
+        let _ = writeln!(out, "# TYPE lookout_tsdb_samples_rejected_total counter");
+        for (reason, count) in RejectReason::ALL.iter().zip(&counters.rejected) {
+            let _ = writeln!(
+                out,
+                "lookout_tsdb_samples_rejected_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
+        let blocks = self.blocks();
+        metric(
+            out,
+            "lookout_tsdb_blocks",
+            "gauge",
+            "Blocks open.",
+            blocks.len() as u64,
+        );
+        metric(
+            out,
+            "lookout_tsdb_blocks_bytes",
+            "gauge",
+            "Bytes of the open blocks on disk.",
+            blocks.iter().map(|block| block.size_bytes()).sum(),
+        );
+        metric(
+            out,
+            "lookout_tsdb_quarantined_blocks",
+            "gauge",
+            "Blocks moved to quarantine/ at open because they failed verification.",
+            self.inner.quarantined.len() as u64,
+        );
+        if let Some(wal) = head.wal() {
+            let wal_metrics = wal.metrics();
+            metric(
+                out,
+                "lookout_wal_bytes_written_total",
+                "counter",
+                "Bytes written to WAL segments.",
+                wal_metrics.bytes_written.load(Relaxed),
+            );
+            metric(
+                out,
+                "lookout_wal_group_commits_total",
+                "counter",
+                "WAL group commits.",
+                wal_metrics.flushes.load(Relaxed),
+            );
+            metric(
+                out,
+                "lookout_wal_fsyncs_total",
+                "counter",
+                "WAL fdatasync calls.",
+                wal_metrics.fsyncs.load(Relaxed),
+            );
+            metric(
+                out,
+                "lookout_wal_segments_created_total",
+                "counter",
+                "WAL segments created.",
+                wal_metrics.segments_created.load(Relaxed),
+            );
+        }
+        let replay = &self.inner.replay;
+        metric(
+            out,
+            "lookout_wal_replay_torn_tails_repaired",
+            "gauge",
+            "Torn WAL tails cut off at the last open (0 or 1).",
+            u64::from(replay.torn_tail.is_some()),
+        );
+        metric(
+            out,
+            "lookout_wal_replay_corruptions",
+            "gauge",
+            "WAL corruptions that stopped the last replay early (0 or 1).",
+            u64::from(replay.corruption.is_some()),
+        );
     }
 
     /// Blocks set aside at open.

@@ -268,6 +268,8 @@ pub struct HeadCounters {
     pub series_removed: AtomicU64,
     /// WAL samples whose series reference was unknown during replay.
     pub replay_unknown_refs: AtomicU64,
+    /// Samples refused, by reason, in the order of [`RejectReason::ALL`].
+    pub rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
 /// A snapshot of the head's size.
@@ -550,6 +552,11 @@ impl Head {
         self.counters
             .samples_appended
             .fetch_add(outcome.accepted, Ordering::Relaxed);
+        for (reason, count) in &outcome.rejected {
+            if let Some(position) = RejectReason::ALL.iter().position(|known| known == reason) {
+                self.counters.rejected[position].fetch_add(*count, Ordering::Relaxed);
+            }
+        }
         Ok(outcome)
     }
 
@@ -993,6 +1000,11 @@ impl Head {
             }
         }
         removed
+    }
+
+    /// Number of live series (cheap: the index's count).
+    pub fn series_count(&self) -> u64 {
+        self.index.read().series_count()
     }
 
     /// Size figures.

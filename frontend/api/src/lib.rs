@@ -27,22 +27,44 @@ use serde_json::{json, Value};
 
 use params::Params;
 
+/// Appends self-metrics in the Prometheus text format (supplied by the server, which knows
+/// the engine behind the `Storage`).
+pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// Options of the API.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ApiOptions {
     /// Limits applied to write bodies.
     pub decode_limits: DecodeLimits,
+    /// What `/metrics` shows besides the API's own counters.
+    pub metrics: Option<MetricsRenderer>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiOptions")
+            .field("decode_limits", &self.decode_limits)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 struct AppState {
     storage: Arc<dyn Storage>,
     options: ApiOptions,
+    remote_write_requests: std::sync::atomic::AtomicU64,
+    remote_write_refused: std::sync::atomic::AtomicU64,
 }
 
 /// The API's routes over `storage`.
 pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
     let body_limit = options.decode_limits.max_body_bytes;
-    let state = Arc::new(AppState { storage, options });
+    let state = Arc::new(AppState {
+        storage,
+        options,
+        remote_write_requests: Default::default(),
+        remote_write_refused: Default::default(),
+    });
     Router::new()
         .route("/api/v1/write", post(write))
         .route("/api/v1/series", get(series).post(series))
@@ -60,6 +82,7 @@ pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Lookout is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Lookout is Ready.\n" }))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -157,8 +180,12 @@ fn limit_param(params: &Params) -> Result<Option<usize>, ApiError> {
 }
 
 async fn write(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let decoded = remote_write::decode(&body, &state.options.decode_limits)
-        .map_err(|error| ApiError::bad_data(format!("malformed remote write request: {error}")))?;
+    use std::sync::atomic::Ordering::Relaxed;
+    state.remote_write_requests.fetch_add(1, Relaxed);
+    let decoded = remote_write::decode(&body, &state.options.decode_limits).map_err(|error| {
+        state.remote_write_refused.fetch_add(1, Relaxed);
+        ApiError::bad_data(format!("malformed remote write request: {error}"))
+    })?;
     let outcome = state.storage.write(decoded.batch).await?;
     let mut problems: Vec<String> = decoded
         .invalid_series
@@ -294,6 +321,34 @@ async fn format_query(
     let expr = lookout_promql::parse(text)
         .map_err(|error| ApiError::bad_data(format!("invalid parameter \"query\": {error}")))?;
     Ok(success(Value::String(expr.to_string())))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP lookout_api_remote_write_requests_total Remote write requests received.\n\
+         # TYPE lookout_api_remote_write_requests_total counter\n\
+         lookout_api_remote_write_requests_total {}\n\
+         # HELP lookout_api_remote_write_malformed_total Remote write requests refused as malformed.\n\
+         # TYPE lookout_api_remote_write_malformed_total counter\n\
+         lookout_api_remote_write_malformed_total {}",
+        state.remote_write_requests.load(Relaxed),
+        state.remote_write_refused.load(Relaxed),
+    );
+    if let Some(render) = &state.options.metrics {
+        render(&mut out);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn metadata() -> Response {

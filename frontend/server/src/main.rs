@@ -84,7 +84,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for block in tsdb.quarantined() {
         tracing::error!(block = %block.id, error = %block.error, "a damaged block was quarantined");
     }
-    let app = lookout_api::router(Arc::new(tsdb.clone()), ApiOptions::default());
+    let metrics_source = tsdb.clone();
+    let options = ApiOptions {
+        metrics: Some(Arc::new(move |out: &mut String| {
+            metrics_source.render_metrics(out)
+        })),
+        ..ApiOptions::default()
+    };
+    let app = lookout_api::router(Arc::new(tsdb.clone()), options);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -85,6 +85,28 @@ fn serves_writes_stops_on_sigterm_and_keeps_data() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 204);
+    let metrics = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("lookout_api_remote_write_requests_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lookout_tsdb_head_series 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lookout_tsdb_samples_rejected_total{reason=\"out_of_order\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lookout_tsdb_quarantined_blocks 0\n"),
+        "{metrics}"
+    );
     terminate(server);
 
     let port = free_port();
