@@ -124,6 +124,13 @@ impl TsdbOptions {
         self
     }
 
+    /// How far ahead of the wall clock a sample may be (1 day by default; `None` accepts any
+    /// timestamp).
+    pub fn max_future_ms(mut self, millis: Option<i64>) -> TsdbOptions {
+        self.head.max_future_ms = millis;
+        self
+    }
+
     /// Samples per chunk before it is cut.
     pub fn chunk_samples(mut self, samples: usize) -> TsdbOptions {
         self.head.chunk_samples = samples;

@@ -78,6 +78,12 @@ impl Hasher for PrehashedKey {
     }
 }
 
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 fn shard_of(hash: u64) -> usize {
     (hash as usize) & (SHARD_COUNT - 1)
 }
@@ -93,7 +99,16 @@ pub struct HeadOptions {
     /// out of order, in ms (1 h by default); 0 accepts none. Older ones are rejected with
     /// [`RejectReason::OutOfWindow`].
     pub out_of_order_window_ms: i64,
+    /// Samples more than this many ms ahead of the wall clock are refused as
+    /// [`RejectReason::OutOfBounds`] (1 day by default; `None` accepts any). One sample stamped
+    /// far in the future (seconds sent as milliseconds, a broken clock) would otherwise move
+    /// the head's newest time there, and with it block cuts, the out-of-order window and
+    /// retention, which would refuse or delete everything else.
+    pub max_future_ms: Option<i64>,
 }
+
+/// Default limit on how far ahead of the wall clock a sample may be: one day.
+pub const DEFAULT_MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 
 /// Default out-of-order window: one hour.
 pub const DEFAULT_OUT_OF_ORDER_WINDOW_MS: i64 = 3_600_000;
@@ -104,6 +119,7 @@ impl Default for HeadOptions {
             label_limits: LabelLimits::default(),
             chunk_samples: MAX_SAMPLES_PER_CHUNK,
             out_of_order_window_ms: DEFAULT_OUT_OF_ORDER_WINDOW_MS,
+            max_future_ms: Some(DEFAULT_MAX_FUTURE_MS),
         }
     }
 }
@@ -409,6 +425,10 @@ impl Head {
             per_shard[shard_of(series.labels.stable_hash())].push(position);
         }
         let mut last_ticket: Option<Ticket> = None;
+        let future_limit = match self.options.max_future_ms {
+            Some(millis) => wall_clock_ms().saturating_add(millis),
+            None => i64::MAX,
+        };
         let mut appended_min = i64::MAX;
         let mut appended_max = i64::MIN;
         let mut wal_buffer = Vec::new();
@@ -461,6 +481,16 @@ impl Head {
                 let window_start = self.max_time.load(Ordering::Acquire).saturating_sub(window);
                 for sample in &input.samples {
                     let t = sample.timestamp.0;
+                    if t > future_limit {
+                        outcome.reject(RejectReason::OutOfBounds, 1, || {
+                            format!(
+                                "{} at {t}: more than {} ms ahead of the clock",
+                                input.labels,
+                                t.saturating_sub(future_limit)
+                            )
+                        });
+                        continue;
+                    }
                     let mut result = if t >= min_valid_time {
                         series.append(t, sample.value, self.options.chunk_samples)
                     } else {

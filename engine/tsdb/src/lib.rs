@@ -22,5 +22,7 @@ pub mod wal;
 
 pub use db::{TruncateReport, Tsdb, TsdbOptions, DEFAULT_FSYNC_INTERVAL};
 pub use error::{Result, TsdbError};
-pub use head::{Head, HeadOptions, HeadStats, SeriesRef, DEFAULT_OUT_OF_ORDER_WINDOW_MS};
+pub use head::{
+    Head, HeadOptions, HeadStats, SeriesRef, DEFAULT_MAX_FUTURE_MS, DEFAULT_OUT_OF_ORDER_WINDOW_MS,
+};
 pub use wal::{FsyncPolicy, ReplayReport, WalCorruption, WalOptions};

@@ -236,6 +236,34 @@ fn extreme_timestamps_round_trip() {
 }
 
 #[test]
+fn samples_far_in_the_future_are_refused() {
+    let tsdb = Tsdb::in_memory(Default::default()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut batch = WriteBatch::new();
+    // Seconds mistaken for microseconds: thousands of years ahead.
+    batch.push(
+        labels(&[("__name__", "future")]),
+        vec![Sample::new(now * 1000, 1.0)],
+    );
+    batch.push(
+        labels(&[("__name__", "soon")]),
+        vec![Sample::new(now + 3_600_000, 1.0)],
+    );
+    let outcome = tsdb.append(&batch).unwrap();
+    assert_eq!(outcome.accepted, 1);
+    assert_eq!(outcome.rejected_for(RejectReason::OutOfBounds), 1);
+    assert!(
+        outcome.messages[0].contains("ahead of the clock"),
+        "{:?}",
+        outcome.messages
+    );
+    assert_eq!(tsdb.head().time_range().unwrap().1, now + 3_600_000);
+}
+
+#[test]
 fn label_queries_see_only_the_time_range_asked_for() {
     let tsdb = Tsdb::in_memory(Default::default()).unwrap();
     let mut batch = WriteBatch::new();
@@ -264,13 +292,14 @@ fn label_queries_see_only_the_time_range_asked_for() {
     );
 }
 
-/// Retention measures from the newest sample; with samples at both ends of the time axis it
-/// would delete everything older, so the extreme-timestamp test turns it off.
+/// Retention measures from the newest sample and far-future samples are refused; the
+/// extreme-timestamp test turns both off.
 fn open_keeping_everything(dir: &std::path::Path) -> Tsdb {
     Tsdb::open(
         TsdbOptions::new(dir)
             .fsync(FsyncPolicy::Never)
-            .retention_ms(None),
+            .retention_ms(None)
+            .max_future_ms(None),
     )
     .unwrap()
 }
