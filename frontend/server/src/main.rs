@@ -54,8 +54,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
