@@ -80,12 +80,10 @@ const fn experimental(
     variadic: i32,
     return_type: ValueType,
 ) -> FunctionInfo {
+    let info = stable(name, arg_types, variadic, return_type);
     FunctionInfo {
-        name,
-        arg_types,
-        variadic,
-        return_type,
         experimental: true,
+        ..info
     }
 }
 

@@ -13,6 +13,10 @@ use lookout_model::{Labels, Matcher, Sample, STALE_NAN};
 use lookout_storage::WriteBatch;
 use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
+#[path = "support/copy_dir.rs"]
+mod support;
+use support::copy_dir;
+
 const HOUR: i64 = 3_600_000;
 /// Five hours at one sample a minute: three 1 h blocks compacted into one 3 h block of
 /// columnar chunks, one 1 h block of Gorilla chunks, and the rest in the head and WAL.
@@ -59,19 +63,6 @@ fn expected() -> Vec<(Labels, Vec<Sample>)> {
             (series(index), samples)
         })
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

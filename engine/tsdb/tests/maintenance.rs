@@ -8,6 +8,10 @@ use lookout_storage::WriteBatch;
 use lookout_tsdb::block::{Block, BlockMeta, Compaction};
 use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
+#[path = "support/copy_dir.rs"]
+mod support;
+use support::copy_dir;
+
 const HOUR: i64 = 3_600_000;
 const STEP: i64 = 15_000;
 
@@ -223,19 +227,6 @@ fn a_block_left_behind_by_an_interrupted_compaction_is_removed_at_open() {
     );
     assert_eq!(tsdb.blocks()[0].meta().compaction.level, 2);
     assert_eq!(sample_count(&tsdb), 2 * (4 * HOUR / STEP) as usize);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]
