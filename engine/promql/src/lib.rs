@@ -1,16 +1,16 @@
-//! The PromQL front end of Lookout: lexer, parser with Prometheus' type checks, syntax tree
-//! and printer.
+//! Lookout's PromQL: lexer, parser with Prometheus' type checks, syntax tree, printer, and
+//! the evaluator.
 //!
-//! This crate owns the PromQL *language*: [`parse`] turns query text into a checked [`Expr`]
-//! (every Prometheus 3.x construct for float data, plus SOFALookout's dotted metric names,
-//! `=~|`/`!~|` in-list matchers and extra functions), [`parse_matchers`] reads the series
-//! selectors of the HTTP API's `match[]`, and `Display` prints a tree back as canonical
-//! PromQL. It does no evaluation and no I/O, and depends only on `lookout-model` (for
-//! [`Matcher`] and the error classes): never on storage, the engine
-//! or the HTTP layer, which all depend on it instead.
+//! The language half ([`parse`], [`parse_matchers`], `Display` printing canonical PromQL)
+//! covers every Prometheus 3.x construct for float data plus SOFALookout's dotted metric
+//! names, `=~|`/`!~|` in-list matchers and extra functions; it does no I/O. The evaluator
+//! ([`Engine`]) runs parsed queries against any [`lookout_storage::Storage`]; see the
+//! `engine` module docs for its design. The HTTP layer depends on this crate, never the
+//! other way round.
 
 mod ast;
 mod duration;
+mod engine;
 mod error;
 mod functions;
 mod lexer;
@@ -23,6 +23,10 @@ pub use ast::{
     VectorMatching, VectorSelector,
 };
 pub use duration::{format_duration, parse_duration};
+pub use engine::{
+    Engine, EngineOptions, InstantSample, Point, QueryError, QueryOutput, QueryStats, QueryValue,
+    RangeSeries,
+};
 pub use error::{DurationError, ParseError};
 pub use functions::{functions, lookup_function, FunctionInfo};
 pub use parser::ParseOptions;

@@ -1,0 +1,1 @@
+//! Function calls (being written).

@@ -1,0 +1,177 @@
+//! The PromQL evaluator.
+//!
+//! A query runs in three phases:
+//!
+//! 1. **Plan**: parse, resolve `step()`/`range()` durations, and walk the tree once to find
+//!    every selector with the time range it needs (offsets, `@`, ranges, lookback and
+//!    subquery windows included).
+//! 2. **Fetch**: every selector's series are read from [`Storage`] up front (one `select` per
+//!    selector), counted against `max_samples`.
+//! 3. **Evaluate** (on a blocking thread, so the async runtime keeps serving): each operator
+//!    first settles its *output series* — label sets computed once per series, never per step
+//!    — and then fills one dense column of values per series across all steps. Aggregations
+//!    and vector matching hash label signatures once per input series and then run tight loops
+//!    over steps; range functions slide a window over each series' samples. Instant queries
+//!    are range queries of one step.
+//!
+//! Semantics are Prometheus 3.x's for float data: left-open windows `(t - range, t]`, a
+//! configurable lookback (5 minutes by default), stale markers ending a series, extrapolated
+//! `rate`, Kahan-compensated sums, and Prometheus' error texts.
+
+mod error;
+mod eval;
+mod functions;
+mod value;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lookout_storage::Storage;
+
+pub use error::QueryError;
+pub use value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
+
+use crate::{parse_with, ParseOptions};
+
+/// Limits and defaults of the evaluator. `Default` gives Prometheus' defaults.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample (default 5 minutes).
+    pub lookback_delta_ms: i64,
+    /// The most samples a query may load and hold (default 50 million, as Prometheus).
+    pub max_samples: u64,
+    /// Queries running longer are stopped with a `timeout` error (default 2 minutes).
+    pub timeout: Duration,
+    /// The step of a subquery written without one, `x[1h:]` (default 1 minute).
+    pub default_subquery_step_ms: i64,
+    /// A range query may have at most this many steps (default 11,000, as Prometheus).
+    pub max_points_per_series: u64,
+    /// Parser feature switches.
+    pub parse: ParseOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+            max_points_per_series: 11_000,
+            parse: ParseOptions::default(),
+        }
+    }
+}
+
+/// Runs PromQL queries against a [`Storage`].
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    options: Arc<EngineOptions>,
+}
+
+impl Engine {
+    /// An engine with these options.
+    pub fn new(options: EngineOptions) -> Engine {
+        Engine {
+            options: Arc::new(options),
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Evaluates `query` at `time_ms` (an instant query).
+    pub async fn instant_query(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        self.run(storage, query, time_ms, time_ms, 0).await
+    }
+
+    /// Evaluates `query` at every `step_ms` from `start_ms` to `end_ms` inclusive (a range
+    /// query). The result is always a matrix.
+    pub async fn range_query(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        if end_ms < start_ms {
+            return Err(QueryError::BadRequest(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if step_ms <= 0 {
+            return Err(QueryError::BadRequest(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        let points = (end_ms - start_ms) / step_ms + 1;
+        if points as u64 > self.options.max_points_per_series {
+            return Err(QueryError::BadRequest(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        self.run(storage, query, start_ms, end_ms, step_ms).await
+    }
+
+    async fn run(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryOutput, QueryError> {
+        let begun = Instant::now();
+        let deadline = begun + self.options.timeout;
+        let mut expr = parse_with(query, self.options.parse.clone())?;
+        let range_ms = end_ms - start_ms;
+        expr.resolve_durations(step_ms, range_ms)
+            .map_err(|error| QueryError::BadRequest(error.message))?;
+        let plan = eval::Plan::new(expr, start_ms, end_ms, step_ms, &self.options);
+        let prepare_nanos = begun.elapsed().as_nanos() as u64;
+
+        let fetch_begun = Instant::now();
+        let data = tokio::time::timeout_at(
+            deadline.into(),
+            plan.fetch(storage, self.options.max_samples),
+        )
+        .await
+        .map_err(|_| QueryError::Timeout("query execution"))??;
+        let fetch_nanos = fetch_begun.elapsed().as_nanos() as u64;
+
+        // Evaluation is CPU work: run it off the async workers, and let a dropped request
+        // (the HTTP client went away) stop it at the next check.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let guard = CancelOnDrop(cancel.clone());
+        let options = self.options.clone();
+        let eval_begun = Instant::now();
+        let task =
+            tokio::task::spawn_blocking(move || plan.evaluate(data, &options, deadline, &cancel));
+        let mut output = task.await.map_err(|error| {
+            QueryError::Execution(format!("query evaluation panicked: {error}"))
+        })??;
+        drop(guard);
+        output.stats.prepare_nanos = prepare_nanos;
+        output.stats.fetch_nanos = fetch_nanos;
+        output.stats.eval_nanos = eval_begun.elapsed().as_nanos() as u64;
+        Ok(output)
+    }
+}
+
+/// Sets the flag when the query future is dropped before it finishes.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
