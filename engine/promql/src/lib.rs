@@ -24,8 +24,8 @@ pub use ast::{
 };
 pub use duration::{format_duration, parse_duration};
 pub use engine::{
-    Engine, EngineOptions, InstantSample, Point, QueryError, QueryOutput, QueryStats, QueryValue,
-    RangeSeries,
+    go_format_float, Engine, EngineOptions, InstantSample, Point, QueryError, QueryOutput,
+    QueryStats, QueryValue, RangeSeries,
 };
 pub use error::{DurationError, ParseError};
 pub use functions::{functions, lookup_function, FunctionInfo};

@@ -1,48 +1,1130 @@
-//! Planning, fetching and evaluation (being written).
+//! Planning, fetching and the evaluator core: selectors, subqueries, operators and
+//! aggregations. Function calls live in `functions.rs`.
+//!
+//! Every operator works on whole series across all steps of its grid: a [`Column`] holds one
+//! optional value per step. Label sets are computed once per series (grouping keys, matching
+//! signatures, dropped metric names), never per step.
 
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use lookout_storage::Storage;
+use futures::future::try_join_all;
+use lookout_model::{is_stale_nan, Labels, Matcher, METRIC_NAME_LABEL};
+use lookout_storage::{collect_series, SelectRequest, Series, Storage};
 
-use super::{EngineOptions, QueryError, QueryOutput};
-use crate::Expr;
+use super::functions;
+use super::value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
+use super::{EngineOptions, QueryError};
+use crate::ast::{
+    Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Expr, MatrixSelector, Subquery, UnaryOp,
+    VectorMatchCardinality, VectorMatching, VectorSelector,
+};
 
+/// One optional value per step of a grid.
+pub(crate) type Column = Vec<Option<f64>>;
+
+/// The evaluation times of an operator: `start`, `start + step`, ... up to `end` inclusive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) step: i64,
+}
+
+impl Grid {
+    pub(crate) fn len(&self) -> usize {
+        ((self.end - self.start) / self.step + 1) as usize
+    }
+
+    pub(crate) fn time(&self, index: usize) -> i64 {
+        self.start + index as i64 * self.step
+    }
+}
+
+/// One series of an instant-vector result over a grid.
+#[derive(Debug, Clone)]
+pub(crate) struct VSeries {
+    pub(crate) labels: Labels,
+    pub(crate) values: Column,
+}
+
+/// A range vector: raw points per series, and per step the end of the window `(end - range,
+/// end]` (offset and `@` applied).
+#[derive(Debug)]
+pub(crate) struct RangeVal {
+    pub(crate) series: Vec<(Labels, Vec<Point>)>,
+    pub(crate) range: i64,
+    pub(crate) ends: Vec<i64>,
+}
+
+/// What an operator produces.
+#[derive(Debug)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<VSeries>),
+    Range(RangeVal),
+}
+
+impl Val {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::String(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Range(_) => "range vector",
+        }
+    }
+}
+
+/// The selectors of a query with the time range each needs.
 #[derive(Debug)]
 pub(crate) struct Plan {
     expr: Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    fetches: Vec<Fetch>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Fetched;
+struct Fetch {
+    key: usize,
+    matchers: Vec<Matcher>,
+    mint: i64,
+    maxt: i64,
+}
+
+/// Series read for each selector, keyed by the selector's address in the plan's tree.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    series: HashMap<usize, Vec<Series>>,
+    samples: u64,
+    series_count: u64,
+}
+
+fn selector_key(selector: &VectorSelector) -> usize {
+    std::ptr::from_ref(selector) as usize
+}
 
 impl Plan {
     pub(crate) fn new(
         expr: Expr,
-        _start: i64,
-        _end: i64,
-        _step: i64,
-        _options: &EngineOptions,
+        start: i64,
+        end: i64,
+        step: i64,
+        options: &EngineOptions,
     ) -> Plan {
-        Plan { expr }
+        let mut plan = Plan {
+            expr,
+            start,
+            end,
+            step,
+            fetches: Vec::new(),
+        };
+        let mut fetches = Vec::new();
+        collect_fetches(
+            &plan.expr,
+            start,
+            end,
+            start,
+            end,
+            None,
+            options,
+            &mut fetches,
+        );
+        plan.fetches = fetches;
+        plan
     }
 
+    /// Reads every selector's series, all at once.
     pub(crate) async fn fetch(
         &self,
-        _storage: &dyn Storage,
-        _max_samples: u64,
+        storage: &dyn Storage,
+        max_samples: u64,
     ) -> Result<Fetched, QueryError> {
-        Ok(Fetched)
+        let reads = self.fetches.iter().map(|fetch| async move {
+            let request = SelectRequest::new(fetch.matchers.clone(), fetch.mint, fetch.maxt);
+            let series = collect_series(storage.select(request).await?).await?;
+            Ok::<_, QueryError>((fetch.key, series))
+        });
+        let mut fetched = Fetched::default();
+        for (key, series) in try_join_all(reads).await? {
+            fetched.series_count += series.len() as u64;
+            fetched.samples += series.iter().map(|s| s.samples.len() as u64).sum::<u64>();
+            if fetched.samples > max_samples {
+                return Err(QueryError::TooManySamples("query execution"));
+            }
+            fetched.series.insert(key, series);
+        }
+        Ok(fetched)
     }
 
+    /// Evaluates the query on the fetched data.
     pub(crate) fn evaluate(
         self,
-        _data: Fetched,
-        _options: &EngineOptions,
-        _deadline: Instant,
-        _cancel: &AtomicBool,
+        data: Fetched,
+        options: &EngineOptions,
+        deadline: Instant,
+        cancel: &AtomicBool,
     ) -> Result<QueryOutput, QueryError> {
-        let _ = self.expr;
-        Err(QueryError::Execution("not implemented".into()))
+        let instant = self.step == 0;
+        let grid = Grid {
+            start: self.start,
+            end: self.end,
+            step: self.step.max(1),
+        };
+        let mut ev = Evaluator {
+            data: &data.series,
+            options,
+            query_start: self.start,
+            query_end: self.end,
+            deadline,
+            cancel,
+            held: data.samples,
+            peak: data.samples,
+            checks: 0,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        };
+        let value = ev.eval(&self.expr, grid)?;
+        let value = if instant {
+            instant_value(value, grid, &self.expr)
+        } else {
+            range_value(value, grid)?
+        };
+        let stats = QueryStats {
+            samples_loaded: data.samples,
+            peak_samples: ev.peak,
+            series_loaded: data.series_count,
+            ..QueryStats::default()
+        };
+        Ok(QueryOutput {
+            value,
+            warnings: ev.warnings,
+            infos: ev.infos,
+            stats,
+        })
     }
+}
+
+/// Resolves an `@` modifier to milliseconds.
+fn at_time(at: Option<AtModifier>, query_start: i64, query_end: i64) -> Option<i64> {
+    match at? {
+        AtModifier::Timestamp(ms) => Some(ms),
+        AtModifier::Start => Some(query_start),
+        AtModifier::End => Some(query_end),
+    }
+}
+
+/// Walks the tree and records, for every selector, the time range it reads. `start`/`end`
+/// are the evaluation times of the current node.
+#[allow(clippy::too_many_arguments)]
+fn collect_fetches(
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    query_start: i64,
+    query_end: i64,
+    range: Option<i64>,
+    options: &EngineOptions,
+    out: &mut Vec<Fetch>,
+) {
+    match expr {
+        Expr::VectorSelector(selector) => out.push(selector_fetch(
+            selector,
+            start,
+            end,
+            query_start,
+            query_end,
+            range.unwrap_or(options.lookback_delta_ms),
+        )),
+        Expr::MatrixSelector(matrix) => out.push(selector_fetch(
+            &matrix.vector,
+            start,
+            end,
+            query_start,
+            query_end,
+            matrix.range_ms,
+        )),
+        Expr::Subquery(subquery) => {
+            let (s, e) = match at_time(subquery.at, query_start, query_end) {
+                Some(at) => (at, at),
+                None => (start, end),
+            };
+            let offset = subquery.offset.unwrap_or(0);
+            collect_fetches(
+                &subquery.expr,
+                s - offset - subquery.range_ms,
+                e - offset,
+                query_start,
+                query_end,
+                None,
+                options,
+                out,
+            );
+        }
+        other => {
+            for child in other.children() {
+                collect_fetches(
+                    child,
+                    start,
+                    end,
+                    query_start,
+                    query_end,
+                    None,
+                    options,
+                    out,
+                );
+            }
+        }
+    }
+}
+
+/// The read of one selector evaluated over `[start, end]`, reaching `before` milliseconds
+/// further back (the lookback or the range).
+fn selector_fetch(
+    selector: &VectorSelector,
+    start: i64,
+    end: i64,
+    query_start: i64,
+    query_end: i64,
+    before: i64,
+) -> Fetch {
+    let (s, e) = match at_time(selector.at, query_start, query_end) {
+        Some(at) => (at, at),
+        None => (start, end),
+    };
+    let offset = selector.offset.unwrap_or(0);
+    Fetch {
+        key: selector_key(selector),
+        matchers: selector.matchers.clone(),
+        mint: s.saturating_sub(offset).saturating_sub(before),
+        maxt: e.saturating_sub(offset),
+    }
+}
+
+/// Turns the value of an instant query into the API's shape.
+fn instant_value(value: Val, grid: Grid, expr: &Expr) -> QueryValue {
+    let t = grid.start;
+    match value {
+        Val::Scalar(values) => QueryValue::Scalar { t, v: values[0] },
+        Val::String(v) => QueryValue::String { t, v },
+        Val::Vector(series) => QueryValue::Vector(
+            series
+                .into_iter()
+                .filter_map(|s| {
+                    s.values[0].map(|v| InstantSample {
+                        labels: s.labels,
+                        t,
+                        v,
+                    })
+                })
+                .collect(),
+        ),
+        Val::Range(range) => {
+            let end = range.ends[0];
+            let mut out: Vec<RangeSeries> = range
+                .series
+                .into_iter()
+                .filter_map(|(labels, points)| {
+                    let points: Vec<Point> = points
+                        .into_iter()
+                        .filter(|p| p.t > end - range.range && p.t <= end)
+                        .collect();
+                    (!points.is_empty()).then_some(RangeSeries { labels, points })
+                })
+                .collect();
+            let _ = expr;
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            QueryValue::Matrix(out)
+        }
+    }
+}
+
+/// Turns the value of a range query into a matrix sorted by labels.
+fn range_value(value: Val, grid: Grid) -> Result<QueryValue, QueryError> {
+    let to_points = |values: &[Option<f64>]| -> Vec<Point> {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| Point { t: grid.time(i), v }))
+            .collect()
+    };
+    match value {
+        Val::Scalar(values) => Ok(QueryValue::Matrix(vec![RangeSeries {
+            labels: Labels::empty(),
+            points: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Point {
+                    t: grid.time(i),
+                    v: *v,
+                })
+                .collect(),
+        }])),
+        Val::Vector(series) => {
+            let mut out: Vec<RangeSeries> = series
+                .iter()
+                .map(|s| RangeSeries {
+                    labels: s.labels.clone(),
+                    points: to_points(&s.values),
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect();
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(QueryValue::Matrix(out))
+        }
+        other => Err(QueryError::BadRequest(format!(
+            "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+            other.type_name()
+        ))),
+    }
+}
+
+/// The evaluator of one query.
+pub(crate) struct Evaluator<'a> {
+    data: &'a HashMap<usize, Vec<Series>>,
+    pub(crate) options: &'a EngineOptions,
+    pub(crate) query_start: i64,
+    pub(crate) query_end: i64,
+    deadline: Instant,
+    cancel: &'a AtomicBool,
+    held: u64,
+    peak: u64,
+    checks: u32,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) infos: Vec<String>,
+}
+
+impl Evaluator<'_> {
+    /// Stops the query when it ran out of time or its caller went away.
+    pub(crate) fn check(&mut self) -> Result<(), QueryError> {
+        self.checks = self.checks.wrapping_add(1);
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+
+    /// Accounts for `points` computed values against `max_samples`.
+    /// [`Evaluator::check`] every 1024 items of a loop.
+    pub(crate) fn check_every(&mut self, index: usize) -> Result<(), QueryError> {
+        if index.is_multiple_of(1024) {
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn hold(&mut self, points: usize) -> Result<(), QueryError> {
+        self.held += points as u64;
+        self.peak = self.peak.max(self.held);
+        if self.held > self.options.max_samples {
+            return Err(QueryError::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn eval(&mut self, expr: &Expr, grid: Grid) -> Result<Val, QueryError> {
+        self.check()?;
+        match expr {
+            Expr::NumberLiteral(v) => Ok(Val::Scalar(vec![*v; grid.len()])),
+            Expr::StringLiteral(s) => Ok(Val::String(s.clone())),
+            Expr::Paren(inner) => self.eval(inner, grid),
+            Expr::VectorSelector(selector) => {
+                Ok(Val::Vector(self.select_vector(selector, grid, false)?))
+            }
+            Expr::MatrixSelector(matrix) => Ok(Val::Range(self.select_matrix(matrix, grid))),
+            Expr::Subquery(subquery) => Ok(Val::Range(self.subquery(subquery, grid)?)),
+            Expr::Unary(unary) => {
+                let value = self.eval(&unary.expr, grid)?;
+                match (unary.op, value) {
+                    (UnaryOp::Plus, value) => Ok(value),
+                    (UnaryOp::Neg, Val::Scalar(values)) => {
+                        Ok(Val::Scalar(values.into_iter().map(|v| -v).collect()))
+                    }
+                    (UnaryOp::Neg, Val::Vector(series)) => {
+                        let series = series
+                            .into_iter()
+                            .map(|s| VSeries {
+                                labels: drop_metric_name(&s.labels),
+                                values: s.values.into_iter().map(|v| v.map(|v| -v)).collect(),
+                            })
+                            .collect();
+                        Ok(Val::Vector(merge_same_labels(series)?))
+                    }
+                    (_, other) => Err(QueryError::Execution(format!(
+                        "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                        other.type_name()
+                    ))),
+                }
+            }
+            Expr::Call(call) => functions::call(self, call, grid),
+            Expr::Aggregate(aggregate) => self.aggregate(aggregate, grid),
+            Expr::Binary(binary) => self.binary(binary, grid),
+        }
+    }
+
+    pub(crate) fn eval_scalar(&mut self, expr: &Expr, grid: Grid) -> Result<Vec<f64>, QueryError> {
+        match self.eval(expr, grid)? {
+            Val::Scalar(values) => Ok(values),
+            other => Err(QueryError::Execution(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub(crate) fn eval_vector(
+        &mut self,
+        expr: &Expr,
+        grid: Grid,
+    ) -> Result<Vec<VSeries>, QueryError> {
+        match self.eval(expr, grid)? {
+            Val::Vector(series) => Ok(series),
+            other => Err(QueryError::Execution(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub(crate) fn eval_range(&mut self, expr: &Expr, grid: Grid) -> Result<RangeVal, QueryError> {
+        match self.eval(expr, grid)? {
+            Val::Range(range) => Ok(range),
+            other => Err(QueryError::Execution(format!(
+                "expected range vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn fetched(&self, selector: &VectorSelector) -> &[Series] {
+        self.data
+            .get(&selector_key(selector))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// An instant selector: per step the latest sample in `(t - lookback, t]` unless it is a
+    /// stale marker. With `timestamps` the values are the samples' timestamps in seconds
+    /// (what `timestamp()` returns).
+    pub(crate) fn select_vector(
+        &mut self,
+        selector: &VectorSelector,
+        grid: Grid,
+        timestamps: bool,
+    ) -> Result<Vec<VSeries>, QueryError> {
+        let at = at_time(selector.at, self.query_start, self.query_end);
+        let offset = selector.offset.unwrap_or(0);
+        let lookback = self.options.lookback_delta_ms;
+        let steps = grid.len();
+        let mut out = Vec::new();
+        let data = self.data;
+        let fetched = data
+            .get(&selector_key(selector))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for series in fetched {
+            let samples = &series.samples;
+            let pick = |index: usize| -> Option<f64> {
+                let sample = samples[index];
+                if is_stale_nan(sample.value) {
+                    None
+                } else if timestamps {
+                    Some(sample.timestamp.0 as f64 / 1000.0)
+                } else {
+                    Some(sample.value)
+                }
+            };
+            let mut values: Column = vec![None; steps];
+            if let Some(at) = at {
+                let ts = at - offset;
+                let after = samples.partition_point(|s| s.timestamp.0 <= ts);
+                if after > 0 && samples[after - 1].timestamp.0 > ts - lookback {
+                    values.fill(pick(after - 1));
+                }
+            } else {
+                let mut next = 0;
+                for (i, value) in values.iter_mut().enumerate() {
+                    let ts = grid.time(i) - offset;
+                    while next < samples.len() && samples[next].timestamp.0 <= ts {
+                        next += 1;
+                    }
+                    if next > 0 && samples[next - 1].timestamp.0 > ts - lookback {
+                        *value = pick(next - 1);
+                    }
+                }
+            }
+            if values.iter().any(Option::is_some) {
+                out.push(VSeries {
+                    labels: series.labels.clone(),
+                    values,
+                });
+            }
+        }
+        self.hold(out.len() * steps)?;
+        Ok(out)
+    }
+
+    fn select_matrix(&mut self, matrix: &MatrixSelector, grid: Grid) -> RangeVal {
+        let selector = &matrix.vector;
+        let at = at_time(selector.at, self.query_start, self.query_end);
+        let offset = selector.offset.unwrap_or(0);
+        let series = self
+            .fetched(selector)
+            .iter()
+            .map(|series| {
+                let points = series
+                    .samples
+                    .iter()
+                    .filter(|s| !is_stale_nan(s.value))
+                    .map(|s| Point {
+                        t: s.timestamp.0,
+                        v: s.value,
+                    })
+                    .collect();
+                (series.labels.clone(), points)
+            })
+            .collect();
+        let ends = (0..grid.len())
+            .map(|i| at.unwrap_or(grid.time(i)) - offset)
+            .collect();
+        RangeVal {
+            series,
+            range: matrix.range_ms,
+            ends,
+        }
+    }
+
+    /// A subquery: the inner expression evaluated at the subquery's own step, aligned to
+    /// multiples of it, over `(t - offset - range, t - offset]` for every outer step.
+    fn subquery(&mut self, subquery: &Subquery, grid: Grid) -> Result<RangeVal, QueryError> {
+        let at = at_time(subquery.at, self.query_start, self.query_end);
+        let offset = subquery.offset.unwrap_or(0);
+        let step = subquery
+            .step_ms
+            .unwrap_or(self.options.default_subquery_step_ms)
+            .max(1);
+        let (outer_start, outer_end) = match at {
+            Some(at) => (at, at),
+            None => (grid.start, grid.end),
+        };
+        let earliest = outer_start - offset - subquery.range_ms;
+        let mut start = step * earliest.div_euclid(step);
+        if start <= earliest {
+            start += step;
+        }
+        let end = outer_end - offset;
+        let ends: Vec<i64> = (0..grid.len())
+            .map(|i| at.unwrap_or(grid.time(i)) - offset)
+            .collect();
+        if start > end {
+            return Ok(RangeVal {
+                series: Vec::new(),
+                range: subquery.range_ms,
+                ends,
+            });
+        }
+        let inner = Grid { start, end, step };
+        let series = match self.eval(&subquery.expr, inner)? {
+            Val::Vector(series) => series
+                .into_iter()
+                .map(|s| {
+                    let points = s
+                        .values
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| {
+                            v.map(|v| Point {
+                                t: inner.time(i),
+                                v,
+                            })
+                        })
+                        .collect();
+                    (s.labels, points)
+                })
+                .collect(),
+            Val::Scalar(values) => vec![(
+                Labels::empty(),
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Point {
+                        t: inner.time(i),
+                        v: *v,
+                    })
+                    .collect(),
+            )],
+            other => {
+                return Err(QueryError::Execution(format!(
+                    "subquery is only allowed on instant vector, got {}",
+                    other.type_name()
+                )))
+            }
+        };
+        Ok(RangeVal {
+            series,
+            range: subquery.range_ms,
+            ends,
+        })
+    }
+
+    fn binary(&mut self, binary: &Binary, grid: Grid) -> Result<Val, QueryError> {
+        let lhs = self.eval(&binary.lhs, grid)?;
+        let rhs = self.eval(&binary.rhs, grid)?;
+        let op = binary.op;
+        match (lhs, rhs) {
+            (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+                l.iter()
+                    .zip(&r)
+                    .map(|(a, b)| {
+                        let (value, keep) = scalar_op(op, *a, *b);
+                        if op.is_comparison() {
+                            f64::from(u8::from(keep))
+                        } else {
+                            value
+                        }
+                    })
+                    .collect(),
+            )),
+            (Val::Vector(v), Val::Scalar(s)) => {
+                self.vector_scalar(op, binary.return_bool, v, &s, false)
+            }
+            (Val::Scalar(s), Val::Vector(v)) => {
+                self.vector_scalar(op, binary.return_bool, v, &s, true)
+            }
+            (Val::Vector(l), Val::Vector(r)) => {
+                let one_to_one = VectorMatching::one_to_one();
+                let matching = binary.matching.as_ref().unwrap_or(&one_to_one);
+                if matching.fill_lhs.is_some() || matching.fill_rhs.is_some() {
+                    return Err(QueryError::Execution(
+                        "fill modifiers on binary operators are not supported yet".into(),
+                    ));
+                }
+                let steps = grid.len();
+                let out = match op {
+                    BinaryOp::And | BinaryOp::Unless => {
+                        set_and_unless(op == BinaryOp::And, l, &r, matching, steps)
+                    }
+                    BinaryOp::Or => merge_same_labels(set_or(l, r, matching, steps))?,
+                    BinaryOp::TrimUpper | BinaryOp::TrimLower => {
+                        return Err(QueryError::Execution(format!(
+                            "the {} operator is not supported yet",
+                            op.symbol()
+                        )))
+                    }
+                    _ => vector_vector(op, binary.return_bool, l, r, matching, steps)?,
+                };
+                self.hold(out.len() * steps)?;
+                Ok(Val::Vector(out))
+            }
+            (l, r) => Err(QueryError::Execution(format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+
+    fn vector_scalar(
+        &mut self,
+        op: BinaryOp,
+        return_bool: bool,
+        vector: Vec<VSeries>,
+        scalar: &[f64],
+        scalar_first: bool,
+    ) -> Result<Val, QueryError> {
+        let comparison = op.is_comparison();
+        let drop_name = !comparison || return_bool;
+        let out: Vec<VSeries> = vector
+            .into_iter()
+            .map(|s| {
+                let values = s
+                    .values
+                    .iter()
+                    .zip(scalar)
+                    .map(|(v, s)| {
+                        let v = (*v)?;
+                        let (l, r) = if scalar_first { (*s, v) } else { (v, *s) };
+                        let (value, keep) = scalar_op(op, l, r);
+                        if return_bool {
+                            Some(f64::from(u8::from(keep)))
+                        } else if comparison {
+                            keep.then_some(v)
+                        } else {
+                            Some(value)
+                        }
+                    })
+                    .collect();
+                VSeries {
+                    labels: if drop_name {
+                        drop_metric_name(&s.labels)
+                    } else {
+                        s.labels
+                    },
+                    values,
+                }
+            })
+            .collect();
+        Ok(Val::Vector(if drop_name {
+            merge_same_labels(out)?
+        } else {
+            out
+        }))
+    }
+
+    fn aggregate(&mut self, aggregate: &Aggregate, grid: Grid) -> Result<Val, QueryError> {
+        let steps = grid.len();
+        let param = match &aggregate.param {
+            Some(param) if aggregate.op == AggregateOp::CountValues => {
+                match self.eval(param, grid)? {
+                    Val::String(s) => Param::String(s),
+                    other => {
+                        return Err(QueryError::Execution(format!(
+                            "expected string parameter, got {}",
+                            other.type_name()
+                        )))
+                    }
+                }
+            }
+            Some(param) => Param::Scalar(self.eval_scalar(param, grid)?),
+            None => Param::None,
+        };
+        let input = self.eval_vector(&aggregate.expr, grid)?;
+        let out = super::functions::aggregate(self, aggregate, param, input, steps)?;
+        self.hold(out.len() * steps)?;
+        Ok(Val::Vector(out))
+    }
+}
+
+/// The parameter of an aggregation.
+#[derive(Debug)]
+pub(crate) enum Param {
+    None,
+    Scalar(Vec<f64>),
+    String(String),
+}
+
+/// The labels without `__name__`.
+pub(crate) fn drop_metric_name(labels: &Labels) -> Labels {
+    if labels.get(METRIC_NAME_LABEL).is_none() {
+        return labels.clone();
+    }
+    Labels::from_sorted_unchecked(
+        labels
+            .iter()
+            .filter(|l| l.name != METRIC_NAME_LABEL)
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Joins series that ended up with the same labels (after a metric name was dropped, a label
+/// rewritten): fine while they never have a value at the same step, Prometheus' error
+/// otherwise. Keeps the order of first appearance.
+pub(crate) fn merge_same_labels(series: Vec<VSeries>) -> Result<Vec<VSeries>, QueryError> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut out: Vec<VSeries> = Vec::with_capacity(series.len());
+    for s in series {
+        match index.get(&s.labels) {
+            None => {
+                index.insert(s.labels.clone(), out.len());
+                out.push(s);
+            }
+            Some(&at) => {
+                let target = &mut out[at].values;
+                for (slot, value) in target.iter_mut().zip(s.values) {
+                    if value.is_some() {
+                        if slot.is_some() {
+                            return Err(QueryError::Execution(
+                                "vector cannot contain metrics with the same labelset".into(),
+                            ));
+                        }
+                        *slot = value;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The arithmetic or comparison of two floats: the value and whether a comparison holds.
+pub(crate) fn scalar_op(op: BinaryOp, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        BinaryOp::Add => (l + r, true),
+        BinaryOp::Sub => (l - r, true),
+        BinaryOp::Mul => (l * r, true),
+        BinaryOp::Div => (l / r, true),
+        BinaryOp::Mod => (l % r, true),
+        BinaryOp::Pow => (l.powf(r), true),
+        BinaryOp::Atan2 => (l.atan2(r), true),
+        BinaryOp::Eql => (l, l == r),
+        BinaryOp::Neq => (l, l != r),
+        BinaryOp::Gtr => (l, l > r),
+        BinaryOp::Lss => (l, l < r),
+        BinaryOp::Gte => (l, l >= r),
+        BinaryOp::Lte => (l, l <= r),
+        BinaryOp::TrimUpper
+        | BinaryOp::TrimLower
+        | BinaryOp::And
+        | BinaryOp::Or
+        | BinaryOp::Unless => (f64::NAN, false),
+    }
+}
+
+/// The matching signature of a series: the `on` labels, or all but the `ignoring` labels and
+/// the metric name.
+fn signature(labels: &Labels, matching: &VectorMatching) -> Labels {
+    let kept = labels
+        .iter()
+        .filter(|l| {
+            if matching.on {
+                matching.labels.contains(&l.name)
+            } else {
+                l.name != METRIC_NAME_LABEL && !matching.labels.contains(&l.name)
+            }
+        })
+        .cloned()
+        .collect();
+    Labels::from_sorted_unchecked(kept)
+}
+
+/// Groups series by signature: the signature of every series as an index into the groups.
+fn signature_ids(
+    series: &[VSeries],
+    matching: &VectorMatching,
+    ids: &mut HashMap<Labels, usize>,
+) -> Vec<usize> {
+    series
+        .iter()
+        .map(|s| {
+            let sig = signature(&s.labels, matching);
+            let next = ids.len();
+            *ids.entry(sig).or_insert(next)
+        })
+        .collect()
+}
+
+/// `and` / `unless`: left series at the steps where some right series with the same signature
+/// has (`and`) or has no (`unless`) value.
+fn set_and_unless(
+    and: bool,
+    lhs: Vec<VSeries>,
+    rhs: &[VSeries],
+    matching: &VectorMatching,
+    steps: usize,
+) -> Vec<VSeries> {
+    let mut ids = HashMap::new();
+    let rhs_ids = signature_ids(rhs, matching, &mut ids);
+    let mut present = vec![vec![false; steps]; ids.len()];
+    for (s, id) in rhs.iter().zip(&rhs_ids) {
+        for (slot, v) in present[*id].iter_mut().zip(&s.values) {
+            *slot |= v.is_some();
+        }
+    }
+    lhs.into_iter()
+        .filter_map(|mut s| {
+            let sig = signature(&s.labels, matching);
+            let row = ids.get(&sig).map(|id| &present[*id]);
+            for (i, value) in s.values.iter_mut().enumerate() {
+                let matched = row.is_some_and(|row| row[i]);
+                if matched != and {
+                    *value = None;
+                }
+            }
+            s.values.iter().any(Option::is_some).then_some(s)
+        })
+        .collect()
+}
+
+/// `or`: every left series, and the right series at the steps where no left series with the
+/// same signature has a value.
+fn set_or(
+    lhs: Vec<VSeries>,
+    rhs: Vec<VSeries>,
+    matching: &VectorMatching,
+    steps: usize,
+) -> Vec<VSeries> {
+    let mut ids = HashMap::new();
+    let lhs_ids = signature_ids(&lhs, matching, &mut ids);
+    let mut present = vec![vec![false; steps]; ids.len()];
+    for (s, id) in lhs.iter().zip(&lhs_ids) {
+        for (slot, v) in present[*id].iter_mut().zip(&s.values) {
+            *slot |= v.is_some();
+        }
+    }
+    let mut out = lhs;
+    for mut s in rhs {
+        let sig = signature(&s.labels, matching);
+        if let Some(row) = ids.get(&sig).map(|id| &present[*id]) {
+            for (value, taken) in s.values.iter_mut().zip(row) {
+                if *taken {
+                    *value = None;
+                }
+            }
+        }
+        if s.values.iter().any(Option::is_some) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Arithmetic and comparisons between two vectors with one-to-one or many-to-one matching.
+fn vector_vector(
+    op: BinaryOp,
+    return_bool: bool,
+    lhs: Vec<VSeries>,
+    rhs: Vec<VSeries>,
+    matching: &VectorMatching,
+    steps: usize,
+) -> Result<Vec<VSeries>, QueryError> {
+    let card = matching.card;
+    // Work with the "many" side on the left; the "one" side must be unique per signature.
+    let swapped = card == VectorMatchCardinality::OneToMany;
+    let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+    let mut ids = HashMap::new();
+    let one_ids = signature_ids(&one, matching, &mut ids);
+    let groups = ids.len();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
+    for (index, id) in one_ids.iter().enumerate() {
+        members[*id].push(index);
+    }
+    let many_groups: Vec<Option<usize>> = many
+        .iter()
+        .map(|s| ids.get(&signature(&s.labels, matching)).copied())
+        .collect();
+
+    // The one side's series at each step of each group (an error when two have a value).
+    let mut one_at: Vec<Vec<Option<u32>>> = vec![vec![None; steps]; groups];
+    for (group, list) in members.iter().enumerate() {
+        for &index in list {
+            for (i, v) in one[index].values.iter().enumerate() {
+                if v.is_some() {
+                    if let Some(previous) = one_at[group][i] {
+                        let side = if swapped { "left" } else { "right" };
+                        let sig = signature(&one[index].labels, matching);
+                        return Err(QueryError::Execution(format!(
+                            "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                            one[index].labels, one[previous as usize].labels
+                        )));
+                    }
+                    one_at[group][i] = Some(index as u32);
+                }
+            }
+        }
+    }
+
+    let drop_name = !op.is_comparison() || return_bool;
+    let mut out: Vec<VSeries> = Vec::new();
+    let mut out_index: HashMap<Labels, usize> = HashMap::new();
+    let mut pair_out: HashMap<(usize, u32), usize> = HashMap::new();
+    // For one-to-one: which many-side series produced a value for a group at a step.
+    let mut group_filled: Vec<Vec<bool>> = if card == VectorMatchCardinality::OneToOne {
+        vec![vec![false; steps]; groups]
+    } else {
+        Vec::new()
+    };
+    for (m, series) in many.iter().enumerate() {
+        let Some(group) = many_groups[m] else {
+            continue;
+        };
+        for i in 0..steps {
+            let Some(lv) = series.values[i] else { continue };
+            let Some(o) = one_at[group][i] else { continue };
+            let Some(rv) = one[o as usize].values[i] else {
+                continue;
+            };
+            let (l, r) = if swapped { (rv, lv) } else { (lv, rv) };
+            let (value, keep) = scalar_op(op, l, r);
+            let value = if return_bool {
+                f64::from(u8::from(keep))
+            } else if !keep {
+                continue;
+            } else {
+                value
+            };
+            if card == VectorMatchCardinality::OneToOne {
+                if group_filled[group][i] {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                group_filled[group][i] = true;
+            }
+            let target = match pair_out.get(&(m, o)) {
+                Some(&target) => target,
+                None => {
+                    let labels =
+                        result_labels(&series.labels, &one[o as usize].labels, matching, drop_name);
+                    let target = *out_index.entry(labels.clone()).or_insert_with(|| {
+                        out.push(VSeries {
+                            labels,
+                            values: vec![None; steps],
+                        });
+                        out.len() - 1
+                    });
+                    pair_out.insert((m, o), target);
+                    target
+                }
+            };
+            let slot = &mut out[target].values[i];
+            if slot.is_some() {
+                return Err(QueryError::Execution(
+                    if card == VectorMatchCardinality::OneToOne {
+                        "vector cannot contain metrics with the same labelset".into()
+                    } else {
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into()
+                    },
+                ));
+            }
+            *slot = Some(value);
+        }
+    }
+    Ok(out)
+}
+
+/// The labels of a vector-vector result: the many side's labels, reduced to the matching
+/// labels for one-to-one matching, plus the `group_x(...)` labels taken from the one side.
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    matching: &VectorMatching,
+    drop_name: bool,
+) -> Labels {
+    let mut builder = many.to_builder();
+    if drop_name {
+        builder.remove(METRIC_NAME_LABEL);
+    }
+    if matching.card == VectorMatchCardinality::OneToOne {
+        if matching.on {
+            for label in many.iter() {
+                if !matching.labels.contains(&label.name) {
+                    builder.remove(&label.name);
+                }
+            }
+        } else {
+            for name in &matching.labels {
+                builder.remove(name);
+            }
+        }
+    }
+    for name in &matching.include {
+        match one.get(name) {
+            Some(value) => {
+                builder.set(name.clone(), value.to_string());
+            }
+            None => {
+                builder.remove(name);
+            }
+        }
+    }
+    builder.build()
 }

@@ -1,1 +1,1343 @@
-//! Function calls (being written).
+//! Function calls and aggregations.
+
+use std::collections::HashMap;
+
+use lookout_model::{Labels, MatchKind, METRIC_NAME_LABEL};
+use regex::Regex;
+
+use super::eval::{
+    drop_metric_name, merge_same_labels, Column, Evaluator, Grid, Param, RangeVal, VSeries, Val,
+};
+use super::math::{
+    calendar, go_format_float, go_max, go_min, kahan_add, linear_regression, quantile, Mean,
+};
+use super::value::Point;
+use super::QueryError;
+use crate::ast::{Aggregate, AggregateOp, Call, Expr};
+
+/// Evaluates a function call.
+pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Val, QueryError> {
+    let name = call.func.name;
+    let args = &call.args;
+    let steps = grid.len();
+    match name {
+        "time" => Ok(Val::Scalar(
+            (0..steps).map(|i| grid.time(i) as f64 / 1000.0).collect(),
+        )),
+        "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; steps])),
+        "vector" => {
+            let values = ev.eval_scalar(&args[0], grid)?;
+            Ok(Val::Vector(vec![VSeries {
+                labels: Labels::empty(),
+                values: values.into_iter().map(Some).collect(),
+            }]))
+        }
+        "scalar" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let mut out = vec![f64::NAN; steps];
+            let mut counts = vec![0u32; steps];
+            for s in &series {
+                for (i, v) in s.values.iter().enumerate() {
+                    if let Some(v) = v {
+                        counts[i] += 1;
+                        out[i] = *v;
+                    }
+                }
+            }
+            for (value, count) in out.iter_mut().zip(counts) {
+                if count != 1 {
+                    *value = f64::NAN;
+                }
+            }
+            Ok(Val::Scalar(out))
+        }
+        "timestamp" => {
+            let series = match args[0].unwrap_parens() {
+                Expr::VectorSelector(selector) => ev.select_vector(selector, grid, true)?,
+                other => {
+                    let mut series = ev.eval_vector(other, grid)?;
+                    for s in &mut series {
+                        for (i, v) in s.values.iter_mut().enumerate() {
+                            if v.is_some() {
+                                *v = Some(grid.time(i) as f64 / 1000.0);
+                            }
+                        }
+                    }
+                    series
+                }
+            };
+            map_vector(series, true, Some)
+        }
+        "abs" => simple(ev, args, grid, f64::abs),
+        "ceil" => simple(ev, args, grid, f64::ceil),
+        "floor" => simple(ev, args, grid, f64::floor),
+        "exp" => simple(ev, args, grid, f64::exp),
+        "sqrt" => simple(ev, args, grid, f64::sqrt),
+        "ln" => simple(ev, args, grid, f64::ln),
+        "log2" => simple(ev, args, grid, f64::log2),
+        "log10" => simple(ev, args, grid, f64::log10),
+        "sin" => simple(ev, args, grid, f64::sin),
+        "cos" => simple(ev, args, grid, f64::cos),
+        "tan" => simple(ev, args, grid, f64::tan),
+        "asin" => simple(ev, args, grid, f64::asin),
+        "acos" => simple(ev, args, grid, f64::acos),
+        "atan" => simple(ev, args, grid, f64::atan),
+        "sinh" => simple(ev, args, grid, f64::sinh),
+        "cosh" => simple(ev, args, grid, f64::cosh),
+        "tanh" => simple(ev, args, grid, f64::tanh),
+        "asinh" => simple(ev, args, grid, f64::asinh),
+        "acosh" => simple(ev, args, grid, f64::acosh),
+        "atanh" => simple(ev, args, grid, f64::atanh),
+        "deg" => simple(ev, args, grid, |v| v * 180.0 / std::f64::consts::PI),
+        "rad" => simple(ev, args, grid, |v| v * std::f64::consts::PI / 180.0),
+        "sgn" => simple(ev, args, grid, |v| {
+            if v < 0.0 {
+                -1.0
+            } else if v > 0.0 {
+                1.0
+            } else {
+                v
+            }
+        }),
+        "round" => {
+            let to_nearest = match args.get(1) {
+                Some(arg) => ev.eval_scalar(arg, grid)?,
+                None => vec![1.0; steps],
+            };
+            let series = ev.eval_vector(&args[0], grid)?;
+            map_vector_steps(series, true, |i, v| {
+                let inverse = 1.0 / to_nearest[i];
+                Some((v * inverse + 0.5).floor() / inverse)
+            })
+        }
+        "clamp" | "clamp_min" | "clamp_max" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let (low, high) = match name {
+                "clamp" => (
+                    ev.eval_scalar(&args[1], grid)?,
+                    ev.eval_scalar(&args[2], grid)?,
+                ),
+                "clamp_min" => (ev.eval_scalar(&args[1], grid)?, vec![f64::INFINITY; steps]),
+                _ => (
+                    vec![f64::NEG_INFINITY; steps],
+                    ev.eval_scalar(&args[1], grid)?,
+                ),
+            };
+            map_vector_steps(series, true, |i, v| {
+                if name == "clamp" && high[i] < low[i] {
+                    return None;
+                }
+                Some(go_max(low[i], go_min(high[i], v)))
+            })
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let series = match args.first() {
+                Some(arg) => ev.eval_vector(arg, grid)?,
+                None => vec![VSeries {
+                    labels: Labels::empty(),
+                    values: (0..steps)
+                        .map(|i| Some(grid.time(i) as f64 / 1000.0))
+                        .collect(),
+                }],
+            };
+            map_vector(series, true, |v| {
+                if v.is_nan() || v.is_infinite() {
+                    return Some(f64::NAN);
+                }
+                let date = calendar(v.trunc() as i64);
+                Some(match name {
+                    "day_of_month" => date.day,
+                    "day_of_week" => date.weekday,
+                    "day_of_year" => date.day_of_year,
+                    "days_in_month" => date.days_in_month,
+                    "hour" => date.hour,
+                    "minute" => date.minute,
+                    "month" => date.month,
+                    _ => date.year,
+                } as f64)
+            })
+        }
+        "sort" | "sort_desc" => {
+            let mut series = ev.eval_vector(&args[0], grid)?;
+            if steps == 1 {
+                let key = |s: &VSeries| s.values[0].unwrap_or(f64::NAN);
+                if name == "sort" {
+                    series.sort_by(|a, b| cmp_nan_first(key(a), key(b)));
+                } else {
+                    series.sort_by(|a, b| cmp_desc_nan_last(key(a), key(b)));
+                }
+            }
+            Ok(Val::Vector(series))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut series = ev.eval_vector(&args[0], grid)?;
+            let mut names = Vec::new();
+            for arg in &args[1..] {
+                match ev.eval(arg, grid)? {
+                    Val::String(s) => names.push(s),
+                    _ => return Err(QueryError::Execution("expected label name".into())),
+                }
+            }
+            series.sort_by(|a, b| {
+                for name in &names {
+                    let ordering = natural_cmp(
+                        a.labels.get(name).unwrap_or(""),
+                        b.labels.get(name).unwrap_or(""),
+                    );
+                    if ordering != std::cmp::Ordering::Equal {
+                        return ordering;
+                    }
+                }
+                a.labels.cmp(&b.labels)
+            });
+            if name == "sort_by_label_desc" {
+                series.reverse();
+            }
+            Ok(Val::Vector(series))
+        }
+        "label_replace" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let dst = string_arg(ev, &args[1], grid)?;
+            let replacement = string_arg(ev, &args[2], grid)?;
+            let src = string_arg(ev, &args[3], grid)?;
+            let pattern = string_arg(ev, &args[4], grid)?;
+            let regex = Regex::new(&format!("^(?s:{pattern})$")).map_err(|error| {
+                QueryError::Execution(format!(
+                    "invalid regular expression in label_replace(): {pattern}: {error}"
+                ))
+            })?;
+            if !valid_label_name(&dst) {
+                return Err(QueryError::Execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let out = series
+                .into_iter()
+                .map(|s| {
+                    let value = s.labels.get(&src).unwrap_or("");
+                    let labels = match regex.captures(value) {
+                        Some(captures) => {
+                            let mut expanded = String::new();
+                            captures.expand(&replacement, &mut expanded);
+                            let mut builder = s.labels.to_builder();
+                            builder.set(dst.clone(), expanded);
+                            builder.build()
+                        }
+                        None => s.labels.clone(),
+                    };
+                    VSeries {
+                        labels,
+                        values: s.values,
+                    }
+                })
+                .collect();
+            Ok(Val::Vector(merge_same_labels(out)?))
+        }
+        "label_join" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let dst = string_arg(ev, &args[1], grid)?;
+            let separator = string_arg(ev, &args[2], grid)?;
+            let mut sources = Vec::new();
+            for arg in &args[3..] {
+                let source = string_arg(ev, arg, grid)?;
+                if !valid_label_name(&source) {
+                    return Err(QueryError::Execution(format!(
+                        "invalid source label name in label_join(): {source}"
+                    )));
+                }
+                sources.push(source);
+            }
+            if !valid_label_name(&dst) {
+                return Err(QueryError::Execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            let out = series
+                .into_iter()
+                .map(|s| {
+                    let joined = sources
+                        .iter()
+                        .map(|name| s.labels.get(name).unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join(&separator);
+                    let mut builder = s.labels.to_builder();
+                    builder.set(dst.clone(), joined);
+                    VSeries {
+                        labels: builder.build(),
+                        values: s.values,
+                    }
+                })
+                .collect();
+            Ok(Val::Vector(merge_same_labels(out)?))
+        }
+        "absent" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let labels = absent_labels(&args[0]);
+            let values: Column = (0..steps)
+                .map(|i| (!series.iter().any(|s| s.values[i].is_some())).then_some(1.0))
+                .collect();
+            Ok(Val::Vector(vec![VSeries { labels, values }]))
+        }
+        "absent_over_time" => {
+            let range = ev.eval_range(&args[0], grid)?;
+            let labels = match args[0].unwrap_parens() {
+                Expr::MatrixSelector(matrix) => {
+                    absent_labels(&Expr::VectorSelector(matrix.vector.clone()))
+                }
+                _ => Labels::empty(),
+            };
+            let mut present = vec![false; steps];
+            for (_, points) in &range.series {
+                for_each_window(&range, points, |i, window| {
+                    present[i] |= !window.is_empty();
+                });
+            }
+            let values = present.iter().map(|p| (!p).then_some(1.0)).collect();
+            Ok(Val::Vector(vec![VSeries { labels, values }]))
+        }
+        "histogram_quantile" => {
+            let q = ev.eval_scalar(&args[0], grid)?;
+            let series = ev.eval_vector(&args[1], grid)?;
+            histogram_quantile(ev, &q, series, steps)
+        }
+        "zhistogram_quantile" => {
+            let q = ev.eval_scalar(&args[0], grid)?;
+            let series = ev.eval_vector(&args[1], grid)?;
+            zhistogram_quantile(&q, series, steps)
+        }
+        "quantile_over_time" => {
+            let q = ev.eval_scalar(&args[0], grid)?;
+            let range = ev.eval_range(&args[1], grid)?;
+            range_function(ev, &range, grid, false, |i, window, _| {
+                let mut values: Vec<f64> = window.iter().map(|p| p.v).collect();
+                Some(quantile(q[i], &mut values))
+            })
+        }
+        "predict_linear" => {
+            let range = ev.eval_range(&args[0], grid)?;
+            let duration = ev.eval_scalar(&args[1], grid)?;
+            range_function(ev, &range, grid, false, |i, window, _| {
+                if window.len() < 2 {
+                    return None;
+                }
+                let (slope, intercept) = linear_regression(window, grid.time(i));
+                Some(slope * duration[i] + intercept)
+            })
+        }
+        "double_exponential_smoothing" | "holt_winters" => {
+            let range = ev.eval_range(&args[0], grid)?;
+            let sf = ev.eval_scalar(&args[1], grid)?;
+            let tf = ev.eval_scalar(&args[2], grid)?;
+            for i in 0..steps {
+                if sf[i] <= 0.0 || sf[i] >= 1.0 || sf[i].is_nan() {
+                    return Err(QueryError::Execution(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                        sf[i]
+                    )));
+                }
+                if tf[i] <= 0.0 || tf[i] >= 1.0 || tf[i].is_nan() {
+                    return Err(QueryError::Execution(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                        tf[i]
+                    )));
+                }
+            }
+            range_function(ev, &range, grid, false, |i, window, _| {
+                double_exponential_smoothing(window, sf[i], tf[i])
+            })
+        }
+        _ => {
+            if let Some(f) = range_reducer(name) {
+                let range = ev.eval_range(&args[0], grid)?;
+                let keep_name = matches!(
+                    name,
+                    "last_over_time" | "first_over_time" | "sum2_over_time"
+                );
+                return range_function(ev, &range, grid, keep_name, |_, window, bounds| {
+                    f(window, bounds)
+                });
+            }
+            Err(QueryError::Execution(format!(
+                "function {name}() is not supported yet"
+            )))
+        }
+    }
+}
+
+/// The window `(start, end]` a range function sees, with the range it was written with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    start: i64,
+    end: i64,
+    range: i64,
+}
+
+type Reducer = fn(&[Point], Bounds) -> Option<f64>;
+
+/// The functions that reduce one window of one series to a value.
+fn range_reducer(name: &str) -> Option<Reducer> {
+    let f: Reducer = match name {
+        "rate" => |w, b| extrapolated_rate(w, b, true, true),
+        "increase" => |w, b| extrapolated_rate(w, b, true, false),
+        "delta" => |w, b| extrapolated_rate(w, b, false, false),
+        "irate" => |w, _| instant_value(w, true),
+        "idelta" => |w, _| instant_value(w, false),
+        "increase2" => |w, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            let mut total = w[w.len() - 1].v - w[0].v;
+            for pair in w.windows(2) {
+                if pair[1].v < pair[0].v {
+                    total += pair[0].v;
+                }
+            }
+            Some(total)
+        },
+        "changes" => |w, _| {
+            let changes = w
+                .windows(2)
+                .filter(|p| p[1].v != p[0].v && !(p[1].v.is_nan() && p[0].v.is_nan()))
+                .count();
+            Some(changes as f64)
+        },
+        "resets" => |w, _| Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64),
+        "deriv" => |w, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(w, w[0].t).0)
+        },
+        "avg_over_time" => |w, _| {
+            let mut mean = Mean::default();
+            for p in w {
+                mean.add(p.v);
+            }
+            Some(mean.value())
+        },
+        "count_over_time" => |w, _| Some(w.len() as f64),
+        "sum_over_time" | "sum2_over_time" => |w, _| {
+            let (mut sum, mut c) = (0.0, 0.0);
+            for p in w {
+                (sum, c) = kahan_add(p.v, sum, c);
+            }
+            Some(if sum.is_infinite() { sum } else { sum + c })
+        },
+        "min_over_time" => |w, _| {
+            let mut min = w[0].v;
+            for p in &w[1..] {
+                if p.v < min || min.is_nan() {
+                    min = p.v;
+                }
+            }
+            Some(min)
+        },
+        "max_over_time" => |w, _| {
+            let mut max = w[0].v;
+            for p in &w[1..] {
+                if p.v > max || max.is_nan() {
+                    max = p.v;
+                }
+            }
+            Some(max)
+        },
+        "stddev_over_time" => |w, _| Some(variance(w).sqrt()),
+        "stdvar_over_time" => |w, _| Some(variance(w)),
+        "last_over_time" => |w, _| Some(w[w.len() - 1].v),
+        "first_over_time" => |w, _| Some(w[0].v),
+        "present_over_time" => |_, _| Some(1.0),
+        "mad_over_time" => |w, _| {
+            let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
+            let median = quantile(0.5, &mut values);
+            let mut deviations: Vec<f64> = w.iter().map(|p| (p.v - median).abs()).collect();
+            Some(quantile(0.5, &mut deviations))
+        },
+        "ts_of_first_over_time" => |w, _| Some(w[0].t as f64 / 1000.0),
+        "ts_of_last_over_time" => |w, _| Some(w[w.len() - 1].t as f64 / 1000.0),
+        "ts_of_min_over_time" => |w, _| {
+            let mut best = w[0];
+            for p in &w[1..] {
+                if p.v <= best.v || best.v.is_nan() {
+                    best = *p;
+                }
+            }
+            Some(best.t as f64 / 1000.0)
+        },
+        "ts_of_max_over_time" => |w, _| {
+            let mut best = w[0];
+            for p in &w[1..] {
+                if p.v >= best.v || best.v.is_nan() {
+                    best = *p;
+                }
+            }
+            Some(best.t as f64 / 1000.0)
+        },
+        _ => return None,
+    };
+    Some(f)
+}
+
+fn variance(window: &[Point]) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for p in window {
+        count += 1.0;
+        let delta = p.v - (mean + c_mean);
+        (mean, c_mean) = kahan_add(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_add(delta * (p.v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its
+/// boundaries as Prometheus does (at most half an average interval past the first and last
+/// sample, never below a counter's zero point).
+fn extrapolated_rate(window: &[Point], bounds: Bounds, counter: bool, rate: bool) -> Option<f64> {
+    if window.len() < 2 {
+        return None;
+    }
+    let first = window[0];
+    let last = window[window.len() - 1];
+    let mut result = last.v - first.v;
+    if counter {
+        let mut previous = 0.0;
+        for p in window {
+            if p.v < previous {
+                result += previous;
+            }
+            previous = p.v;
+        }
+    }
+    let mut to_start = (first.t - bounds.start) as f64 / 1000.0;
+    let mut to_end = (bounds.end - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let average = sampled / (window.len() - 1) as f64;
+    let threshold = average * 1.1;
+    if to_start >= threshold {
+        to_start = average / 2.0;
+    }
+    if counter {
+        let mut to_zero = to_start;
+        if result > 0.0 && first.v >= 0.0 {
+            to_zero = sampled * (first.v / result);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = average / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= bounds.range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// `irate` and `idelta`: from the last two samples.
+fn instant_value(window: &[Point], rate: bool) -> Option<f64> {
+    if window.len() < 2 {
+        return None;
+    }
+    let last = window[window.len() - 1];
+    let previous = window[window.len() - 2];
+    let mut result = if rate && last.v < previous.v {
+        last.v
+    } else {
+        last.v - previous.v
+    };
+    let interval = last.t - previous.t;
+    if interval == 0 {
+        return None;
+    }
+    if rate {
+        result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+fn double_exponential_smoothing(window: &[Point], sf: f64, tf: f64) -> Option<f64> {
+    if window.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = window[0].v;
+    let mut b = window[1].v - window[0].v;
+    for (i, p) in window.iter().enumerate().skip(1) {
+        let x = sf * p.v;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
+}
+
+/// Calls `f(step, window)` for every step with the points of `(end - range, end]`.
+fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, &[Point])) {
+    let (mut lo, mut hi) = (0, 0);
+    for (i, &end) in range.ends.iter().enumerate() {
+        let start = end - range.range;
+        if hi > 0 && end < points.get(hi - 1).map_or(i64::MIN, |p| p.t) {
+            // Window ends went backwards (never with a fixed grid); restart the scan.
+            lo = 0;
+            hi = 0;
+        }
+        while hi < points.len() && points[hi].t <= end {
+            hi += 1;
+        }
+        while lo < hi && points[lo].t <= start {
+            lo += 1;
+        }
+        f(i, &points[lo.min(hi)..hi]);
+    }
+}
+
+/// Applies a window function to every series of a range vector at every step.
+fn range_function(
+    ev: &mut Evaluator<'_>,
+    range: &RangeVal,
+    grid: Grid,
+    keep_name: bool,
+    f: impl Fn(usize, &[Point], Bounds) -> Option<f64>,
+) -> Result<Val, QueryError> {
+    let steps = grid.len();
+    let fixed = steps > 1 && range.ends.first() == range.ends.last();
+    let mut out = Vec::with_capacity(range.series.len());
+    for (labels, points) in &range.series {
+        ev.check()?;
+        let mut values: Column = vec![None; steps];
+        for_each_window(range, points, |i, window| {
+            if window.is_empty() || (fixed && i > 0) {
+                return;
+            }
+            let end = range.ends[i];
+            let bounds = Bounds {
+                start: end - range.range,
+                end,
+                range: range.range,
+            };
+            values[i] = f(i, window, bounds);
+        });
+        if fixed {
+            let first = values[0];
+            values.fill(first);
+        }
+        if values.iter().any(Option::is_some) {
+            out.push(VSeries {
+                labels: if keep_name {
+                    labels.clone()
+                } else {
+                    drop_metric_name(labels)
+                },
+                values,
+            });
+        }
+    }
+    ev.hold(out.len() * steps)?;
+    if !keep_name {
+        let mut seen = std::collections::HashSet::with_capacity(out.len());
+        if !out.iter().all(|s| seen.insert(&s.labels)) {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+fn simple(
+    ev: &mut Evaluator<'_>,
+    args: &[Expr],
+    grid: Grid,
+    f: impl Fn(f64) -> f64,
+) -> Result<Val, QueryError> {
+    let series = ev.eval_vector(&args[0], grid)?;
+    map_vector(series, true, |v| Some(f(v)))
+}
+
+fn map_vector(
+    series: Vec<VSeries>,
+    drop_name: bool,
+    f: impl Fn(f64) -> Option<f64>,
+) -> Result<Val, QueryError> {
+    map_vector_steps(series, drop_name, |_, v| f(v))
+}
+
+fn map_vector_steps(
+    series: Vec<VSeries>,
+    drop_name: bool,
+    f: impl Fn(usize, f64) -> Option<f64>,
+) -> Result<Val, QueryError> {
+    let out = series
+        .into_iter()
+        .map(|s| VSeries {
+            labels: if drop_name {
+                drop_metric_name(&s.labels)
+            } else {
+                s.labels
+            },
+            values: s
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.and_then(|v| f(i, v)))
+                .collect(),
+        })
+        .collect();
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+fn string_arg(ev: &mut Evaluator<'_>, arg: &Expr, grid: Grid) -> Result<String, QueryError> {
+    match ev.eval(arg, grid)? {
+        Val::String(s) => Ok(s),
+        _ => Err(QueryError::Execution("expected a string argument".into())),
+    }
+}
+
+fn valid_label_name(name: &str) -> bool {
+    !name.is_empty() && std::str::from_utf8(name.as_bytes()).is_ok()
+}
+
+/// The labels `absent(sel)` reports: the selector's equality matchers, except the metric
+/// name and labels matched more than once.
+fn absent_labels(expr: &Expr) -> Labels {
+    let Expr::VectorSelector(selector) = expr.unwrap_parens() else {
+        return Labels::empty();
+    };
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut repeated: Vec<&str> = Vec::new();
+    for matcher in &selector.matchers {
+        if matcher.kind() != MatchKind::Equal || matcher.name() == METRIC_NAME_LABEL {
+            continue;
+        }
+        if pairs.iter().any(|(name, _)| *name == matcher.name()) {
+            repeated.push(matcher.name());
+        }
+        pairs.push((matcher.name(), matcher.value()));
+    }
+    pairs.retain(|(name, _)| !repeated.contains(name));
+    Labels::from_pairs(pairs).unwrap_or_default()
+}
+
+fn cmp_nan_first(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn cmp_desc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// Compares strings with runs of digits compared as numbers ("a2" < "a10").
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let na = std::str::from_utf8(&a[..da])
+                    .unwrap_or("0")
+                    .trim_start_matches('0');
+                let nb = std::str::from_utf8(&b[..db])
+                    .unwrap_or("0")
+                    .trim_start_matches('0');
+                let ordering = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
+                if ordering != std::cmp::Ordering::Equal {
+                    return ordering;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+/// Classic `histogram_quantile` over `le` buckets.
+fn histogram_quantile(
+    ev: &mut Evaluator<'_>,
+    q: &[f64],
+    series: Vec<VSeries>,
+    steps: usize,
+) -> Result<Val, QueryError> {
+    let mut groups: HashMap<Labels, usize> = HashMap::new();
+    let mut members: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut malformed = false;
+    for (index, s) in series.iter().enumerate() {
+        let Some(upper) = s.labels.get("le").and_then(parse_le) else {
+            malformed = true;
+            continue;
+        };
+        let mut builder = s.labels.to_builder();
+        builder.remove("le").remove(METRIC_NAME_LABEL);
+        let key = builder.build();
+        let next = members.len();
+        let group = *groups.entry(key.clone()).or_insert(next);
+        if group == next {
+            members.push((key, Vec::new()));
+        }
+        members[group].1.push((upper, index));
+    }
+    if malformed {
+        ev.infos
+            .push("PromQL warning: bucket label \"le\" is missing or has a malformed value".into());
+    }
+    let mut out = Vec::with_capacity(members.len());
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for (labels, list) in members {
+        let values = (0..steps)
+            .map(|i| {
+                buckets.clear();
+                buckets
+                    .extend(list.iter().filter_map(|(upper, index)| {
+                        series[*index].values[i].map(|v| (*upper, v))
+                    }));
+                (!buckets.is_empty()).then(|| bucket_quantile(q[i], &mut buckets))
+            })
+            .collect();
+        out.push(VSeries { labels, values });
+    }
+    Ok(Val::Vector(out))
+}
+
+fn parse_le(value: &str) -> Option<f64> {
+    match value.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        other => other.parse().ok(),
+    }
+}
+
+/// The quantile of cumulative `(upper bound, count)` buckets, as Prometheus computes it.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds.
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(upper, count) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == upper => last.1 += count,
+            _ => merged.push((upper, count)),
+        }
+    }
+    *buckets = merged;
+    // Monotonicity, ignoring tiny floating-point differences.
+    let mut previous = buckets[0].1;
+    for bucket in buckets.iter_mut().skip(1) {
+        let current = bucket.1;
+        if current == previous {
+            continue;
+        }
+        if almost_equal(previous, current, 1e-12) || current < previous {
+            bucket.1 = previous;
+            continue;
+        }
+        previous = current;
+    }
+    if buckets.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = buckets[buckets.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = buckets[..buckets.len() - 1].partition_point(|bucket| bucket.1 < rank);
+    if b == buckets.len() - 1 {
+        return buckets[buckets.len() - 2].0;
+    }
+    if b == 0 && buckets[0].0 <= 0.0 {
+        return buckets[0].0;
+    }
+    let mut start = 0.0;
+    let end = buckets[b].0;
+    let mut count = buckets[b].1;
+    if b > 0 {
+        start = buckets[b - 1].0;
+        count -= buckets[b - 1].1;
+        rank -= buckets[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    if a == b {
+        return true;
+    }
+    let sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || sum < MIN_NORMAL {
+        return diff < epsilon * MIN_NORMAL;
+    }
+    diff / sum.min(f64::MAX) < epsilon
+}
+
+/// SOFALookout's `zhistogram_quantile`: per-bucket (not cumulative) counts labelled
+/// `_bucket="lo-hi"` or `"lo-"`, grouped by every other label (the metric name included).
+fn zhistogram_quantile(q: &[f64], series: Vec<VSeries>, steps: usize) -> Result<Val, QueryError> {
+    if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+        return Err(QueryError::Execution(format!(
+            "zhistogram_quantile: quantile must be between 0 and 1, got {bad}"
+        )));
+    }
+    let mut groups: HashMap<Labels, usize> = HashMap::new();
+    let mut members: Vec<(Labels, Vec<ZBucket>)> = Vec::new();
+    for (index, s) in series.iter().enumerate() {
+        let Some((low, high)) = s.labels.get("_bucket").and_then(parse_zbucket) else {
+            continue;
+        };
+        let mut builder = s.labels.to_builder();
+        builder.remove("_bucket");
+        let key = builder.build();
+        let next = members.len();
+        let group = *groups.entry(key.clone()).or_insert(next);
+        if group == next {
+            members.push((key, Vec::new()));
+        }
+        members[group].1.push((low, high, index));
+    }
+    let mut out = Vec::with_capacity(members.len());
+    for (labels, mut list) in members {
+        list.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let values = (0..steps)
+            .map(|i| {
+                let buckets: Vec<(f64, Option<f64>, f64)> = list
+                    .iter()
+                    .filter_map(|(low, high, index)| {
+                        series[*index].values[i].map(|c| (*low, *high, c))
+                    })
+                    .collect();
+                if buckets.is_empty() {
+                    return None;
+                }
+                let total: f64 = buckets.iter().map(|b| b.2).sum();
+                let rank = q[i] * total;
+                let mut running = 0.0;
+                for (low, high, count) in &buckets {
+                    let before = running;
+                    running += count;
+                    if running >= rank {
+                        return Some(match high {
+                            Some(high) if *count > 0.0 => {
+                                low + (high - low) * (rank - before) / count
+                            }
+                            _ => *low,
+                        });
+                    }
+                }
+                Some(f64::NAN)
+            })
+            .collect();
+        out.push(VSeries { labels, values });
+    }
+    Ok(Val::Vector(out))
+}
+
+/// A SOFALookout bucket: lower bound, upper bound (none when open), input series index.
+type ZBucket = (f64, Option<f64>, usize);
+
+/// `"lo-hi"` or `"lo-"`; `lo` may itself be negative (`"-5-0"`).
+fn parse_zbucket(value: &str) -> Option<(f64, Option<f64>)> {
+    let split = value
+        .char_indices()
+        .skip(1)
+        .find(|(i, c)| *c == '-' && !matches!(value.as_bytes()[i - 1], b'e' | b'E'))
+        .map(|(i, _)| i)?;
+    let low: f64 = value[..split].trim().parse().ok()?;
+    let rest = value[split + 1..].trim();
+    if rest.is_empty() {
+        Some((low, None))
+    } else {
+        Some((low, Some(rest.parse().ok()?)))
+    }
+}
+
+/// Evaluates an aggregation over its input series.
+pub(crate) fn aggregate(
+    ev: &mut Evaluator<'_>,
+    aggregate: &Aggregate,
+    param: Param,
+    input: Vec<VSeries>,
+    steps: usize,
+) -> Result<Vec<VSeries>, QueryError> {
+    let op = aggregate.op;
+    // Group keys, computed once per input series.
+    let mut ids: HashMap<Labels, usize> = HashMap::new();
+    let mut keys: Vec<Labels> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (index, s) in input.iter().enumerate() {
+        ev.check_every(index)?;
+        let key = group_key(&s.labels, &aggregate.grouping, aggregate.without);
+        let next = keys.len();
+        let id = *ids.entry(key.clone()).or_insert(next);
+        if id == next {
+            keys.push(key);
+            members.push(Vec::new());
+        }
+        members[id].push(index);
+    }
+    let scalar = |param: &Param| -> Vec<f64> {
+        match param {
+            Param::Scalar(values) => values.clone(),
+            _ => vec![f64::NAN; steps],
+        }
+    };
+    match op {
+        AggregateOp::Topk | AggregateOp::Bottomk | AggregateOp::Limitk => {
+            let k = scalar(&param);
+            for value in &k {
+                if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(value) {
+                    return Err(QueryError::Execution(format!(
+                        "Scalar value {} overflows int64",
+                        go_format_float(*value)
+                    )));
+                }
+            }
+            select_k(op, &k, input, &members, steps)
+        }
+        AggregateOp::LimitRatio => {
+            let ratio = scalar(&param);
+            let mut out = input;
+            for s in &mut out {
+                let offset = s.labels.stable_hash() as f64 / u64::MAX as f64;
+                for (i, value) in s.values.iter_mut().enumerate() {
+                    let r = ratio[i].clamp(-1.0, 1.0);
+                    let keep = (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r);
+                    if !keep {
+                        *value = None;
+                    }
+                }
+            }
+            out.retain(|s| s.values.iter().any(Option::is_some));
+            Ok(out)
+        }
+        AggregateOp::CountValues => {
+            let Param::String(label) = param else {
+                return Err(QueryError::Execution(
+                    "count_values needs a label name".into(),
+                ));
+            };
+            if label.is_empty() {
+                return Err(QueryError::Execution(format!(
+                    "invalid label name {label:?}"
+                )));
+            }
+            let mut out: Vec<VSeries> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for (id, list) in members.iter().enumerate() {
+                for &m in list {
+                    for (i, value) in input[m].values.iter().enumerate() {
+                        let Some(value) = value else { continue };
+                        let mut builder = keys[id].to_builder();
+                        builder.set(label.clone(), go_format_float(*value));
+                        let labels = builder.build();
+                        let target = *index.entry(labels.clone()).or_insert_with(|| {
+                            out.push(VSeries {
+                                labels,
+                                values: vec![None; steps],
+                            });
+                            out.len() - 1
+                        });
+                        let slot = &mut out[target].values[i];
+                        *slot = Some(slot.unwrap_or(0.0) + 1.0);
+                    }
+                }
+            }
+            Ok(out)
+        }
+        AggregateOp::Quantile => {
+            let q = scalar(&param);
+            let mut out = Vec::with_capacity(keys.len());
+            let mut values = Vec::new();
+            for (key, list) in keys.into_iter().zip(&members) {
+                let column = (0..steps)
+                    .map(|i| {
+                        values.clear();
+                        values.extend(list.iter().filter_map(|m| input[*m].values[i]));
+                        (!values.is_empty()).then(|| quantile(q[i], &mut values))
+                    })
+                    .collect();
+                out.push(VSeries {
+                    labels: key,
+                    values: column,
+                });
+            }
+            Ok(out)
+        }
+        _ => {
+            let mut out = Vec::with_capacity(keys.len());
+            for (key, list) in keys.into_iter().zip(&members) {
+                ev.check()?;
+                let values = reduce_group(op, list.iter().map(|m| &input[*m].values), steps);
+                out.push(VSeries {
+                    labels: key,
+                    values,
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The group of a series: the `by` labels, or all but the `without` labels and the name.
+fn group_key(labels: &Labels, grouping: &[String], without: bool) -> Labels {
+    let kept = labels
+        .iter()
+        .filter(|l| {
+            if without {
+                l.name != METRIC_NAME_LABEL && !grouping.contains(&l.name)
+            } else {
+                grouping.contains(&l.name)
+            }
+        })
+        .cloned()
+        .collect();
+    Labels::from_sorted_unchecked(kept)
+}
+
+/// `sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar` of one group, step by step.
+fn reduce_group<'a>(
+    op: AggregateOp,
+    columns: impl Iterator<Item = &'a Column>,
+    steps: usize,
+) -> Column {
+    let mut count = vec![0u32; steps];
+    match op {
+        AggregateOp::Sum => {
+            let mut sum = vec![(0.0, 0.0); steps];
+            for column in columns {
+                for (i, v) in column.iter().enumerate() {
+                    if let Some(v) = v {
+                        count[i] += 1;
+                        sum[i] = kahan_add(*v, sum[i].0, sum[i].1);
+                    }
+                }
+            }
+            sum.iter()
+                .zip(&count)
+                .map(|((s, c), n)| (*n > 0).then(|| if s.is_infinite() { *s } else { s + c }))
+                .collect()
+        }
+        AggregateOp::Avg => {
+            let mut mean = vec![Mean::default(); steps];
+            for column in columns {
+                for (i, v) in column.iter().enumerate() {
+                    if let Some(v) = v {
+                        count[i] += 1;
+                        mean[i].add(*v);
+                    }
+                }
+            }
+            mean.iter()
+                .zip(&count)
+                .map(|(m, n)| (*n > 0).then(|| m.value()))
+                .collect()
+        }
+        AggregateOp::Min | AggregateOp::Max => {
+            let max = op == AggregateOp::Max;
+            let mut out: Column = vec![None; steps];
+            for column in columns {
+                for (slot, v) in out.iter_mut().zip(column) {
+                    let Some(v) = *v else { continue };
+                    *slot = Some(match *slot {
+                        None => v,
+                        Some(current) if current.is_nan() => v,
+                        Some(current) if (max && v > current) || (!max && v < current) => v,
+                        Some(current) => current,
+                    });
+                }
+            }
+            out
+        }
+        AggregateOp::Count | AggregateOp::Group => {
+            for column in columns {
+                for (i, v) in column.iter().enumerate() {
+                    count[i] += u32::from(v.is_some());
+                }
+            }
+            count
+                .iter()
+                .map(|n| {
+                    (*n > 0).then(|| {
+                        if op == AggregateOp::Count {
+                            f64::from(*n)
+                        } else {
+                            1.0
+                        }
+                    })
+                })
+                .collect()
+        }
+        _ => {
+            // stddev / stdvar: Welford's online algorithm.
+            let mut state = vec![(0.0f64, 0.0f64); steps];
+            for column in columns {
+                for (i, v) in column.iter().enumerate() {
+                    if let Some(v) = v {
+                        count[i] += 1;
+                        let n = f64::from(count[i]);
+                        let (mean, m2) = &mut state[i];
+                        let delta = v - *mean;
+                        *mean += delta / n;
+                        *m2 += delta * (v - *mean);
+                    }
+                }
+            }
+            state
+                .iter()
+                .zip(&count)
+                .map(|((_, m2), n)| {
+                    (*n > 0).then(|| {
+                        let variance = m2 / f64::from(*n);
+                        if op == AggregateOp::Stddev {
+                            variance.sqrt()
+                        } else {
+                            variance
+                        }
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+/// `topk`, `bottomk` and `limitk`: per group and step, the k series with the highest
+/// (lowest, first) values keep their value at that step. For an instant query the result
+/// comes out in the order Prometheus returns: group by group, best first.
+fn select_k(
+    op: AggregateOp,
+    k: &[f64],
+    input: Vec<VSeries>,
+    members: &[Vec<usize>],
+    steps: usize,
+) -> Result<Vec<VSeries>, QueryError> {
+    let mut keep: Vec<Column> = vec![vec![None; steps]; input.len()];
+    let mut order: Vec<usize> = Vec::new();
+    let mut candidates: Vec<(usize, f64)> = Vec::new();
+    for list in members {
+        for i in 0..steps {
+            let k = k[i] as i64;
+            if k < 1 {
+                continue;
+            }
+            candidates.clear();
+            candidates.extend(
+                list.iter()
+                    .filter_map(|m| input[*m].values[i].map(|v| (*m, v))),
+            );
+            match op {
+                AggregateOp::Topk => candidates.sort_by(|a, b| cmp_desc_nan_last(a.1, b.1)),
+                AggregateOp::Bottomk => candidates.sort_by(|a, b| cmp_asc_nan_last(a.1, b.1)),
+                _ => {}
+            }
+            for (m, v) in candidates
+                .iter()
+                .take(k.min(candidates.len() as i64) as usize)
+            {
+                keep[*m][i] = Some(*v);
+                if steps == 1 {
+                    order.push(*m);
+                }
+            }
+        }
+    }
+    let mut input: Vec<Option<VSeries>> = input.into_iter().map(Some).collect();
+    if steps == 1 {
+        return Ok(order
+            .into_iter()
+            .filter_map(|m| {
+                input[m].take().map(|s| VSeries {
+                    labels: s.labels,
+                    values: keep[m].clone(),
+                })
+            })
+            .collect());
+    }
+    Ok(input
+        .iter_mut()
+        .zip(keep)
+        .filter_map(|(s, values)| {
+            let s = s.take()?;
+            values.iter().any(Option::is_some).then_some(VSeries {
+                labels: s.labels,
+                values,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_compares_numbers_by_value() {
+        assert_eq!(natural_cmp("a2", "a10"), std::cmp::Ordering::Less);
+        assert_eq!(natural_cmp("b", "a10"), std::cmp::Ordering::Greater);
+        assert_eq!(natural_cmp("x01", "x1"), std::cmp::Ordering::Equal);
+    }
+
+    #[test]
+    fn lookout_buckets_parse_with_negative_and_open_bounds() {
+        assert_eq!(parse_zbucket("0-10"), Some((0.0, Some(10.0))));
+        assert_eq!(parse_zbucket("100-"), Some((100.0, None)));
+        assert_eq!(parse_zbucket("-5-0"), Some((-5.0, Some(0.0))));
+        assert_eq!(parse_zbucket("x"), None);
+    }
+
+    #[test]
+    fn bucket_quantile_interpolates_and_handles_edges() {
+        let mut buckets = vec![(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)];
+        assert_eq!(bucket_quantile(0.5, &mut buckets), 1.0);
+        let mut buckets = vec![(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)];
+        assert_eq!(bucket_quantile(0.75, &mut buckets), 1.5);
+        let mut buckets = vec![(1.0, 10.0)];
+        assert!(bucket_quantile(0.5, &mut buckets).is_nan());
+        let mut buckets = vec![(1.0, 1.0), (f64::INFINITY, 1.0)];
+        assert_eq!(bucket_quantile(-1.0, &mut buckets), f64::NEG_INFINITY);
+    }
+}

@@ -21,6 +21,7 @@
 mod error;
 mod eval;
 mod functions;
+mod math;
 mod value;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use lookout_storage::Storage;
 
 pub use error::QueryError;
+pub use math::go_format_float;
 pub use value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
 
 use crate::{parse_with, ParseOptions};
@@ -132,7 +134,7 @@ impl Engine {
     ) -> Result<QueryOutput, QueryError> {
         let begun = Instant::now();
         let deadline = begun + self.options.timeout;
-        let mut expr = parse_with(query, self.options.parse.clone())?;
+        let mut expr = parse_with(query, self.options.parse)?;
         let range_ms = end_ms - start_ms;
         expr.resolve_durations(step_ms, range_ms)
             .map_err(|error| QueryError::BadRequest(error.message))?;

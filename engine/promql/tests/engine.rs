@@ -1,0 +1,152 @@
+//! The evaluator end to end over the native store: result shapes, a few semantics that the
+//! upstream scripts do not pin down, guard rails and errors.
+
+use std::time::Duration;
+
+use lookout_model::{Labels, Sample};
+use lookout_promql::{Engine, EngineOptions, QueryError, QueryValue};
+use lookout_storage::{Storage, WriteBatch};
+use lookout_tsdb::{HeadOptions, Tsdb};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied()).expect("valid labels")
+}
+
+/// `http_requests{job, instance}` counters every 15 s for an hour: instance i grows by i+1
+/// per sample.
+async fn store() -> Tsdb {
+    let tsdb = Tsdb::in_memory(HeadOptions {
+        max_future_ms: None,
+        ..HeadOptions::default()
+    })
+    .expect("store");
+    let mut batch = WriteBatch::new();
+    for (job, instances) in [("api", 2), ("web", 3)] {
+        for i in 0..instances {
+            let samples = (0..=240)
+                .map(|k| Sample::new(k * 15_000, (k * (i + 1)) as f64))
+                .collect();
+            let instance = i.to_string();
+            batch.push(
+                labels(&[("__name__", "http_requests"), ("job", job), ("instance", &instance)]),
+                samples,
+            );
+        }
+    }
+    let outcome = tsdb.write(batch).await.expect("write");
+    assert_eq!(outcome.rejected_total(), 0);
+    tsdb
+}
+
+fn vector(value: &QueryValue) -> Vec<(String, f64)> {
+    let QueryValue::Vector(samples) = value else {
+        panic!("expected a vector, got {value:?}");
+    };
+    let mut out: Vec<(String, f64)> = samples
+        .iter()
+        .map(|s| (s.labels.to_string(), s.v))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test]
+async fn instant_aggregation_of_rates() {
+    let tsdb = store().await;
+    let engine = Engine::default();
+    let out = engine
+        .instant_query(&tsdb, "sum by (job) (rate(http_requests[5m]))", 3_600_000)
+        .await
+        .expect("query");
+    // Instance i grows by (i+1) every 15 s: rate (i+1)/15 per second.
+    let got = vector(&out.value);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, r#"{job="api"}"#);
+    assert!((got[0].1 - 3.0 / 15.0).abs() < 1e-12, "{got:?}");
+    assert!((got[1].1 - 6.0 / 15.0).abs() < 1e-12, "{got:?}");
+}
+
+#[tokio::test]
+async fn range_query_is_a_matrix_sorted_by_labels() {
+    let tsdb = store().await;
+    let engine = Engine::default();
+    let out = engine
+        .range_query(&tsdb, "http_requests{job=\"web\"} * 2", 0, 600_000, 60_000)
+        .await
+        .expect("query");
+    let QueryValue::Matrix(series) = out.value else {
+        panic!("expected a matrix");
+    };
+    assert_eq!(series.len(), 3);
+    assert!(series.windows(2).all(|w| w[0].labels < w[1].labels));
+    assert_eq!(series[0].points.len(), 11);
+    assert_eq!(series[2].points[10].v, 2.0 * 40.0 * 3.0);
+    assert!(series[0].labels.get("__name__").is_none());
+}
+
+#[tokio::test]
+async fn scalar_and_string_results() {
+    let tsdb = store().await;
+    let engine = Engine::default();
+    let out = engine.instant_query(&tsdb, "1 + 2 * 3", 1000).await.expect("query");
+    assert_eq!(out.value, QueryValue::Scalar { t: 1000, v: 7.0 });
+    let out = engine.instant_query(&tsdb, "\"hello\"", 1000).await.expect("query");
+    assert_eq!(
+        out.value,
+        QueryValue::String {
+            t: 1000,
+            v: "hello".into()
+        }
+    );
+    let error = engine
+        .range_query(&tsdb, "\"hello\"", 0, 1000, 1000)
+        .await
+        .expect_err("strings are not range results");
+    assert_eq!(error.error_type(), "bad_data");
+}
+
+#[tokio::test]
+async fn many_to_many_matching_is_an_execution_error() {
+    let tsdb = store().await;
+    let engine = Engine::default();
+    let error = engine
+        .instant_query(&tsdb, "http_requests + on(job) http_requests", 60_000)
+        .await
+        .expect_err("duplicate series on the one side");
+    assert_eq!(error.error_type(), "execution");
+    assert!(error.to_string().contains("many-to-many matching not allowed"), "{error}");
+}
+
+#[tokio::test]
+async fn sample_limit_and_timeout_are_enforced() {
+    let tsdb = store().await;
+    let engine = Engine::new(EngineOptions {
+        max_samples: 100,
+        ..EngineOptions::default()
+    });
+    let error = engine
+        .instant_query(&tsdb, "count_over_time(http_requests[1h])", 3_600_000)
+        .await
+        .expect_err("over the sample limit");
+    assert!(matches!(error, QueryError::TooManySamples(_)), "{error}");
+
+    let engine = Engine::new(EngineOptions {
+        timeout: Duration::ZERO,
+        ..EngineOptions::default()
+    });
+    let error = engine
+        .instant_query(&tsdb, "http_requests", 3_600_000)
+        .await
+        .expect_err("no time at all");
+    assert_eq!(error.error_type(), "timeout");
+}
+
+#[tokio::test]
+async fn parse_errors_are_bad_data() {
+    let tsdb = store().await;
+    let error = Engine::default()
+        .instant_query(&tsdb, "sum(", 0)
+        .await
+        .expect_err("does not parse");
+    assert_eq!(error.error_type(), "bad_data");
+}
