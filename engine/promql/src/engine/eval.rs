@@ -81,7 +81,9 @@ impl Val {
 /// The selectors of a query with the time range each needs.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    expr: Expr,
+    /// Boxed: fetched series are keyed by selector addresses, which must not move when the
+    /// plan does.
+    expr: Box<Expr>,
     start: i64,
     end: i64,
     step: i64,
@@ -117,7 +119,7 @@ impl Plan {
         options: &EngineOptions,
     ) -> Plan {
         let mut plan = Plan {
-            expr,
+            expr: Box::new(expr),
             start,
             end,
             step,
