@@ -28,7 +28,11 @@ async fn store() -> Tsdb {
                 .collect();
             let instance = i.to_string();
             batch.push(
-                labels(&[("__name__", "http_requests"), ("job", job), ("instance", &instance)]),
+                labels(&[
+                    ("__name__", "http_requests"),
+                    ("job", job),
+                    ("instance", &instance),
+                ]),
                 samples,
             );
         }
@@ -88,9 +92,15 @@ async fn range_query_is_a_matrix_sorted_by_labels() {
 async fn scalar_and_string_results() {
     let tsdb = store().await;
     let engine = Engine::default();
-    let out = engine.instant_query(&tsdb, "1 + 2 * 3", 1000).await.expect("query");
+    let out = engine
+        .instant_query(&tsdb, "1 + 2 * 3", 1000)
+        .await
+        .expect("query");
     assert_eq!(out.value, QueryValue::Scalar { t: 1000, v: 7.0 });
-    let out = engine.instant_query(&tsdb, "\"hello\"", 1000).await.expect("query");
+    let out = engine
+        .instant_query(&tsdb, "\"hello\"", 1000)
+        .await
+        .expect("query");
     assert_eq!(
         out.value,
         QueryValue::String {
@@ -114,7 +124,12 @@ async fn many_to_many_matching_is_an_execution_error() {
         .await
         .expect_err("duplicate series on the one side");
     assert_eq!(error.error_type(), "execution");
-    assert!(error.to_string().contains("many-to-many matching not allowed"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("many-to-many matching not allowed"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

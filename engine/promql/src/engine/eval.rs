@@ -182,6 +182,7 @@ impl Plan {
             options,
             query_start: self.start,
             query_end: self.end,
+            query_step: self.step,
             deadline,
             cancel,
             held: data.samples,
@@ -391,6 +392,8 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) options: &'a EngineOptions,
     pub(crate) query_start: i64,
     pub(crate) query_end: i64,
+    /// The query's step in milliseconds; 0 for instant queries.
+    pub(crate) query_step: i64,
     deadline: Instant,
     cancel: &'a AtomicBool,
     held: u64,
@@ -1043,6 +1046,15 @@ fn vector_vector(
             let Some(rv) = one[o as usize].values[i] else {
                 continue;
             };
+            // Checked before a comparison filters: the matching is wrong whatever survives.
+            if card == VectorMatchCardinality::OneToOne {
+                if group_filled[group][i] {
+                    return Err(QueryError::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                group_filled[group][i] = true;
+            }
             let (l, r) = if swapped { (rv, lv) } else { (lv, rv) };
             let (value, keep) = scalar_op(op, l, r);
             let value = if return_bool {
@@ -1052,14 +1064,6 @@ fn vector_vector(
             } else {
                 value
             };
-            if card == VectorMatchCardinality::OneToOne {
-                if group_filled[group][i] {
-                    return Err(QueryError::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                    ));
-                }
-                group_filled[group][i] = true;
-            }
             let target = match pair_out.get(&(m, o)) {
                 Some(&target) => target,
                 None => {

@@ -24,6 +24,22 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "time" => Ok(Val::Scalar(
             (0..steps).map(|i| grid.time(i) as f64 / 1000.0).collect(),
         )),
+        "step" => Ok(Val::Scalar(vec![ev.query_step as f64 / 1000.0; steps])),
+        "range" => Ok(Val::Scalar(vec![
+            (ev.query_end - ev.query_start) as f64
+                / 1000.0;
+            steps
+        ])),
+        "start" => Ok(Val::Scalar(vec![ev.query_start as f64 / 1000.0; steps])),
+        "end" => Ok(Val::Scalar(vec![ev.query_end as f64 / 1000.0; steps])),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(&args[0], grid)?;
+            let b = ev.eval_scalar(&args[1], grid)?;
+            let pick = if name == "min_of" { go_min } else { go_max };
+            Ok(Val::Scalar(
+                a.iter().zip(&b).map(|(a, b)| pick(*a, *b)).collect(),
+            ))
+        }
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; steps])),
         "vector" => {
             let values = ev.eval_scalar(&args[0], grid)?;
@@ -309,7 +325,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "quantile_over_time" => {
             let q = ev.eval_scalar(&args[0], grid)?;
             let range = ev.eval_range(&args[1], grid)?;
-            range_function(ev, &range, grid, false, |i, window, _| {
+            range_function(ev, &range, grid, false, true, |i, window, _| {
                 let mut values: Vec<f64> = window.iter().map(|p| p.v).collect();
                 Some(quantile(q[i], &mut values))
             })
@@ -317,7 +333,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "predict_linear" => {
             let range = ev.eval_range(&args[0], grid)?;
             let duration = ev.eval_scalar(&args[1], grid)?;
-            range_function(ev, &range, grid, false, |i, window, _| {
+            range_function(ev, &range, grid, false, true, |i, window, _| {
                 if window.len() < 2 {
                     return None;
                 }
@@ -343,7 +359,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                     )));
                 }
             }
-            range_function(ev, &range, grid, false, |i, window, _| {
+            range_function(ev, &range, grid, false, true, |i, window, _| {
                 double_exponential_smoothing(window, sf[i], tf[i])
             })
         }
@@ -354,7 +370,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                     name,
                     "last_over_time" | "first_over_time" | "sum2_over_time"
                 );
-                return range_function(ev, &range, grid, keep_name, |_, window, bounds| {
+                return range_function(ev, &range, grid, keep_name, false, |_, window, bounds| {
                     f(window, bounds)
                 });
             }
@@ -448,6 +464,9 @@ fn range_reducer(name: &str) -> Option<Reducer> {
         "first_over_time" => |w, _| Some(w[0].v),
         "present_over_time" => |_, _| Some(1.0),
         "mad_over_time" => |w, _| {
+            if w.iter().any(|p| p.v.is_nan()) {
+                return Some(f64::NAN);
+            }
             let mut values: Vec<f64> = w.iter().map(|p| p.v).collect();
             let median = quantile(0.5, &mut values);
             let mut deviations: Vec<f64> = w.iter().map(|p| (p.v - median).abs()).collect();
@@ -597,15 +616,19 @@ fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, 
 }
 
 /// Applies a window function to every series of a range vector at every step.
+///
+/// With `@` every step sees the same window; unless the function takes other arguments that
+/// vary per step (`per_step`), it is then computed once.
 fn range_function(
     ev: &mut Evaluator<'_>,
     range: &RangeVal,
     grid: Grid,
     keep_name: bool,
+    per_step: bool,
     f: impl Fn(usize, &[Point], Bounds) -> Option<f64>,
 ) -> Result<Val, QueryError> {
     let steps = grid.len();
-    let fixed = steps > 1 && range.ends.first() == range.ends.last();
+    let fixed = !per_step && steps > 1 && range.ends.first() == range.ends.last();
     let mut out = Vec::with_capacity(range.series.len());
     for (labels, points) in &range.series {
         ev.check()?;
@@ -702,25 +725,27 @@ fn valid_label_name(name: &str) -> bool {
     !name.is_empty() && std::str::from_utf8(name.as_bytes()).is_ok()
 }
 
-/// The labels `absent(sel)` reports: the selector's equality matchers, except the metric
-/// name and labels matched more than once.
+/// The labels `absent(sel)` reports: those of the selector's equality matchers, except the
+/// metric name; a label that also has another matcher is left out (Prometheus' historic rule:
+/// `absent(x{job="a",job=~"b"})` has no `job`).
 fn absent_labels(expr: &Expr) -> Labels {
     let Expr::VectorSelector(selector) = expr.unwrap_parens() else {
         return Labels::empty();
     };
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
-    let mut repeated: Vec<&str> = Vec::new();
+    let mut builder = Labels::empty().to_builder();
+    let mut seen: Vec<&str> = Vec::new();
     for matcher in &selector.matchers {
-        if matcher.kind() != MatchKind::Equal || matcher.name() == METRIC_NAME_LABEL {
+        if matcher.name() == METRIC_NAME_LABEL {
             continue;
         }
-        if pairs.iter().any(|(name, _)| *name == matcher.name()) {
-            repeated.push(matcher.name());
+        if matcher.kind() == MatchKind::Equal && !seen.contains(&matcher.name()) {
+            builder.set(matcher.name(), matcher.value());
+            seen.push(matcher.name());
+        } else {
+            builder.remove(matcher.name());
         }
-        pairs.push((matcher.name(), matcher.value()));
     }
-    pairs.retain(|(name, _)| !repeated.contains(name));
-    Labels::from_pairs(pairs).unwrap_or_default()
+    builder.build()
 }
 
 fn cmp_nan_first(a: f64, b: f64) -> std::cmp::Ordering {
@@ -800,8 +825,10 @@ fn histogram_quantile(
             malformed = true;
             continue;
         };
+        // Grouped with the metric name, reported without: two bucket sets that differ only
+        // in their names collide in the output (Prometheus' error, not a silent mix).
         let mut builder = s.labels.to_builder();
-        builder.remove("le").remove(METRIC_NAME_LABEL);
+        builder.remove("le");
         let key = builder.build();
         let next = members.len();
         let group = *groups.entry(key.clone()).or_insert(next);
@@ -827,9 +854,12 @@ fn histogram_quantile(
                 (!buckets.is_empty()).then(|| bucket_quantile(q[i], &mut buckets))
             })
             .collect();
-        out.push(VSeries { labels, values });
+        out.push(VSeries {
+            labels: drop_metric_name(&labels),
+            values,
+        });
     }
-    Ok(Val::Vector(out))
+    Ok(Val::Vector(merge_same_labels(out)?))
 }
 
 fn parse_le(value: &str) -> Option<f64> {
@@ -1041,6 +1071,13 @@ pub(crate) fn aggregate(
         }
         AggregateOp::LimitRatio => {
             let ratio = scalar(&param);
+            if ratio.iter().any(|r| r.is_nan()) {
+                return Err(QueryError::Execution("Ratio value is NaN".into()));
+            }
+            if ratio.iter().any(|r| !(-1.0..=1.0).contains(r)) {
+                ev.warnings
+                    .push("PromQL warning: ratio value should be between -1 and 1".into());
+            }
             let mut out = input;
             for s in &mut out {
                 let offset = s.labels.stable_hash() as f64 / u64::MAX as f64;
