@@ -706,9 +706,11 @@ impl Evaluator<'_> {
             (Val::Vector(l), Val::Vector(r)) => {
                 let one_to_one = VectorMatching::one_to_one();
                 let matching = binary.matching.as_ref().unwrap_or(&one_to_one);
-                if matching.fill_lhs.is_some() || matching.fill_rhs.is_some() {
+                if (matching.fill_lhs.is_some() || matching.fill_rhs.is_some())
+                    && op.is_set_operator()
+                {
                     return Err(QueryError::Execution(
-                        "fill modifiers on binary operators are not supported yet".into(),
+                        "fill modifiers are not allowed on set operators".into(),
                     ));
                 }
                 let steps = grid.len();
@@ -1092,6 +1094,85 @@ fn vector_vector(
                 ));
             }
             *slot = Some(value);
+        }
+    }
+
+    // fill(...): a side with no match at a step takes the fill value. As in Prometheus,
+    // `fill_left` stands in for the many side and `fill_right` for the one side, also with
+    // `group_right` (where the many side is on the right).
+    let (fill_many, fill_one) = (matching.fill_lhs, matching.fill_rhs);
+    let mut emit = |labels: Labels,
+                    i: usize,
+                    many_value: f64,
+                    one_value: f64,
+                    out: &mut Vec<VSeries>|
+     -> Result<(), QueryError> {
+        let (l, r) = if swapped {
+            (one_value, many_value)
+        } else {
+            (many_value, one_value)
+        };
+        let (value, keep) = scalar_op(op, l, r);
+        let value = if return_bool {
+            f64::from(u8::from(keep))
+        } else if !keep {
+            return Ok(());
+        } else {
+            value
+        };
+        let target = *out_index.entry(labels.clone()).or_insert_with(|| {
+            out.push(VSeries {
+                labels,
+                values: vec![None; steps],
+            });
+            out.len() - 1
+        });
+        let slot = &mut out[target].values[i];
+        if slot.is_some() {
+            return Err(QueryError::Execution(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+        *slot = Some(value);
+        Ok(())
+    };
+    if let Some(fill) = fill_one {
+        let none = Labels::empty();
+        for (m, series) in many.iter().enumerate() {
+            let mut labels = None;
+            for i in 0..steps {
+                let Some(v) = series.values[i] else { continue };
+                if many_groups[m].is_some_and(|g| one_at[g][i].is_some()) {
+                    continue;
+                }
+                let labels = labels
+                    .get_or_insert_with(|| {
+                        result_labels(&series.labels, &none, matching, drop_name)
+                    })
+                    .clone();
+                emit(labels, i, v, fill, &mut out)?;
+            }
+        }
+    }
+    if let Some(fill) = fill_many {
+        let mut many_present = vec![vec![false; steps]; groups];
+        for (m, series) in many.iter().enumerate() {
+            if let Some(g) = many_groups[m] {
+                for (slot, v) in many_present[g].iter_mut().zip(&series.values) {
+                    *slot |= v.is_some();
+                }
+            }
+        }
+        for (o, series) in one.iter().enumerate() {
+            let group = one_ids[o];
+            let labels = signature(&series.labels, matching);
+            for i in 0..steps {
+                let Some(v) = series.values[i] else { continue };
+                if many_present[group][i] {
+                    continue;
+                }
+                emit(labels.clone(), i, fill, v, &mut out)?;
+            }
         }
     }
     Ok(out)
