@@ -817,18 +817,33 @@ pub(crate) enum Param {
     String(String),
 }
 
-/// The labels without `__name__`.
+/// Labels that describe the metric name and go with it: `__type__` and `__unit__` (Prometheus'
+/// type-and-unit labels) say what the *named* metric is, which a computed value no longer is.
+const NAME_LABELS: [&str; 3] = [METRIC_NAME_LABEL, "__type__", "__unit__"];
+
+/// The labels without `__name__` (and the `__type__`/`__unit__` labels that describe it).
 pub(crate) fn drop_metric_name(labels: &Labels) -> Labels {
-    if labels.get(METRIC_NAME_LABEL).is_none() {
+    if !labels
+        .iter()
+        .any(|l| NAME_LABELS.contains(&l.name.as_str()))
+    {
         return labels.clone();
     }
     Labels::from_sorted_unchecked(
         labels
             .iter()
-            .filter(|l| l.name != METRIC_NAME_LABEL)
+            .filter(|l| !NAME_LABELS.contains(&l.name.as_str()))
             .cloned()
             .collect(),
     )
+}
+
+fn drop_metric_name_if(labels: &Labels, drop: bool) -> Labels {
+    if drop {
+        drop_metric_name(labels)
+    } else {
+        labels.clone()
+    }
 }
 
 /// Joins series that ended up with the same labels (after a metric name was dropped, a label
@@ -1186,10 +1201,7 @@ fn result_labels(
     matching: &VectorMatching,
     drop_name: bool,
 ) -> Labels {
-    let mut builder = many.to_builder();
-    if drop_name {
-        builder.remove(METRIC_NAME_LABEL);
-    }
+    let mut builder = drop_metric_name_if(many, drop_name).to_builder();
     if matching.card == VectorMatchCardinality::OneToOne {
         if matching.on {
             for label in many.iter() {

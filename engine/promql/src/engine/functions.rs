@@ -315,7 +315,39 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "histogram_quantile" => {
             let q = ev.eval_scalar(&args[0], grid)?;
             let series = ev.eval_vector(&args[1], grid)?;
-            histogram_quantile(ev, &q, series, steps)
+            let out = classic_buckets(ev, &series, steps, |i, buckets| {
+                bucket_quantile(q[i], buckets)
+            })?;
+            Ok(Val::Vector(out))
+        }
+        "histogram_quantiles" => {
+            let series = ev.eval_vector(&args[0], grid)?;
+            let label = string_arg(ev, &args[1], grid)?;
+            let mut out = Vec::new();
+            for arg in &args[2..] {
+                let q = ev.eval_scalar(arg, grid)?;
+                for s in classic_buckets(ev, &series, steps, |i, buckets| {
+                    bucket_quantile(q[i], buckets)
+                })? {
+                    let mut builder = s.labels.to_builder();
+                    // Per step the quantile may differ; the label carries the first step's.
+                    builder.set(label.clone(), quantile_label(q[0]));
+                    out.push(VSeries {
+                        labels: builder.build(),
+                        values: s.values,
+                    });
+                }
+            }
+            Ok(Val::Vector(merge_same_labels(out)?))
+        }
+        "histogram_fraction" => {
+            let lower = ev.eval_scalar(&args[0], grid)?;
+            let upper = ev.eval_scalar(&args[1], grid)?;
+            let series = ev.eval_vector(&args[2], grid)?;
+            let out = classic_buckets(ev, &series, steps, |i, buckets| {
+                bucket_fraction(lower[i], upper[i], buckets)
+            })?;
+            Ok(Val::Vector(out))
         }
         "zhistogram_quantile" => {
             let q = ev.eval_scalar(&args[0], grid)?;
@@ -810,13 +842,15 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Classic `histogram_quantile` over `le` buckets.
-fn histogram_quantile(
+/// Classic histograms: the input's `le` bucket series grouped by their other labels (the
+/// name included, so two bucket sets differing only by name collide in the output), and
+/// `compute(step, buckets)` applied at each step to the present buckets.
+fn classic_buckets(
     ev: &mut Evaluator<'_>,
-    q: &[f64],
-    series: Vec<VSeries>,
+    series: &[VSeries],
     steps: usize,
-) -> Result<Val, QueryError> {
+    compute: impl Fn(usize, &mut Vec<(f64, f64)>) -> f64,
+) -> Result<Vec<VSeries>, QueryError> {
     let mut groups: HashMap<Labels, usize> = HashMap::new();
     let mut members: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut malformed = false;
@@ -825,8 +859,6 @@ fn histogram_quantile(
             malformed = true;
             continue;
         };
-        // Grouped with the metric name, reported without: two bucket sets that differ only
-        // in their names collide in the output (Prometheus' error, not a silent mix).
         let mut builder = s.labels.to_builder();
         builder.remove("le");
         let key = builder.build();
@@ -851,7 +883,7 @@ fn histogram_quantile(
                     .extend(list.iter().filter_map(|(upper, index)| {
                         series[*index].values[i].map(|v| (*upper, v))
                     }));
-                (!buckets.is_empty()).then(|| bucket_quantile(q[i], &mut buckets))
+                (!buckets.is_empty()).then(|| compute(i, &mut buckets))
             })
             .collect();
         out.push(VSeries {
@@ -859,7 +891,18 @@ fn histogram_quantile(
             values,
         });
     }
-    Ok(Val::Vector(merge_same_labels(out)?))
+    merge_same_labels(out)
+}
+
+/// A quantile as a label value: Go's shortest form, with `.0` on whole numbers (`0.0`,
+/// `1.0`, `0.25`), as Prometheus writes `histogram_quantiles`' label.
+fn quantile_label(q: f64) -> String {
+    let text = go_format_float(q);
+    if text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        format!("{text}.0")
+    } else {
+        text
+    }
 }
 
 fn parse_le(value: &str) -> Option<f64> {
@@ -868,6 +911,37 @@ fn parse_le(value: &str) -> Option<f64> {
         "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
         other => other.parse().ok(),
     }
+}
+
+/// Sorts cumulative `(upper bound, count)` buckets, merges equal bounds and forces the counts
+/// to be monotonic (ignoring floating-point noise), as Prometheus does before using them.
+/// False when the buckets do not end with `+Inf`.
+fn prepare_buckets(buckets: &mut Vec<(f64, f64)>) -> bool {
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return false;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for &(upper, count) in buckets.iter() {
+        match merged.last_mut() {
+            Some(last) if last.0 == upper => last.1 += count,
+            _ => merged.push((upper, count)),
+        }
+    }
+    *buckets = merged;
+    let mut previous = buckets[0].1;
+    for bucket in buckets.iter_mut().skip(1) {
+        let current = bucket.1;
+        if current == previous {
+            continue;
+        }
+        if almost_equal(previous, current, 1e-12) || current < previous {
+            bucket.1 = previous;
+            continue;
+        }
+        previous = current;
+    }
+    true
 }
 
 /// The quantile of cumulative `(upper bound, count)` buckets, as Prometheus computes it.
@@ -881,33 +955,7 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
-    }
-    // Coalesce equal bounds.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(upper, count) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == upper => last.1 += count,
-            _ => merged.push((upper, count)),
-        }
-    }
-    *buckets = merged;
-    // Monotonicity, ignoring tiny floating-point differences.
-    let mut previous = buckets[0].1;
-    for bucket in buckets.iter_mut().skip(1) {
-        let current = bucket.1;
-        if current == previous {
-            continue;
-        }
-        if almost_equal(previous, current, 1e-12) || current < previous {
-            bucket.1 = previous;
-            continue;
-        }
-        previous = current;
-    }
-    if buckets.len() < 2 {
+    if !prepare_buckets(buckets) || buckets.len() < 2 {
         return f64::NAN;
     }
     let observations = buckets[buckets.len() - 1].1;
@@ -931,6 +979,54 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
         rank -= buckets[b - 1].1;
     }
     start + (end - start) * (rank / count)
+}
+
+/// The share of observations between `lower` and `upper` in cumulative buckets: linear
+/// inside finite buckets; the first bucket starts at 0 when its bound is positive; buckets
+/// reaching to -Inf or +Inf hold their observations at the infinite end.
+fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+    if !prepare_buckets(buckets) {
+        return f64::NAN;
+    }
+    let total = buckets[buckets.len() - 1].1;
+    if total == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let cumulative = |x: f64| -> f64 {
+        if x == f64::NEG_INFINITY {
+            return 0.0;
+        }
+        if x == f64::INFINITY {
+            return total;
+        }
+        let mut below = 0.0;
+        let mut low = if buckets[0].0 > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        for &(high, count) in buckets.iter() {
+            if x <= high {
+                if x <= low {
+                    return below;
+                }
+                if low.is_infinite() {
+                    return count;
+                }
+                if high.is_infinite() {
+                    return below;
+                }
+                return below + (count - below) * (x - low) / (high - low);
+            }
+            below = count;
+            low = high;
+        }
+        total
+    };
+    (cumulative(upper) - cumulative(lower)) / total
 }
 
 fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
