@@ -333,10 +333,15 @@ fn truncate_to_limit<T>(items: &mut Vec<T>, limit: Option<usize>) -> Vec<String>
 async fn write(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     state.remote_write_requests.fetch_add(1, Relaxed);
-    let decoded = remote_write::decode(&body, &state.options.decode_limits).map_err(|error| {
-        state.remote_write_refused.fetch_add(1, Relaxed);
-        ApiError::bad_data(format!("malformed remote write request: {error}"))
-    })?;
+    let decoded = match remote_write::decode(&body, &state.options.decode_limits) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            state.remote_write_refused.fetch_add(1, Relaxed);
+            // Plain text, as Prometheus' receiver answers.
+            let message = format!("malformed remote write request: {error}\n");
+            return Ok((StatusCode::BAD_REQUEST, message).into_response());
+        }
+    };
     let outcome = state.storage.write(decoded.batch).await?;
     let mut problems: Vec<String> = decoded
         .invalid_series

@@ -175,10 +175,12 @@ pub(crate) async fn tsdb(
             _ => return Err(ApiError::bad_data("limit must be a positive number")),
         },
     };
-    let head = match &state.options.status.store {
-        Some(store) => Some(store.head()),
-        None => None,
-    };
+    let head = state
+        .options
+        .status
+        .store
+        .as_ref()
+        .map(|store| store.head());
     let (mint, maxt) = head.map_or((i64::MIN, i64::MAX), |head| (head.min_time, head.max_time));
     let mut cardinality = Cardinality::default();
     if mint <= maxt {
