@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use params::Params;
 
 pub use admin::{Admin, AdminError};
-pub use status::{HeadStatus, StatusInfo, StoreStatus, WalReplayStatus};
+pub use status::{format_rfc3339, HeadStatus, StatusInfo, StoreStatus, WalReplayStatus};
 
 /// Appends self-metrics in the Prometheus text format (supplied by the server, which knows
 /// the engine behind the `Storage`).

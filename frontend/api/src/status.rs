@@ -273,7 +273,7 @@ fn top<K: AsRef<str>>(counts: HashMap<K, u64>, limit: usize) -> Value {
 
 /// A time as Go's `time.Time` marshals to JSON (RFC 3339 with nanoseconds, trailing zeros
 /// of the fraction dropped), in UTC.
-pub(crate) fn format_rfc3339(time: SystemTime) -> String {
+pub fn format_rfc3339(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs() as i64;
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
