@@ -1,16 +1,28 @@
 //! The Prometheus HTTP API v1 over any [`Storage`]: what Grafana's Prometheus datasource,
 //! `promtool` and remote-write senders talk to.
 //!
-//! Served here now: `/api/v1/write` (remote write 1.0), `/api/v1/series`, `/api/v1/labels`,
+//! Served: `/api/v1/query` and `/api/v1/query_range` (through the [`lookout_promql`]
+//! evaluator), `/api/v1/write` (remote write 1.0), `/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/query_exemplars`,
-//! `/api/v1/format_query`, `/api/v1/status/buildinfo`, `/-/healthy`, `/-/ready`. `/api/v1/query` and `/api/v1/query_range` answer 501 with a clear error until
-//! the PromQL engine lands (issue 4).
+//! `/api/v1/format_query`, `/api/v1/parse_query`, `/api/v1/status/{buildinfo,flags,
+//! runtimeinfo,tsdb,walreplay,config}`, `/api/v1/admin/tsdb/{delete_series,clean_tombstones,
+//! snapshot}` (when an [`Admin`] is given), `/-/healthy`, `/-/ready` and `/metrics`.
 //!
 //! Responses follow Prometheus byte for byte where it matters to clients: the
-//! `{"status":"success","data":...}` envelope, `errorType` names and status codes, times as
-//! float seconds or RFC 3339. This crate depends on the storage trait only, never on an engine.
+//! `{"status":"success","data":...}` envelope in Go's field order and string escaping,
+//! values as strings in Go's float format, times as seconds with millisecond digits,
+//! `errorType` names and status codes (see the `encode` module).
+//!
+//! Depends on the storage trait and on the PromQL crate (parser and evaluator), never on a
+//! storage engine: what only an engine knows (head statistics, snapshots) comes in through
+//! the [`StoreStatus`] and [`Admin`] traits the server implements.
 
+mod admin;
+mod ast;
+mod encode;
 mod params;
+mod query;
+mod status;
 
 use std::sync::Arc;
 
@@ -21,11 +33,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use lookout_gateway::{remote_write, DecodeLimits};
-use lookout_model::{Classify, ErrorClass, Matcher, TimestampMs};
+use lookout_model::{Classify, Matcher, TimestampMs};
+use lookout_promql::{Engine, EngineOptions, ParseError};
 use lookout_storage::{collect_series, LabelRequest, SelectRequest, Storage, StorageError};
 use serde_json::{json, Value};
 
 use params::Params;
+
+pub use admin::{Admin, AdminError};
+pub use status::{format_rfc3339, HeadStatus, StatusInfo, StoreStatus, WalReplayStatus};
 
 /// Appends self-metrics in the Prometheus text format (supplied by the server, which knows
 /// the engine behind the `Storage`).
@@ -38,6 +54,13 @@ pub struct ApiOptions {
     pub decode_limits: DecodeLimits,
     /// What `/metrics` shows besides the API's own counters.
     pub metrics: Option<MetricsRenderer>,
+    /// Limits and defaults of the PromQL evaluator (`--query.*` flags).
+    pub engine: EngineOptions,
+    /// The admin endpoints' capabilities; `None` answers them with 503 "admin APIs
+    /// disabled", as Prometheus does without `--web.enable-admin-api`.
+    pub admin: Option<Arc<dyn Admin>>,
+    /// What the `status` endpoints report.
+    pub status: StatusInfo,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -45,6 +68,9 @@ impl std::fmt::Debug for ApiOptions {
         f.debug_struct("ApiOptions")
             .field("decode_limits", &self.decode_limits)
             .field("metrics", &self.metrics.is_some())
+            .field("engine", &self.engine)
+            .field("admin", &self.admin.is_some())
+            .field("status", &self.status)
             .finish()
     }
 }
@@ -52,6 +78,8 @@ impl std::fmt::Debug for ApiOptions {
 struct AppState {
     storage: Arc<dyn Storage>,
     options: ApiOptions,
+    engine: Engine,
+    started: std::time::SystemTime,
     remote_write_requests: std::sync::atomic::AtomicU64,
     remote_write_refused: std::sync::atomic::AtomicU64,
 }
@@ -59,34 +87,65 @@ struct AppState {
 /// The API's routes over `storage`.
 pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
     let body_limit = options.decode_limits.max_body_bytes;
-    let state = Arc::new(AppState {
-        storage,
-        options,
-        remote_write_requests: Default::default(),
-        remote_write_refused: Default::default(),
-    });
+    let state = new_state(storage, options);
     Router::new()
         .route("/api/v1/write", post(write))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route(
-            "/api/v1/query",
-            get(not_implemented_query).post(not_implemented_query),
-        )
-        .route(
-            "/api/v1/query_range",
-            get(not_implemented_query).post(not_implemented_query),
-        )
+        .route("/api/v1/query", get(query::instant).post(query::instant))
+        .route("/api/v1/query_range", get(query::range).post(query::range))
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route(
+            "/api/v1/parse_query",
+            get(ast::parse_query).post(ast::parse_query),
+        )
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
-        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route("/api/v1/status/flags", get(status::flags))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/tsdb", get(status::tsdb))
+        .route("/api/v1/status/walreplay", get(status::walreplay))
+        .route("/api/v1/status/config", get(status::config))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(admin::delete_series).put(admin::delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(admin::clean_tombstones).put(admin::clean_tombstones),
+        )
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            post(admin::snapshot).put(admin::snapshot),
+        )
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Lookout is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Lookout is Ready.\n" }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// Only the remote-write receiver, `/api/v1/write`: what the gateway port serves until the
+/// other gateway protocols land.
+pub fn write_router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
+    let body_limit = options.decode_limits.max_body_bytes;
+    Router::new()
+        .route("/api/v1/write", post(write))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(new_state(storage, options))
+}
+
+fn new_state(storage: Arc<dyn Storage>, options: ApiOptions) -> Arc<AppState> {
+    Arc::new(AppState {
+        storage,
+        engine: Engine::new(options.engine.clone()),
+        options,
+        started: std::time::SystemTime::now(),
+        remote_write_requests: Default::default(),
+        remote_write_refused: Default::default(),
+    })
 }
 
 /// An API error in Prometheus' shape.
@@ -102,6 +161,19 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             error_type: "bad_data",
+            message: message.into(),
+        }
+    }
+
+    /// `invalid parameter "<name>": <reason>`, Prometheus' wording for a bad parameter.
+    fn invalid_param(name: &str, reason: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_data(format!("invalid parameter \"{name}\": {reason}"))
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error_type: "internal",
             message: message.into(),
         }
     }
@@ -121,14 +193,72 @@ impl From<StorageError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"status": "error", "errorType": self.error_type, "error": self.message});
-        (self.status, axum::Json(body)).into_response()
+        let mut body = String::from("{\"status\":\"error\",\"errorType\":");
+        encode::push_string(&mut body, self.error_type);
+        body.push_str(",\"error\":");
+        encode::push_string(&mut body, &self.message);
+        body.push('}');
+        json_response(self.status, body)
     }
 }
 
-fn success(data: Value) -> Response {
-    axum::Json(json!({"status": "success", "data": data})).into_response()
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
+
+/// `{"status":"success","data":<data>}` with `data` already encoded, then the warnings and
+/// infos when there are any (Prometheus omits empty lists).
+fn success_raw(data: &str, warnings: &[String], infos: &[String]) -> Response {
+    let mut body = String::with_capacity(data.len() + 64);
+    body.push_str("{\"status\":\"success\",\"data\":");
+    body.push_str(data);
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if list.is_empty() {
+            continue;
+        }
+        body.push_str(",\"");
+        body.push_str(key);
+        body.push_str("\":[");
+        for (index, item) in list.iter().enumerate() {
+            if index > 0 {
+                body.push(',');
+            }
+            encode::push_string(&mut body, item);
+        }
+        body.push(']');
+    }
+    body.push('}');
+    json_response(StatusCode::OK, body)
+}
+
+fn success(data: Value) -> Response {
+    success_with_warnings(data, &[])
+}
+
+fn success_with_warnings(data: Value, warnings: &[String]) -> Response {
+    let mut encoded = String::new();
+    encode::push_value(&mut encoded, &data);
+    success_raw(&encoded, warnings, &[])
+}
+
+/// A parse error as Prometheus prints it: `<line>:<column>: parse error: <message>`, the
+/// column counted in bytes from 1.
+fn parse_error_text(query: &str, error: &ParseError) -> String {
+    let position = error.position.min(query.len());
+    let before = query.get(..position).unwrap_or(query);
+    let line = 1 + before.matches('\n').count();
+    let column = position - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    format!("{line}:{column}: parse error: {}", error.message)
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+const TRUNCATED_WARNING: &str = "results truncated due to limit";
 
 /// Query-string parameters, plus the form body of a POST.
 fn request_params(
@@ -154,38 +284,64 @@ fn selectors(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
         .all("match[]")
         .map(|selector| {
             lookout_promql::parse_matchers(selector).map_err(|error| {
-                ApiError::bad_data(format!("invalid parameter \"match[]\": {error}"))
+                ApiError::invalid_param("match[]", parse_error_text(selector, &error))
             })
         })
         .collect()
 }
 
+/// An optional time parameter, worded as Prometheus' `parseTimeParam`.
 fn time_param(params: &Params, name: &str, default: TimestampMs) -> Result<TimestampMs, ApiError> {
     match params.get(name) {
         None | Some("") => Ok(default),
-        Some(text) => params::parse_time(text)
-            .map_err(|error| ApiError::bad_data(format!("invalid parameter \"{name}\": {error}"))),
+        Some(text) => params::parse_time(text).map_err(|error| {
+            ApiError::invalid_param(name, format!("invalid time value for '{name}': {error}"))
+        }),
     }
 }
 
+/// `limit`: absent or 0 for no limit, else a positive count.
 fn limit_param(params: &Params) -> Result<Option<usize>, ApiError> {
     match params.get("limit") {
-        None | Some("") | Some("0") => Ok(None),
-        Some(text) => text.parse().map(Some).map_err(|_| {
-            ApiError::bad_data(format!(
-                "invalid parameter \"limit\": cannot parse {text:?} to a valid limit"
-            ))
-        }),
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<i64>() {
+            Ok(0) => Ok(None),
+            Ok(limit) if limit < 0 => Err(ApiError::invalid_param(
+                "limit",
+                "limit must be non-negative",
+            )),
+            Ok(limit) => Ok(Some(usize::try_from(limit).unwrap_or(usize::MAX))),
+            Err(_) => Err(ApiError::invalid_param(
+                "limit",
+                format!("strconv.Atoi: parsing {text:?}: invalid syntax"),
+            )),
+        },
+    }
+}
+
+/// Cuts `items` to `limit`, returning the warning Prometheus adds when something was cut.
+fn truncate_to_limit<T>(items: &mut Vec<T>, limit: Option<usize>) -> Vec<String> {
+    match limit {
+        Some(limit) if items.len() > limit => {
+            items.truncate(limit);
+            vec![TRUNCATED_WARNING.to_owned()]
+        }
+        _ => Vec::new(),
     }
 }
 
 async fn write(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
     state.remote_write_requests.fetch_add(1, Relaxed);
-    let decoded = remote_write::decode(&body, &state.options.decode_limits).map_err(|error| {
-        state.remote_write_refused.fetch_add(1, Relaxed);
-        ApiError::bad_data(format!("malformed remote write request: {error}"))
-    })?;
+    let decoded = match remote_write::decode(&body, &state.options.decode_limits) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            state.remote_write_refused.fetch_add(1, Relaxed);
+            // Plain text, as Prometheus' receiver answers.
+            let message = format!("malformed remote write request: {error}\n");
+            return Ok((StatusCode::BAD_REQUEST, message).into_response());
+        }
+    };
     let outcome = state.storage.write(decoded.batch).await?;
     let mut problems: Vec<String> = decoded
         .invalid_series
@@ -225,13 +381,15 @@ async fn series(
     for matchers in selectors {
         let mut request = SelectRequest::new(matchers, start.0, end.0);
         request.hints.labels_only = true;
+        request.hints.limit = limit.map(|limit| limit.saturating_add(1));
         for series in collect_series(state.storage.select(request).await?).await? {
             all.insert(series.labels);
         }
     }
+    let mut all: Vec<_> = all.into_iter().collect();
+    let warnings = truncate_to_limit(&mut all, limit);
     let data: Vec<Value> = all
         .into_iter()
-        .take(limit.unwrap_or(usize::MAX))
         .map(|labels| {
             let map: serde_json::Map<String, Value> = labels
                 .iter()
@@ -240,11 +398,15 @@ async fn series(
             Value::Object(map)
         })
         .collect();
-    Ok(success(Value::Array(data)))
+    Ok(success_with_warnings(Value::Array(data), &warnings))
 }
 
-/// Runs a label query once per selector (or once without matchers) and merges the answers.
-async fn label_query<F, Fut>(params: &Params, query: F) -> Result<Vec<String>, ApiError>
+/// Runs a label query once per selector (or once without matchers) and merges the answers,
+/// cut to `limit` (with Prometheus' warning when something was cut).
+async fn label_query<F, Fut>(
+    params: &Params,
+    query: F,
+) -> Result<(Vec<String>, Vec<String>), ApiError>
 where
     F: Fn(LabelRequest) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<String>, StorageError>>,
@@ -259,13 +421,13 @@ where
     let mut merged = std::collections::BTreeSet::new();
     for matchers in selectors {
         let mut request = LabelRequest::new(matchers, start.0, end.0);
-        request.limit = limit;
+        // One more than asked, to know whether the answer was cut.
+        request.limit = limit.map(|limit| limit.saturating_add(1));
         merged.extend(query(request).await?);
     }
-    Ok(merged
-        .into_iter()
-        .take(limit.unwrap_or(usize::MAX))
-        .collect())
+    let mut merged: Vec<String> = merged.into_iter().collect();
+    let warnings = truncate_to_limit(&mut merged, limit);
+    Ok((merged, warnings))
 }
 
 async fn labels(
@@ -276,8 +438,9 @@ async fn labels(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let params = request_params(&method, &headers, query, &body);
-    let names = label_query(&params, |request| state.storage.label_names(request)).await?;
-    Ok(success(json!(names)))
+    let (names, warnings) =
+        label_query(&params, |request| state.storage.label_names(request)).await?;
+    Ok(success_with_warnings(json!(names), &warnings))
 }
 
 async fn label_values(
@@ -291,23 +454,13 @@ async fn label_values(
     if name.is_empty() {
         return Err(ApiError::bad_data("invalid label name: \"\""));
     }
-    let values = label_query(&params, |request| {
+    let (values, warnings) = label_query(&params, |request| {
         let storage = state.storage.clone();
         let name = name.clone();
         async move { storage.label_values(&name, request).await }
     })
     .await?;
-    Ok(success(json!(values)))
-}
-
-async fn not_implemented_query() -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_IMPLEMENTED,
-        error_type: ErrorClass::Unavailable.prometheus_error_type(),
-        message: "PromQL evaluation is not implemented yet in this version of Lookout (issue 4); \
-                  series, labels and label values are served"
-            .into(),
-    }
+    Ok(success_with_warnings(json!(values), &warnings))
 }
 
 async fn format_query(
@@ -319,7 +472,7 @@ async fn format_query(
     let params = request_params(&method, &headers, query, &body);
     let text = params.get("query").unwrap_or_default();
     let expr = lookout_promql::parse(text)
-        .map_err(|error| ApiError::bad_data(format!("invalid parameter \"query\": {error}")))?;
+        .map_err(|error| ApiError::invalid_param("query", parse_error_text(text, &error)))?;
     Ok(success(Value::String(expr.to_string())))
 }
 
@@ -355,18 +508,19 @@ async fn metadata() -> Response {
     success(json!({}))
 }
 
-async fn exemplars() -> Response {
-    success(json!([]))
-}
-
-async fn buildinfo() -> Response {
-    success(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "revision": "",
-        "branch": "",
-        "buildUser": "",
-        "buildDate": "",
-        "goVersion": "",
-        "application": "lookout",
-    }))
+/// No exemplars are stored yet: the parameters are checked as Prometheus does, the answer is
+/// empty.
+async fn exemplars(
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = request_params(&method, &headers, query, &body);
+    time_param(&params, "start", TimestampMs::MIN)?;
+    time_param(&params, "end", TimestampMs::MAX)?;
+    let text = params.get("query").unwrap_or_default();
+    lookout_promql::parse(text)
+        .map_err(|error| ApiError::invalid_param("query", parse_error_text(text, &error)))?;
+    Ok(success(json!([])))
 }

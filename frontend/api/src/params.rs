@@ -39,12 +39,42 @@ impl Params {
     }
 }
 
+/// What Go's time package prints for the smallest and largest times Prometheus uses as open
+/// bounds; clients such as `promtool` and Grafana send them back.
+const MIN_TIME_FORMATTED: &str = "-292273086-05-16T16:47:06Z";
+const MAX_TIME_FORMATTED: &str = "292277025-08-18T07:12:54.999999999Z";
+
 /// Parses a Prometheus API time: float seconds since the epoch, or RFC 3339.
 pub fn parse_time(text: &str) -> Result<TimestampMs, String> {
     if let Ok(seconds) = text.parse::<f64>() {
         return TimestampMs::from_seconds_f64(seconds).map_err(|error| error.to_string());
     }
+    match text {
+        MIN_TIME_FORMATTED => return Ok(TimestampMs::MIN),
+        MAX_TIME_FORMATTED => return Ok(TimestampMs::MAX),
+        _ => {}
+    }
     parse_rfc3339(text).ok_or_else(|| format!("cannot parse {text:?} to a valid timestamp"))
+}
+
+/// Parses a Prometheus API duration into nanoseconds: float seconds (`15`, `0.5`) or a
+/// duration string (`1m30s`, `2h`, `100ms`).
+pub fn parse_duration_nanos(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        let nanos = seconds * 1e9;
+        // i64::MAX as f64 rounds up to 2^63: compare against that exclusive bound.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if !(-LIMIT..LIMIT).contains(&nanos) {
+            return Err(format!(
+                "cannot parse {text:?} to a valid duration. It overflows int64"
+            ));
+        }
+        return Ok(nanos as i64);
+    }
+    lookout_promql::parse_duration(text)
+        .ok()
+        .and_then(|millis| millis.checked_mul(1_000_000))
+        .ok_or_else(|| format!("cannot parse {text:?} to a valid duration"))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
@@ -186,6 +216,28 @@ mod tests {
         assert!(parse_time("2023-13-01T00:00:00Z").is_err());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("NaN").is_err());
+    }
+
+    #[test]
+    fn durations_as_seconds_or_strings() {
+        assert_eq!(parse_duration_nanos("15").unwrap(), 15_000_000_000);
+        assert_eq!(parse_duration_nanos("0.5").unwrap(), 500_000_000);
+        assert_eq!(parse_duration_nanos("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration_nanos("100ms").unwrap(), 100_000_000);
+        assert_eq!(parse_duration_nanos("-1").unwrap(), -1_000_000_000);
+        assert_eq!(
+            parse_duration_nanos("soon").unwrap_err(),
+            "cannot parse \"soon\" to a valid duration"
+        );
+        assert!(parse_duration_nanos("1e300")
+            .unwrap_err()
+            .contains("overflows"));
+    }
+
+    #[test]
+    fn go_boundary_times() {
+        assert_eq!(parse_time(MIN_TIME_FORMATTED).unwrap(), TimestampMs::MIN);
+        assert_eq!(parse_time(MAX_TIME_FORMATTED).unwrap(), TimestampMs::MAX);
     }
 
     #[test]

@@ -1,62 +1,30 @@
 //! `lookout-server`: one process serving the Prometheus HTTP API (with the remote-write
 //! receiver) over the embedded native store.
 //!
-//! With no flags it stores data under `./data` and listens on port 9090 as Prometheus does.
+//! With no flags it stores data under `./data`, serves the query API on port 9090 as
+//! Prometheus does and the gateway port 7200 (remote write at `/api/v1/write`). Settings
+//! come from a TOML file (`--config.file`, see the `config` module) and flags, flags winning.
 //! SIGINT or SIGTERM stops accepting connections, lets requests in flight finish, then flushes
 //! and closes the store.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod config;
+mod store;
+
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use lookout_api::ApiOptions;
+use lookout_api::{ApiOptions, StatusInfo};
 use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
-/// Command-line flags, named like Prometheus' where they mean the same thing.
-#[derive(Debug, Parser)]
-#[command(name = "lookout-server", version, about = "Lookout metrics server")]
-struct Args {
-    /// Data directory of the native store.
-    #[arg(
-        long = "storage.tsdb.path",
-        env = "LOOKOUT_DATA",
-        default_value = "data"
-    )]
-    data_dir: PathBuf,
-    /// Address of the query API and the remote-write receiver.
-    #[arg(
-        long = "web.listen-address",
-        env = "LOOKOUT_LISTEN",
-        default_value = "0.0.0.0:9090"
-    )]
-    listen: SocketAddr,
-    /// How long to keep data, in hours (0 keeps everything).
-    #[arg(long = "storage.tsdb.retention.hours", default_value_t = 15 * 24)]
-    retention_hours: u64,
-    /// Keep at most this many bytes of blocks (0: no size limit).
-    #[arg(long = "storage.tsdb.retention.bytes", default_value_t = 0)]
-    retention_bytes: u64,
-    /// Sync the WAL on every write (durable against power loss) instead of once a second.
-    #[arg(long = "storage.wal.fsync-always")]
-    fsync_always: bool,
-    /// Accept samples up to this many minutes older than the newest one (0: in order only).
-    #[arg(
-        long = "storage.tsdb.out-of-order-window-minutes",
-        default_value_t = 60
-    )]
-    out_of_order_minutes: i64,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long = "log.level", default_value = "info")]
-    log_level: tracing::Level,
-}
+use config::{Args, Config};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let config = Config::load(&args)?;
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
-        .with_max_level(args.log_level)
+        .with_max_level(config.log_level()?)
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
@@ -64,23 +32,25 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(args, config))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let retention = (args.retention_hours > 0).then(|| args.retention_hours as i64 * 3_600_000);
-    let retention_bytes = (args.retention_bytes > 0).then_some(args.retention_bytes);
-    let fsync = if args.fsync_always {
+async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    let storage = &config.storage;
+    let retention =
+        (storage.retention_hours > 0).then(|| storage.retention_hours as i64 * 3_600_000);
+    let retention_bytes = (storage.retention_bytes > 0).then_some(storage.retention_bytes);
+    let fsync = if storage.wal_fsync_always {
         FsyncPolicy::Always
     } else {
         FsyncPolicy::Interval(lookout_tsdb::DEFAULT_FSYNC_INTERVAL)
     };
-    let options = TsdbOptions::new(&args.data_dir)
+    let options = TsdbOptions::new(&storage.path)
         .fsync(fsync)
         .retention_ms(retention)
         .retention_bytes(retention_bytes)
-        .out_of_order_window_ms(args.out_of_order_minutes * 60_000);
-    let data_dir = args.data_dir.clone();
+        .out_of_order_window_ms(storage.out_of_order_window_minutes * 60_000);
+    let data_dir = storage.path.clone();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(options))
         .await?
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
@@ -92,17 +62,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics: Some(Arc::new(move |out: &mut String| {
             metrics_source.render_metrics(out)
         })),
+        engine: config.engine_options()?,
+        admin: config
+            .web
+            .enable_admin_api
+            .then(|| Arc::new(store::TsdbAdmin::new(tsdb.clone(), &data_dir)) as _),
+        status: StatusInfo {
+            flags: config.flags(args.config_file.as_deref()),
+            config: config.to_toml(),
+            storage_retention: config.retention_text(),
+            store: Some(Arc::new(store::TsdbStatus(tsdb.clone()))),
+        },
         ..ApiOptions::default()
     };
-    let app = lookout_api::router(Arc::new(tsdb.clone()), options);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let storage: Arc<dyn lookout_storage::Storage> = Arc::new(tsdb.clone());
+    let api = lookout_api::router(storage.clone(), options.clone());
+    let gateway = lookout_api::write_router(storage, options);
+    let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, data = %args.data_dir.display(), "lookout-server ready");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_context(|| format!("listening on {}", config.web.listen_address))?;
+    let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
         .await
-        .context("serving HTTP")?;
+        .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
+    tracing::info!(
+        address = %api_listener.local_addr()?,
+        gateway = %gateway_listener.local_addr()?,
+        data = %data_dir.display(),
+        "lookout-server ready"
+    );
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let api_server =
+        axum::serve(api_listener, api).with_graceful_shutdown(until_stopped(stopped.clone()));
+    let gateway_server =
+        axum::serve(gateway_listener, gateway).with_graceful_shutdown(until_stopped(stopped));
+    tokio::try_join!(
+        async { api_server.await.context("serving the query API") },
+        async { gateway_server.await.context("serving the gateway port") },
+    )?;
     tracing::info!("shutting down: flushing the store");
     tokio::task::spawn_blocking(move || tsdb.close()).await??;
     Ok(())

@@ -1,5 +1,6 @@
-//! The `lookout-server` binary: starts on the default store layout, takes remote writes,
-//! stops cleanly on SIGTERM and finds its data again after a restart.
+//! The `lookout-server` binary: starts on the default store layout, takes remote writes on
+//! both ports, reads its configuration file, stops cleanly on SIGTERM and finds its data
+//! again after a restart.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -17,11 +18,19 @@ fn free_port() -> u16 {
 }
 
 fn start(data: &std::path::Path, port: u16) -> Child {
+    start_with(&[
+        "--storage.tsdb.path".into(),
+        data.display().to_string(),
+        "--web.listen-address".into(),
+        format!("127.0.0.1:{port}"),
+        "--gateway.listen-address".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ])
+}
+
+fn start_with(args: &[String]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lookout-server"))
-        .arg("--storage.tsdb.path")
-        .arg(data)
-        .arg("--web.listen-address")
-        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -125,4 +134,149 @@ fn serves_writes_stops_on_sigterm_and_keeps_data() {
         serde_json::json!([{"__name__": "lookout_test", "job": "binary"}])
     );
     terminate(server);
+}
+
+fn one_sample_batch(name: &str) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.push(
+        Labels::from_pairs([("__name__", name), ("job", "gateway")]).unwrap(),
+        vec![Sample::new(1_700_000_000_000, 7.0)],
+    );
+    batch
+}
+
+#[test]
+fn config_file_flags_override_and_gateway_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-file");
+    let (port, gateway_port) = (free_port(), free_port());
+    let config = dir.path().join("lookout.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {data:?}\n\n[web]\nlisten_address = \"127.0.0.1:{port}\"\n\
+             enable_admin_api = true\n\n[gateway]\nlisten_address = \"127.0.0.1:{gateway_port}\"\n\n\
+             [query]\ntimeout = \"1m\"\nmax_samples = 1000\n"
+        ),
+    )
+    .unwrap();
+    let client = reqwest::blocking::Client::new();
+    let server = start_with(&[
+        "--config.file".into(),
+        config.display().to_string(),
+        "--query.timeout".into(),
+        "30s".into(),
+    ]);
+    wait_ready(&client, port);
+
+    // The file's values, the flag's override, the defaults for the rest.
+    let flags: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/status/flags"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let flags = &flags["data"];
+    assert_eq!(flags["storage.tsdb.path"], data.display().to_string());
+    assert_eq!(flags["query.timeout"], "30s");
+    assert_eq!(flags["query.max-samples"], "1000");
+    assert_eq!(flags["query.lookback-delta"], "5m");
+    assert_eq!(flags["web.enable-admin-api"], "true");
+    assert_eq!(
+        flags["gateway.listen-address"],
+        format!("127.0.0.1:{gateway_port}")
+    );
+    let config_body: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/status/config"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let effective = config_body["data"]["yaml"].as_str().unwrap();
+    assert!(effective.contains("timeout = \"30s\""), "{effective}");
+
+    // Remote write on the gateway port lands in the same store.
+    let response = client
+        .post(format!("http://127.0.0.1:{gateway_port}/api/v1/write"))
+        .body(lookout_gateway::remote_write::encode(&one_sample_batch(
+            "via_gateway",
+        )))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let response = client
+        .post(format!("http://127.0.0.1:{gateway_port}/api/v1/write"))
+        .body("not a remote write body")
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = client
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/series?match[]=via_gateway"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        body["data"],
+        serde_json::json!([{"__name__": "via_gateway", "job": "gateway"}])
+    );
+    // The gateway port serves only the gateway routes.
+    let response = client
+        .get(format!("http://127.0.0.1:{gateway_port}/api/v1/labels"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+
+    // The admin API is on (from the file): a snapshot lands under the data directory.
+    let snapshot: serde_json::Value = client
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot"
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let name = snapshot["data"]["name"].as_str().unwrap();
+    assert!(
+        data.join("snapshots").join(name).join("blocks").is_dir(),
+        "{snapshot}"
+    );
+    let response = client
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/admin/tsdb/delete_series?match[]=via_gateway"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    terminate(server);
+}
+
+#[test]
+fn admin_api_is_off_by_default_and_bad_config_fails_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let port = free_port();
+    let server = start(&dir.path().join("data"), port);
+    wait_ready(&client, port);
+    let response = client
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/admin/tsdb/snapshot"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    terminate(server);
+
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[web]\nlisten = \"x\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_lookout-server"))
+        .arg("--config.file")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `listen`"), "{stderr}");
 }

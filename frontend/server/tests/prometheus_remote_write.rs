@@ -68,6 +68,8 @@ fn a_real_prometheus_remote_writes_into_lookout() {
             .arg(dir.path().join("lookout"))
             .arg("--web.listen-address")
             .arg(format!("127.0.0.1:{lookout_port}"))
+            .arg("--gateway.listen-address")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

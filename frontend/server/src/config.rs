@@ -1,0 +1,430 @@
+//! The server's settings: a TOML file (`--config.file`) overridden by command-line flags
+//! (and their environment variables), every one with a default so that no file is needed.
+//!
+//! ```toml
+//! [storage]
+//! path = "data"
+//! retention_hours = 360
+//! retention_bytes = 0
+//! wal_fsync_always = false
+//! out_of_order_window_minutes = 60
+//!
+//! [web]
+//! listen_address = "0.0.0.0:9090"
+//! enable_admin_api = false
+//!
+//! [gateway]
+//! listen_address = "0.0.0.0:7200"
+//!
+//! [query]
+//! timeout = "2m"
+//! max_samples = 50000000
+//! lookback_delta = "5m"
+//!
+//! [log]
+//! level = "info"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// Command-line flags, named like Prometheus' where they mean the same thing. Each one left
+/// out keeps the value of the configuration file, or the default.
+#[derive(Debug, Default, Parser)]
+#[command(name = "lookout-server", version, about = "Lookout metrics server")]
+pub struct Args {
+    /// TOML configuration file; flags given on the command line override its values.
+    #[arg(long = "config.file", env = "LOOKOUT_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// Data directory of the native store [default: data].
+    #[arg(long = "storage.tsdb.path", env = "LOOKOUT_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the query API and the remote-write receiver [default: 0.0.0.0:9090].
+    #[arg(long = "web.listen-address", env = "LOOKOUT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Serve the admin endpoints (`/api/v1/admin/tsdb/...`): series deletion, snapshots.
+    #[arg(long = "web.enable-admin-api")]
+    pub enable_admin_api: bool,
+    /// Address of the gateway port (remote write at `/api/v1/write`) [default: 0.0.0.0:7200].
+    #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// How long to keep data, in hours (0 keeps everything) [default: 360].
+    #[arg(long = "storage.tsdb.retention.hours")]
+    pub retention_hours: Option<u64>,
+    /// Keep at most this many bytes of blocks (0: no size limit) [default: 0].
+    #[arg(long = "storage.tsdb.retention.bytes")]
+    pub retention_bytes: Option<u64>,
+    /// Sync the WAL on every write (durable against power loss) instead of once a second.
+    #[arg(long = "storage.wal.fsync-always")]
+    pub fsync_always: bool,
+    /// Accept samples up to this many minutes older than the newest one (0: in order only)
+    /// [default: 60].
+    #[arg(long = "storage.tsdb.out-of-order-window-minutes")]
+    pub out_of_order_minutes: Option<i64>,
+    /// Longest a query may run, e.g. `2m` [default: 2m].
+    #[arg(long = "query.timeout")]
+    pub query_timeout: Option<String>,
+    /// Most samples a query may load into memory [default: 50000000].
+    #[arg(long = "query.max-samples")]
+    pub query_max_samples: Option<u64>,
+    /// How far back an instant selector looks for a sample, e.g. `5m` [default: 5m].
+    #[arg(long = "query.lookback-delta")]
+    pub query_lookback_delta: Option<String>,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long = "log.level")]
+    pub log_level: Option<tracing::Level>,
+}
+
+/// The effective configuration; also the layout of the TOML file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The native store.
+    pub storage: StorageConfig,
+    /// The query API port.
+    pub web: WebConfig,
+    /// The gateway port.
+    pub gateway: GatewayConfig,
+    /// The PromQL evaluator.
+    pub query: QueryConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `--storage.tsdb.path`
+    pub path: PathBuf,
+    /// `--storage.tsdb.retention.hours`
+    pub retention_hours: u64,
+    /// `--storage.tsdb.retention.bytes`
+    pub retention_bytes: u64,
+    /// `--storage.wal.fsync-always`
+    pub wal_fsync_always: bool,
+    /// `--storage.tsdb.out-of-order-window-minutes`
+    pub out_of_order_window_minutes: i64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("data"),
+            retention_hours: 15 * 24,
+            retention_bytes: 0,
+            wal_fsync_always: false,
+            out_of_order_window_minutes: 60,
+        }
+    }
+}
+
+/// `[web]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// `--web.listen-address`
+    pub listen_address: SocketAddr,
+    /// `--web.enable-admin-api`
+    pub enable_admin_api: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen_address: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            enable_admin_api: false,
+        }
+    }
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// `--gateway.listen-address`
+    pub listen_address: SocketAddr,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen_address: SocketAddr::from(([0, 0, 0, 0], 7200)),
+        }
+    }
+}
+
+/// `[query]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// `--query.timeout`, a duration such as `2m`.
+    pub timeout: String,
+    /// `--query.max-samples`
+    pub max_samples: u64,
+    /// `--query.lookback-delta`, a duration such as `5m`.
+    pub lookback_delta: String,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout: "2m".into(),
+            max_samples: 50_000_000,
+            lookback_delta: "5m".into(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `--log.level`
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The file named by `--config.file` (defaults when none), then the flags given.
+    pub fn load(args: &Args) -> anyhow::Result<Config> {
+        let mut config = match &args.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the configuration {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("in the configuration {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_flags(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_flags(&mut self, args: &Args) {
+        fn set<T: Clone>(target: &mut T, flag: &Option<T>) {
+            if let Some(value) = flag {
+                *target = value.clone();
+            }
+        }
+        set(&mut self.storage.path, &args.data_dir);
+        set(&mut self.storage.retention_hours, &args.retention_hours);
+        set(&mut self.storage.retention_bytes, &args.retention_bytes);
+        set(
+            &mut self.storage.out_of_order_window_minutes,
+            &args.out_of_order_minutes,
+        );
+        self.storage.wal_fsync_always |= args.fsync_always;
+        set(&mut self.web.listen_address, &args.listen);
+        self.web.enable_admin_api |= args.enable_admin_api;
+        set(&mut self.gateway.listen_address, &args.gateway_listen);
+        set(&mut self.query.timeout, &args.query_timeout);
+        set(&mut self.query.max_samples, &args.query_max_samples);
+        set(&mut self.query.lookback_delta, &args.query_lookback_delta);
+        if let Some(level) = args.log_level {
+            self.log.level = level.to_string().to_lowercase();
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.log_level()?;
+        self.query_timeout()?;
+        self.lookback_delta_ms()?;
+        anyhow::ensure!(
+            self.storage.out_of_order_window_minutes >= 0,
+            "storage.out_of_order_window_minutes must not be negative"
+        );
+        Ok(())
+    }
+
+    /// `[log] level` parsed.
+    pub fn log_level(&self) -> anyhow::Result<tracing::Level> {
+        self.log
+            .level
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid log level {:?}", self.log.level))
+    }
+
+    /// `[query] timeout` parsed.
+    pub fn query_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        let millis = positive_duration_ms("query.timeout", &self.query.timeout)?;
+        Ok(std::time::Duration::from_millis(millis as u64))
+    }
+
+    /// `[query] lookback_delta` parsed, in milliseconds.
+    pub fn lookback_delta_ms(&self) -> anyhow::Result<i64> {
+        positive_duration_ms("query.lookback_delta", &self.query.lookback_delta)
+    }
+
+    /// The engine's options from `[query]`.
+    pub fn engine_options(&self) -> anyhow::Result<lookout_promql::EngineOptions> {
+        Ok(lookout_promql::EngineOptions {
+            timeout: self.query_timeout()?,
+            max_samples: self.query.max_samples,
+            lookback_delta_ms: self.lookback_delta_ms()?,
+            ..lookout_promql::EngineOptions::default()
+        })
+    }
+
+    /// Every flag with its effective value, for `/api/v1/status/flags`.
+    pub fn flags(&self, config_file: Option<&std::path::Path>) -> Vec<(String, String)> {
+        let flag = |name: &str, value: String| (name.to_owned(), value);
+        vec![
+            flag(
+                "config.file",
+                config_file.map_or(String::new(), |path| path.display().to_string()),
+            ),
+            flag("storage.tsdb.path", self.storage.path.display().to_string()),
+            flag("web.listen-address", self.web.listen_address.to_string()),
+            flag(
+                "web.enable-admin-api",
+                self.web.enable_admin_api.to_string(),
+            ),
+            flag(
+                "gateway.listen-address",
+                self.gateway.listen_address.to_string(),
+            ),
+            flag(
+                "storage.tsdb.retention.hours",
+                self.storage.retention_hours.to_string(),
+            ),
+            flag(
+                "storage.tsdb.retention.bytes",
+                self.storage.retention_bytes.to_string(),
+            ),
+            flag(
+                "storage.wal.fsync-always",
+                self.storage.wal_fsync_always.to_string(),
+            ),
+            flag(
+                "storage.tsdb.out-of-order-window-minutes",
+                self.storage.out_of_order_window_minutes.to_string(),
+            ),
+            flag("query.timeout", self.query.timeout.clone()),
+            flag("query.max-samples", self.query.max_samples.to_string()),
+            flag("query.lookback-delta", self.query.lookback_delta.clone()),
+            flag("log.level", self.log.level.clone()),
+        ]
+    }
+
+    /// The effective configuration as TOML, for `/api/v1/status/config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+    }
+
+    /// Retention as Prometheus' runtime info shows it: `15d`, `512MiB`, `15d or 512MiB`.
+    pub fn retention_text(&self) -> String {
+        let mut parts = Vec::new();
+        if self.storage.retention_hours > 0 {
+            let millis = (self.storage.retention_hours as i64).saturating_mul(3_600_000);
+            parts.push(lookout_promql::format_duration(millis));
+        }
+        if self.storage.retention_bytes > 0 {
+            parts.push(format_bytes(self.storage.retention_bytes));
+        }
+        parts.join(" or ")
+    }
+}
+
+fn positive_duration_ms(name: &str, text: &str) -> anyhow::Result<i64> {
+    let millis = lookout_promql::parse_duration(text)
+        .map_err(|error| anyhow::anyhow!("invalid {name} {text:?}: {error}"))?;
+    anyhow::ensure!(millis > 0, "{name} must be greater than zero, got {text:?}");
+    Ok(millis)
+}
+
+/// Bytes in the largest binary unit that divides them exactly (`512MiB`, `1000B`).
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 5] = [
+        ("PiB", 1 << 50),
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes}B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(&Args::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.storage.path, PathBuf::from("data"));
+        assert_eq!(config.web.listen_address.port(), 9090);
+        assert_eq!(config.gateway.listen_address.port(), 7200);
+        assert_eq!(config.retention_text(), "15d");
+        let engine = config.engine_options().unwrap();
+        assert_eq!(engine.timeout, std::time::Duration::from_secs(120));
+        assert_eq!(engine.lookback_delta_ms, 300_000);
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "[web]\nenable_admin_api = true\n[query]\ntimeout = \"1m\"\nmax_samples = 10\n\
+             [storage]\nretention_bytes = 536870912\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--query.timeout",
+            "30s",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert!(config.web.enable_admin_api);
+        assert_eq!(config.query.timeout, "30s", "the flag wins");
+        assert_eq!(
+            config.query.max_samples, 10,
+            "the file wins over the default"
+        );
+        assert_eq!(config.retention_text(), "15d or 512MiB");
+        // The rendered configuration reads back as the same configuration.
+        let again: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(&path, "[web]\nlisten_adress = \"0.0.0.0:1\"\n").unwrap();
+        let args = Args {
+            config_file: Some(path),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("listen_adress"), "{error}");
+        let args = Args {
+            query_timeout: Some("0s".into()),
+            ..Args::default()
+        };
+        assert!(Config::load(&args).is_err());
+    }
+}
