@@ -458,7 +458,6 @@ async fn query_parameter_errors() {
 }
 
 #[tokio::test]
-#[ignore = "needs the PromQL evaluator (lands on main)"]
 async fn instant_queries() {
     let server = Server::start(false).await;
     assert_snapshot!(
@@ -524,7 +523,6 @@ async fn instant_queries() {
 }
 
 #[tokio::test]
-#[ignore = "needs the PromQL evaluator (lands on main)"]
 async fn range_queries() {
     let server = Server::start(false).await;
     assert_snapshot!(
@@ -565,7 +563,6 @@ async fn range_queries() {
 }
 
 #[tokio::test]
-#[ignore = "needs the PromQL evaluator (lands on main)"]
 async fn query_timeout() {
     let server = Server::start(false).await;
     let response = server

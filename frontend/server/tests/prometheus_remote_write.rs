@@ -2,60 +2,16 @@
 //! remote-writes what it scrapes to `lookout-server`; the series must arrive. Skips with a
 //! printed reason when `prometheus` is not installed.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(url)
-            .send()
-            .is_ok_and(|response| response.status().is_success())
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} not ready within 30 s");
-}
+use support::{free_port, prometheus_installed, start_prometheus, wait_ready, Killed};
 
 #[test]
 fn a_real_prometheus_remote_writes_into_lookout() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !prometheus_installed() {
         println!("SKIPPED: `prometheus` is not on PATH (apt-get install prometheus; .ci/run does)");
         return;
     }
@@ -78,33 +34,17 @@ fn a_real_prometheus_remote_writes_into_lookout() {
     wait_ready(&client, &format!("http://127.0.0.1:{lookout_port}/-/ready"));
 
     let prometheus_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n\
-             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prometheus_port}']\n\
-             remote_write:\n  - url: http://127.0.0.1:{lookout_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n"
-        ),
-    )
-    .unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prometheus").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
-            .arg("--storage.remote.flush-deadline=5s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n\
+         scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prometheus_port}']\n\
+         remote_write:\n  - url: http://127.0.0.1:{lookout_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n"
     );
-    wait_ready(
+    let _prometheus = start_prometheus(
         &client,
-        &format!("http://127.0.0.1:{prometheus_port}/-/ready"),
+        dir.path(),
+        prometheus_port,
+        &config,
+        &["--storage.remote.flush-deadline=5s"],
     );
 
     let series_url =

@@ -123,7 +123,6 @@ fn promtool_query_series_and_labels() {
 }
 
 #[test]
-#[ignore = "needs the PromQL evaluator (lands on main)"]
 fn promtool_query_instant_and_range() {
     let dir = tempfile::tempdir().unwrap();
     let Some((_server, url)) = server_with_data(dir.path()) else {

@@ -901,15 +901,25 @@ pub(crate) fn scalar_op(op: BinaryOp, l: f64, r: f64) -> (f64, bool) {
 }
 
 /// The matching signature of a series: the `on` labels, or all but the `ignoring` labels and
-/// the metric name.
+/// the metric name. Set operators also ignore `__type__`/`__unit__` (an operand whose name was
+/// dropped still matches its source); arithmetic and comparisons keep them, so a counter does
+/// not match a gauge of the same name.
 fn signature(labels: &Labels, matching: &VectorMatching) -> Labels {
+    signature_with(labels, matching, &NAME_LABELS[..1])
+}
+
+fn set_signature(labels: &Labels, matching: &VectorMatching) -> Labels {
+    signature_with(labels, matching, &NAME_LABELS)
+}
+
+fn signature_with(labels: &Labels, matching: &VectorMatching, dropped: &[&str]) -> Labels {
     let kept = labels
         .iter()
         .filter(|l| {
             if matching.on {
                 matching.labels.contains(&l.name)
             } else {
-                l.name != METRIC_NAME_LABEL && !matching.labels.contains(&l.name)
+                !dropped.contains(&l.name.as_str()) && !matching.labels.contains(&l.name)
             }
         })
         .cloned()
@@ -921,12 +931,13 @@ fn signature(labels: &Labels, matching: &VectorMatching) -> Labels {
 fn signature_ids(
     series: &[VSeries],
     matching: &VectorMatching,
+    sig: fn(&Labels, &VectorMatching) -> Labels,
     ids: &mut HashMap<Labels, usize>,
 ) -> Vec<usize> {
     series
         .iter()
         .map(|s| {
-            let sig = signature(&s.labels, matching);
+            let sig = sig(&s.labels, matching);
             let next = ids.len();
             *ids.entry(sig).or_insert(next)
         })
@@ -943,7 +954,7 @@ fn set_and_unless(
     steps: usize,
 ) -> Vec<VSeries> {
     let mut ids = HashMap::new();
-    let rhs_ids = signature_ids(rhs, matching, &mut ids);
+    let rhs_ids = signature_ids(rhs, matching, set_signature, &mut ids);
     let mut present = vec![vec![false; steps]; ids.len()];
     for (s, id) in rhs.iter().zip(&rhs_ids) {
         for (slot, v) in present[*id].iter_mut().zip(&s.values) {
@@ -952,7 +963,7 @@ fn set_and_unless(
     }
     lhs.into_iter()
         .filter_map(|mut s| {
-            let sig = signature(&s.labels, matching);
+            let sig = set_signature(&s.labels, matching);
             let row = ids.get(&sig).map(|id| &present[*id]);
             for (i, value) in s.values.iter_mut().enumerate() {
                 let matched = row.is_some_and(|row| row[i]);
@@ -974,7 +985,7 @@ fn set_or(
     steps: usize,
 ) -> Vec<VSeries> {
     let mut ids = HashMap::new();
-    let lhs_ids = signature_ids(&lhs, matching, &mut ids);
+    let lhs_ids = signature_ids(&lhs, matching, set_signature, &mut ids);
     let mut present = vec![vec![false; steps]; ids.len()];
     for (s, id) in lhs.iter().zip(&lhs_ids) {
         for (slot, v) in present[*id].iter_mut().zip(&s.values) {
@@ -983,7 +994,7 @@ fn set_or(
     }
     let mut out = lhs;
     for mut s in rhs {
-        let sig = signature(&s.labels, matching);
+        let sig = set_signature(&s.labels, matching);
         if let Some(row) = ids.get(&sig).map(|id| &present[*id]) {
             for (value, taken) in s.values.iter_mut().zip(row) {
                 if *taken {
@@ -1012,7 +1023,7 @@ fn vector_vector(
     let swapped = card == VectorMatchCardinality::OneToMany;
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
     let mut ids = HashMap::new();
-    let one_ids = signature_ids(&one, matching, &mut ids);
+    let one_ids = signature_ids(&one, matching, signature, &mut ids);
     let groups = ids.len();
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups];
     for (index, id) in one_ids.iter().enumerate() {

@@ -47,7 +47,8 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// The step of a subquery written without one, `x[1h:]` (default 1 minute).
     pub default_subquery_step_ms: i64,
-    /// A range query may have at most this many steps (default 11,000, as Prometheus).
+    /// A range query may have at most this many steps after its start (default 11,000, as
+    /// Prometheus; so 11,001 points).
     pub max_points_per_series: u64,
     /// Parser feature switches.
     pub parse: ParseOptions,
@@ -115,8 +116,9 @@ impl Engine {
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
             ));
         }
-        let points = (end_ms - start_ms) / step_ms + 1;
-        if points as u64 > self.options.max_points_per_series {
+        // Prometheus' rule: at most 11,000 steps after the start (11,001 points).
+        let steps = (end_ms - start_ms) / step_ms;
+        if steps as u64 > self.options.max_points_per_series {
             return Err(QueryError::BadRequest(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));

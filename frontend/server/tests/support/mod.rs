@@ -1,0 +1,113 @@
+//! Helpers the integration tests share to run a real Prometheus (from PATH) on loopback:
+//! a free port, a child process that is stopped on drop, and readiness waits.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a peer may take to answer its readiness endpoint.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a peer may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Whether a `prometheus` binary is on PATH. When it is not, tests print
+/// `SKIPPED: <reason>` and return.
+pub fn prometheus_installed() -> bool {
+    Command::new("prometheus").arg("--version").output().is_ok()
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that gets SIGTERM (then SIGKILL after 15 s) when dropped.
+#[derive(Debug)]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `url` answers 2xx within 30 s, polling every 100 ms.
+pub fn became_ready(client: &reqwest::blocking::Client, url: &str) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .is_ok_and(|response| response.status().is_success())
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Waits until `url` answers 2xx; panics after 30 s.
+pub fn wait_ready(client: &reqwest::blocking::Client, url: &str) {
+    assert!(
+        became_ready(client, url),
+        "{url} not ready within {READY_TIMEOUT:?}"
+    );
+}
+
+/// Starts `prometheus` on `127.0.0.1:port` with `config` as its `prometheus.yml`, its TSDB and
+/// its log under `dir`, plus `extra_flags`, and waits until `/-/ready` answers. A Prometheus
+/// that does not become ready fails the test with the tail of its log.
+pub fn start_prometheus(
+    client: &reqwest::blocking::Client,
+    dir: &Path,
+    port: u16,
+    config: &str,
+    extra_flags: &[&str],
+) -> Killed {
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = dir.join("prometheus.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(extra_flags)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let prometheus = Killed(child);
+    if !became_ready(client, &format!("http://127.0.0.1:{port}/-/ready")) {
+        let log_text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = log_text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
+        panic!(
+            "prometheus on port {port} not ready within {READY_TIMEOUT:?}; log tail:\n{}",
+            tail.join("\n")
+        );
+    }
+    prometheus
+}
