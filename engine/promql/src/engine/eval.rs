@@ -1166,8 +1166,8 @@ fn vector_vector(
         let none = Labels::empty();
         for (m, series) in many.iter().enumerate() {
             let mut labels = None;
-            for i in 0..steps {
-                let Some(v) = series.values[i] else { continue };
+            for (i, v) in series.values.iter().enumerate() {
+                let Some(v) = *v else { continue };
                 if many_groups[m].is_some_and(|g| one_at[g][i].is_some()) {
                     continue;
                 }
@@ -1192,9 +1192,9 @@ fn vector_vector(
         for (o, series) in one.iter().enumerate() {
             let group = one_ids[o];
             let labels = signature(&series.labels, matching);
-            for i in 0..steps {
-                let Some(v) = series.values[i] else { continue };
-                if many_present[group][i] {
+            for (i, (v, taken)) in series.values.iter().zip(&many_present[group]).enumerate() {
+                let Some(v) = *v else { continue };
+                if *taken {
                     continue;
                 }
                 emit(labels.clone(), i, fill, v, &mut out)?;
