@@ -17,8 +17,8 @@ use super::functions;
 use super::value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
 use super::{EngineOptions, QueryError};
 use crate::ast::{
-    Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Expr, MatrixSelector, Subquery, UnaryOp,
-    VectorMatchCardinality, VectorMatching, VectorSelector,
+    Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Expr, ExtendedRange, MatrixSelector,
+    Subquery, UnaryOp, VectorMatchCardinality, VectorMatching, VectorSelector,
 };
 
 /// One optional value per step of a grid.
@@ -56,6 +56,11 @@ pub(crate) struct RangeVal {
     pub(crate) series: Vec<(Labels, Vec<Point>)>,
     pub(crate) range: i64,
     pub(crate) ends: Vec<i64>,
+    /// `anchored` / `smoothed`: the points also reach one sample past each edge of the
+    /// window (within the lookback), which the functions that allow it use.
+    pub(crate) extended: Option<ExtendedRange>,
+    /// How far past an edge that sample may be.
+    pub(crate) lookback: i64,
 }
 
 /// What an operator produces.
@@ -235,22 +240,40 @@ fn collect_fetches(
     out: &mut Vec<Fetch>,
 ) {
     match expr {
-        Expr::VectorSelector(selector) => out.push(selector_fetch(
-            selector,
-            start,
-            end,
-            query_start,
-            query_end,
-            range.unwrap_or(options.lookback_delta_ms),
-        )),
-        Expr::MatrixSelector(matrix) => out.push(selector_fetch(
-            &matrix.vector,
-            start,
-            end,
-            query_start,
-            query_end,
-            matrix.range_ms,
-        )),
+        Expr::VectorSelector(selector) => {
+            let mut fetch = selector_fetch(
+                selector,
+                start,
+                end,
+                query_start,
+                query_end,
+                range.unwrap_or(options.lookback_delta_ms),
+            );
+            if selector.extended_range == Some(ExtendedRange::Smoothed) {
+                fetch.maxt += options.lookback_delta_ms;
+            }
+            out.push(fetch);
+        }
+        Expr::MatrixSelector(matrix) => {
+            let mut fetch = selector_fetch(
+                &matrix.vector,
+                start,
+                end,
+                query_start,
+                query_end,
+                matrix.range_ms,
+            );
+            // anchored/smoothed read one sample past the window's edges, within the lookback.
+            match matrix.vector.extended_range {
+                Some(ExtendedRange::Anchored) => fetch.mint -= options.lookback_delta_ms,
+                Some(ExtendedRange::Smoothed) => {
+                    fetch.mint -= options.lookback_delta_ms;
+                    fetch.maxt += options.lookback_delta_ms;
+                }
+                None => {}
+            }
+            out.push(fetch);
+        }
         Expr::Subquery(subquery) => {
             let (s, e) = match at_time(subquery.at, query_start, query_end) {
                 Some(at) => (at, at),
@@ -546,12 +569,29 @@ impl Evaluator<'_> {
                     Some(sample.value)
                 }
             };
+            let smoothed = selector.extended_range == Some(ExtendedRange::Smoothed) && !timestamps;
+            // smoothed: the value between the samples around t, linearly interpolated.
+            let pick_at = |before: usize, ts: i64| -> Option<f64> {
+                let value = pick(before)?;
+                match samples.get(before + 1) {
+                    Some(next)
+                        if smoothed
+                            && samples[before].timestamp.0 < ts
+                            && next.timestamp.0 <= ts + lookback
+                            && !is_stale_nan(next.value) =>
+                    {
+                        let (t1, t2) = (samples[before].timestamp.0, next.timestamp.0);
+                        Some(value + (next.value - value) * (ts - t1) as f64 / (t2 - t1) as f64)
+                    }
+                    _ => Some(value),
+                }
+            };
             let mut values: Column = vec![None; steps];
             if let Some(at) = at {
                 let ts = at - offset;
                 let after = samples.partition_point(|s| s.timestamp.0 <= ts);
                 if after > 0 && samples[after - 1].timestamp.0 > ts - lookback {
-                    values.fill(pick(after - 1));
+                    values.fill(pick_at(after - 1, ts));
                 }
             } else {
                 let mut next = 0;
@@ -561,7 +601,7 @@ impl Evaluator<'_> {
                         next += 1;
                     }
                     if next > 0 && samples[next - 1].timestamp.0 > ts - lookback {
-                        *value = pick(next - 1);
+                        *value = pick_at(next - 1, ts);
                     }
                 }
             }
@@ -603,6 +643,8 @@ impl Evaluator<'_> {
             series,
             range: matrix.range_ms,
             ends,
+            extended: selector.extended_range,
+            lookback: self.options.lookback_delta_ms,
         }
     }
 
@@ -633,6 +675,8 @@ impl Evaluator<'_> {
                 series: Vec::new(),
                 range: subquery.range_ms,
                 ends,
+                extended: None,
+                lookback: 0,
             });
         }
         let inner = Grid { start, end, step };
@@ -676,6 +720,8 @@ impl Evaluator<'_> {
             series,
             range: subquery.range_ms,
             ends,
+            extended: None,
+            lookback: 0,
         })
     }
 

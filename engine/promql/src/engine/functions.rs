@@ -13,13 +13,20 @@ use super::math::{
 };
 use super::value::Point;
 use super::QueryError;
-use crate::ast::{Aggregate, AggregateOp, Call, Expr};
+use crate::ast::{Aggregate, AggregateOp, Call, Expr, ExtendedRange};
 
 /// Evaluates a function call.
 pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Val, QueryError> {
     let name = call.func.name;
     let args = &call.args;
     let steps = grid.len();
+    for arg in args {
+        if let Expr::MatrixSelector(matrix) = arg.unwrap_parens() {
+            if let Some(mode) = matrix.vector.extended_range {
+                check_extended_range(name, mode)?;
+            }
+        }
+    }
     match name {
         "time" => Ok(Val::Scalar(
             (0..steps).map(|i| grid.time(i) as f64 / 1000.0).collect(),
@@ -398,6 +405,9 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         _ => {
             if let Some(f) = range_reducer(name) {
                 let range = ev.eval_range(&args[0], grid)?;
+                if let Some(mode) = range.extended {
+                    return extended_range_function(ev, name, mode, &range, grid);
+                }
                 let keep_name = matches!(
                     name,
                     "last_over_time" | "first_over_time" | "sum2_over_time"
@@ -625,6 +635,139 @@ fn double_exponential_smoothing(window: &[Point], sf: f64, tf: f64) -> Option<f6
         s1 = x + y;
     }
     Some(s1)
+}
+
+/// The functions `anchored` and `smoothed` ranges may be used with.
+const ANCHORED_FUNCTIONS: &str = "changes, delta, increase, rate, resets";
+const SMOOTHED_FUNCTIONS: &str = "delta, increase, rate";
+
+fn check_extended_range(name: &str, mode: ExtendedRange) -> Result<(), QueryError> {
+    let allowed = match mode {
+        ExtendedRange::Smoothed => SMOOTHED_FUNCTIONS,
+        ExtendedRange::Anchored => ANCHORED_FUNCTIONS,
+    };
+    if allowed.split(", ").any(|f| f == name) {
+        return Ok(());
+    }
+    Err(QueryError::Execution(format!(
+        "{} modifier can only be used with: {allowed} - not with {name}",
+        mode.keyword()
+    )))
+}
+
+/// `rate`, `increase`, `delta`, `changes` and `resets` over `anchored` or `smoothed` ranges:
+/// the window is extended by the last sample at or before its start (and, smoothed, the first
+/// one after its end), each within the lookback; smoothed values are interpolated at the
+/// edges. A step whose window itself holds no sample has no value.
+fn extended_range_function(
+    ev: &mut Evaluator<'_>,
+    name: &str,
+    mode: ExtendedRange,
+    range: &RangeVal,
+    grid: Grid,
+) -> Result<Val, QueryError> {
+    let smoothed = mode == ExtendedRange::Smoothed;
+    check_extended_range(name, mode)?;
+    let steps = grid.len();
+    let mut out = Vec::with_capacity(range.series.len());
+    for (labels, points) in &range.series {
+        ev.check()?;
+        let mut values: Column = vec![None; steps];
+        for (i, &end) in range.ends.iter().enumerate() {
+            let start = end - range.range;
+            let first_in = points.partition_point(|p| p.t <= start);
+            let after = points.partition_point(|p| p.t <= end);
+            if !smoothed && first_in == after {
+                continue;
+            }
+            let from = if first_in > 0 && points[first_in - 1].t > start - range.lookback {
+                first_in - 1
+            } else {
+                first_in
+            };
+            let to = if smoothed && after < points.len() && points[after].t <= end + range.lookback
+            {
+                after + 1
+            } else {
+                after
+            };
+            let window = &points[from..to];
+            // Smoothed needs two samples around the window, at least one after its start.
+            if smoothed && (window.len() < 2 || window[window.len() - 1].t <= start) {
+                continue;
+            }
+            let bounds = Bounds {
+                start,
+                end,
+                range: range.range,
+            };
+            values[i] = match name {
+                "rate" => Some(extended_rate(window, bounds, smoothed, true, true)),
+                "increase" => Some(extended_rate(window, bounds, smoothed, true, false)),
+                "delta" => Some(extended_rate(window, bounds, smoothed, false, false)),
+                _ => range_reducer(name).and_then(|f| f(window, bounds)),
+            };
+        }
+        if values.iter().any(Option::is_some) {
+            out.push(VSeries {
+                labels: drop_metric_name(labels),
+                values,
+            });
+        }
+    }
+    ev.hold(out.len() * steps)?;
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+/// The change over an extended window (see [`extended_range_function`]): last minus first
+/// value, each interpolated at the window's edge when smoothed, plus counter resets.
+fn extended_rate(
+    points: &[Point],
+    bounds: Bounds,
+    smoothed: bool,
+    counter: bool,
+    rate: bool,
+) -> f64 {
+    // Across a counter reset the counter restarted from zero.
+    let interpolate = |a: Point, b: Point, t: i64| -> f64 {
+        let y1 = if counter && b.v < a.v { 0.0 } else { a.v };
+        y1 + (b.v - y1) * (t - a.t) as f64 / (b.t - a.t) as f64
+    };
+    let last_index = points.len() - 1;
+    let left = if smoothed && points[0].t < bounds.start && points.len() > 1 {
+        interpolate(points[0], points[1], bounds.start)
+    } else {
+        points[0].v
+    };
+    let right = if smoothed && last_index > 0 && points[last_index].t > bounds.end {
+        interpolate(points[last_index - 1], points[last_index], bounds.end)
+    } else {
+        points[last_index].v
+    };
+    let mut result = right - left;
+    if counter {
+        // Resets strictly inside the window; the edges are handled by the interpolation.
+        let from = usize::from(points[0].t <= bounds.start);
+        let to = if points[last_index].t >= bounds.end {
+            last_index
+        } else {
+            last_index + 1
+        };
+        let mut previous = left;
+        for p in points.get(from..to).unwrap_or(&[]) {
+            if p.v < previous {
+                result += previous;
+            }
+            previous = p.v;
+        }
+        if right < previous {
+            result += previous;
+        }
+    }
+    if rate {
+        result /= bounds.range as f64 / 1000.0;
+    }
+    result
 }
 
 /// Calls `f(step, window)` for every step with the points of `(end - range, end]`.
