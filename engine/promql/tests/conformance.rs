@@ -4,8 +4,8 @@
 //! in-memory TSDB, and judges every case.
 //!
 //! Cases are split into tiers by `classify_cases.py --tsv` (run with `python3`): `core` cases
-//! must all pass; of the `extended` ones at least [`EXTENDED_MIN_PASSED`] must (a ratchet
-//! raised as features land, towards the goal of [`EXTENDED_TARGET_PASS_RATIO`]), `native`
+//! must all pass; of the `extended` ones at least [`EXTENDED_MIN_PASS_RATIO`] must, and never
+//! fewer than [`EXTENDED_MIN_PASSED`] (a ratchet raised as features land), `native`
 //! ones (native histograms) are not run, and our own `lookout` cases must all pass. Cases listed
 //! in `testdata/promql/SKIPS.md` are run but counted as skipped; one that passes fails the test
 //! until its row is removed. Without `../shared` or `python3` the upstream part is skipped.
@@ -27,11 +27,11 @@ use script::{parse_script, EvalCase, Outcome, RunOptions, Runner, Script, Script
 
 /// Non-skipped core cases that may fail.
 const CORE_MAX_FAILURES: usize = 0;
-/// The share of extended cases issue 4 asks for; reported, not yet enforced.
-const EXTENDED_TARGET_PASS_RATIO: f64 = 0.95;
+/// The share of non-skipped extended cases that must pass.
+const EXTENDED_MIN_PASS_RATIO: f64 = 0.95;
 /// Extended cases that must pass: what passed when this was last raised. Raise it whenever
 /// more pass; the test fails when fewer do (a regression).
-const EXTENDED_MIN_PASSED: usize = 413;
+const EXTENDED_MIN_PASSED: usize = 464;
 /// Non-skipped cases of our own scripts that may fail.
 const LOOKOUT_MAX_FAILURES: usize = 0;
 /// Failing cases printed one per line; the rest are only counted.
@@ -420,13 +420,12 @@ impl Tally {
                     extended.passed
                 ));
             }
-            let goal = (EXTENDED_TARGET_PASS_RATIO * extended_run as f64).ceil() as usize;
-            if extended.passed < goal {
-                println!(
-                    "extended: goal not reached yet: {} of {extended_run} pass, {goal} ({:.0}%) is the goal",
+            if (extended.passed as f64) < EXTENDED_MIN_PASS_RATIO * extended_run as f64 {
+                verdict.push(format!(
+                    "{} of {extended_run} extended cases passed, {:.0}% needed",
                     extended.passed,
-                    EXTENDED_TARGET_PASS_RATIO * 100.0
-                );
+                    EXTENDED_MIN_PASS_RATIO * 100.0
+                ));
             }
         }
         let lookout = counts(Tier::Lookout);

@@ -131,16 +131,7 @@ impl Plan {
             fetches: Vec::new(),
         };
         let mut fetches = Vec::new();
-        collect_fetches(
-            &plan.expr,
-            start,
-            end,
-            start,
-            end,
-            None,
-            options,
-            &mut fetches,
-        );
+        collect_fetches(&plan.expr, start, end, start, end, options, &mut fetches);
         plan.fetches = fetches;
         plan
     }
@@ -235,7 +226,6 @@ fn collect_fetches(
     end: i64,
     query_start: i64,
     query_end: i64,
-    range: Option<i64>,
     options: &EngineOptions,
     out: &mut Vec<Fetch>,
 ) {
@@ -247,7 +237,7 @@ fn collect_fetches(
                 end,
                 query_start,
                 query_end,
-                range.unwrap_or(options.lookback_delta_ms),
+                options.lookback_delta_ms,
             );
             if selector.extended_range == Some(ExtendedRange::Smoothed) {
                 fetch.maxt += options.lookback_delta_ms;
@@ -286,26 +276,46 @@ fn collect_fetches(
                 e - offset,
                 query_start,
                 query_end,
-                None,
                 options,
                 out,
             );
         }
+        Expr::Call(call) if call.func.name == "info" => {
+            // The info series are read over every time the base expression reads.
+            let mut base = Vec::new();
+            collect_fetches(
+                &call.args[0],
+                start,
+                end,
+                query_start,
+                query_end,
+                options,
+                &mut base,
+            );
+            if let (Some(mint), Some(maxt)) = (
+                base.iter().map(|f| f.mint).min(),
+                base.iter().map(|f| f.maxt).max(),
+            ) {
+                out.push(Fetch {
+                    key: info_key(call),
+                    matchers: super::functions::info_matchers(call.args.get(1)),
+                    mint,
+                    maxt,
+                });
+            }
+            out.extend(base);
+        }
         other => {
             for child in other.children() {
-                collect_fetches(
-                    child,
-                    start,
-                    end,
-                    query_start,
-                    query_end,
-                    None,
-                    options,
-                    out,
-                );
+                collect_fetches(child, start, end, query_start, query_end, options, out);
             }
         }
     }
+}
+
+/// Where the info series of an `info()` call are kept among the fetched series.
+pub(crate) fn info_key(call: &crate::ast::Call) -> usize {
+    std::ptr::from_ref(call) as usize
 }
 
 /// The read of one selector evaluated over `[start, end]`, reaching `before` milliseconds
@@ -426,7 +436,7 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) infos: Vec<String>,
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     /// Stops the query when it ran out of time or its caller went away.
     pub(crate) fn check(&mut self) -> Result<(), QueryError> {
         self.checks = self.checks.wrapping_add(1);
@@ -532,10 +542,11 @@ impl Evaluator<'_> {
     }
 
     fn fetched(&self, selector: &VectorSelector) -> &[Series] {
-        self.data
-            .get(&selector_key(selector))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.fetched_by_key(selector_key(selector))
+    }
+
+    pub(crate) fn fetched_by_key(&self, key: usize) -> &'a [Series] {
+        self.data.get(&key).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// An instant selector: per step the latest sample in `(t - lookback, t]` unless it is a

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use lookout_model::{Labels, MatchKind, METRIC_NAME_LABEL};
+use lookout_model::{Labels, MatchKind, Matcher, METRIC_NAME_LABEL};
 use regex::Regex;
 
 use super::eval::{
@@ -13,7 +13,8 @@ use super::math::{
 };
 use super::value::Point;
 use super::QueryError;
-use crate::ast::{Aggregate, AggregateOp, Call, Expr, ExtendedRange};
+use crate::ast::{Aggregate, AggregateOp, AtModifier, Call, Expr, ExtendedRange};
+use crate::ValueType;
 
 /// Evaluates a function call.
 pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Val, QueryError> {
@@ -47,6 +48,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                 a.iter().zip(&b).map(|(a, b)| pick(*a, *b)).collect(),
             ))
         }
+        "info" => info(ev, call, grid),
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; steps])),
         "vector" => {
             let values = ev.eval_scalar(&args[0], grid)?;
@@ -419,6 +421,198 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             Err(QueryError::Execution(format!(
                 "function {name}() is not supported yet"
             )))
+        }
+    }
+}
+
+/// The labels that tie a series to its info series.
+const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// The matchers that select an `info()` call's info series: the second argument's, with the
+/// metric name `target_info` when it names none, or any `*_info` name when it only excludes
+/// some.
+pub(crate) fn info_matchers(selector: Option<&Expr>) -> Vec<Matcher> {
+    let mut matchers = match selector.map(Expr::unwrap_parens) {
+        Some(Expr::VectorSelector(selector)) => selector.matchers.clone(),
+        _ => Vec::new(),
+    };
+    let names: Vec<&Matcher> = matchers
+        .iter()
+        .filter(|m| m.name() == METRIC_NAME_LABEL)
+        .collect();
+    if names.is_empty() {
+        matchers.push(Matcher::equal(METRIC_NAME_LABEL, "target_info"));
+    } else if names.iter().all(|m| m.kind().is_negative()) {
+        if let Ok(any_info) = Matcher::new(MatchKind::Regex, METRIC_NAME_LABEL, ".+_info") {
+            matchers.push(any_info);
+        }
+    }
+    matchers
+}
+
+/// `info(v, selector)`: each series of `v` gains the data labels of the info series (by
+/// default `target_info`) that share its identifying labels (`instance`, `job`), as they are
+/// at the time the series' sample was read (offsets and `@` followed). With data-label
+/// matchers only those labels are added, and a series with no matching info series is
+/// dropped unless every such matcher accepts the empty value. Among info series of one name
+/// the one with the latest sample wins; two names disagreeing on a label is an error.
+fn info(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Val, QueryError> {
+    let steps = grid.len();
+    let base = ev.eval_vector(&call.args[0], grid)?;
+    let matchers = info_matchers(call.args.get(1));
+    let name_matchers: Vec<&Matcher> = matchers
+        .iter()
+        .filter(|m| m.name() == METRIC_NAME_LABEL)
+        .collect();
+    let data_matchers: Vec<&Matcher> = matchers
+        .iter()
+        .filter(|m| m.name() != METRIC_NAME_LABEL)
+        .collect();
+    let drop_unmatched = data_matchers.iter().any(|m| !m.matches(""));
+    let infos = ev.fetched_by_key(super::eval::info_key(call));
+    let lookback = ev.options.lookback_delta_ms;
+    let shifts = time_shifts(&call.args[0], ev.query_start, ev.query_end);
+    let reference: Vec<i64> = (0..steps)
+        .map(|i| {
+            shifts
+                .iter()
+                .fold(grid.time(i), |t, (at, offset)| at.unwrap_or(t) - offset)
+        })
+        .collect();
+
+    let mut out = Vec::with_capacity(base.len());
+    for series in base {
+        ev.check()?;
+        let is_info = series
+            .labels
+            .metric_name()
+            .is_some_and(|name| name_matchers.iter().all(|m| m.matches(name)));
+        let identifying: Vec<(&str, &str)> = IDENTIFYING_LABELS
+            .iter()
+            .filter_map(|name| series.labels.get(name).map(|value| (*name, value)))
+            .collect();
+        if is_info || identifying.is_empty() {
+            out.push(series);
+            continue;
+        }
+        let candidates: Vec<&lookout_storage::Series> = infos
+            .iter()
+            .filter(|info| {
+                identifying
+                    .iter()
+                    .all(|(name, value)| info.labels.get(name) == Some(*value))
+            })
+            .collect();
+        let mut by_labels: HashMap<Labels, usize> = HashMap::new();
+        let mut outputs: Vec<VSeries> = Vec::new();
+        for (i, value) in series.values.iter().enumerate() {
+            let Some(value) = *value else { continue };
+            let at = reference[i];
+            // The latest sample per info metric name.
+            let mut chosen: Vec<(&str, i64, &Labels)> = Vec::new();
+            for info in &candidates {
+                let after = info.samples.partition_point(|s| s.timestamp.0 <= at);
+                let Some(sample) = after.checked_sub(1).map(|k| info.samples[k]) else {
+                    continue;
+                };
+                if sample.timestamp.0 <= at - lookback || sample.is_stale() {
+                    continue;
+                }
+                let name = info.labels.metric_name().unwrap_or("");
+                match chosen.iter_mut().find(|c| c.0 == name) {
+                    Some(entry) if entry.1 < sample.timestamp.0 => {
+                        *entry = (name, sample.timestamp.0, &info.labels)
+                    }
+                    Some(_) => {}
+                    None => chosen.push((name, sample.timestamp.0, &info.labels)),
+                }
+            }
+            if chosen.is_empty() && drop_unmatched {
+                continue;
+            }
+            let mut builder = series.labels.to_builder();
+            let mut added: Vec<(&str, &str)> = Vec::new();
+            for (_, _, labels) in &chosen {
+                for label in labels.iter() {
+                    let name = label.name.as_str();
+                    if name == METRIC_NAME_LABEL
+                        || series.labels.get(name).is_some()
+                        || (!data_matchers.is_empty()
+                            && !data_matchers.iter().any(|m| m.name() == name))
+                    {
+                        continue;
+                    }
+                    match added.iter().find(|(n, _)| *n == name) {
+                        Some((_, v)) if *v != label.value => {
+                            return Err(QueryError::Execution(format!(
+                                "conflicting label: {name} has the values {v:?} and {:?} in different info metrics",
+                                label.value
+                            )));
+                        }
+                        Some(_) => {}
+                        None => {
+                            added.push((name, &label.value));
+                            builder.set(name, label.value.clone());
+                        }
+                    }
+                }
+            }
+            let labels = builder.build();
+            let target = *by_labels.entry(labels.clone()).or_insert_with(|| {
+                outputs.push(VSeries {
+                    labels,
+                    values: vec![None; steps],
+                });
+                outputs.len() - 1
+            });
+            outputs[target].values[i] = Some(value);
+        }
+        out.extend(outputs);
+    }
+    Ok(Val::Vector(merge_same_labels(out)?))
+}
+
+/// The `@` and offsets on the way from `expr` down to its first selector, outermost first:
+/// the times `info()` reads the info series at.
+fn time_shifts(expr: &Expr, query_start: i64, query_end: i64) -> Vec<(Option<i64>, i64)> {
+    let at = |at: Option<AtModifier>| {
+        at.map(|at| match at {
+            AtModifier::Timestamp(ms) => ms,
+            AtModifier::Start => query_start,
+            AtModifier::End => query_end,
+        })
+    };
+    let mut shifts = Vec::new();
+    let mut node = expr;
+    loop {
+        match node {
+            Expr::VectorSelector(selector) => {
+                shifts.push((at(selector.at), selector.offset.unwrap_or(0)));
+                return shifts;
+            }
+            Expr::MatrixSelector(matrix) => {
+                shifts.push((at(matrix.vector.at), matrix.vector.offset.unwrap_or(0)));
+                return shifts;
+            }
+            Expr::Subquery(subquery) => {
+                shifts.push((at(subquery.at), subquery.offset.unwrap_or(0)));
+                node = &subquery.expr;
+            }
+            Expr::Paren(inner) => node = inner,
+            Expr::Unary(unary) => node = &unary.expr,
+            Expr::Aggregate(aggregate) => node = &aggregate.expr,
+            Expr::Binary(binary) => node = &binary.lhs,
+            Expr::Call(call) => {
+                let vector_arg = call
+                    .args
+                    .iter()
+                    .find(|arg| matches!(arg.value_type(), ValueType::Vector | ValueType::Matrix));
+                match vector_arg {
+                    Some(arg) => node = arg,
+                    None => return shifts,
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => return shifts,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Helpers the integration tests share to run a real Prometheus (from PATH) on loopback:
 //! a free port, a child process that is stopped on drop, and readiness waits.
 
+// Each test binary includes this module and uses a subset of it.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
