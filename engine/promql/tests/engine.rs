@@ -165,3 +165,55 @@ async fn parse_errors_are_bad_data() {
         .expect_err("does not parse");
     assert_eq!(error.error_type(), "bad_data");
 }
+
+/// Enough series that range functions split the work across threads: every series' result
+/// must equal the same function over that series alone (which stays on one thread).
+#[tokio::test]
+async fn threaded_range_functions_agree_with_single_series_queries() {
+    let tsdb = Tsdb::in_memory(HeadOptions {
+        max_future_ms: None,
+        ..HeadOptions::default()
+    })
+    .expect("store");
+    let mut batch = WriteBatch::new();
+    for s in 0..300 {
+        let samples = (0..=1000)
+            .map(|k| {
+                // Counters with a reset every 97 samples, different slopes.
+                let v = ((k % 97) * (s % 7 + 1)) as f64;
+                Sample::new(k * 15_000, v)
+            })
+            .collect();
+        batch.push(labels(&[("__name__", "c"), ("s", &s.to_string())]), samples);
+    }
+    tsdb.write(batch).await.expect("write");
+    let engine = Engine::default();
+    let whole = engine
+        .range_query(&tsdb, "rate(c[5m])", 600_000, 15_000_000, 60_000)
+        .await
+        .expect("query");
+    let QueryValue::Matrix(all) = whole.value else {
+        panic!("a matrix");
+    };
+    assert_eq!(all.len(), 300);
+    for s in [0, 1, 150, 299] {
+        let one = engine
+            .range_query(
+                &tsdb,
+                &format!("rate(c{{s=\"{s}\"}}[5m])"),
+                600_000,
+                15_000_000,
+                60_000,
+            )
+            .await
+            .expect("query");
+        let QueryValue::Matrix(one) = one.value else {
+            panic!("a matrix");
+        };
+        let mine = all
+            .iter()
+            .find(|series| series.labels.get("s") == Some(s.to_string().as_str()))
+            .expect("the series");
+        assert_eq!(one[0].points, mine.points, "series {s}");
+    }
+}

@@ -419,6 +419,25 @@ fn range_value(value: Val, grid: Grid) -> Result<QueryValue, QueryError> {
     }
 }
 
+/// Stops work when the query ran out of time or its caller went away.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Guard<'a> {
+    deadline: Instant,
+    cancel: &'a AtomicBool,
+}
+
+impl Guard<'_> {
+    pub(crate) fn check(&self) -> Result<(), QueryError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(QueryError::Canceled("query execution"));
+        }
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout("query execution"));
+        }
+        Ok(())
+    }
+}
+
 /// The evaluator of one query.
 pub(crate) struct Evaluator<'a> {
     data: &'a HashMap<usize, Vec<Series>>,
@@ -450,6 +469,14 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Accounts for `points` computed values against `max_samples`.
+    /// The timeout and cancellation checks, shareable with worker threads.
+    pub(crate) fn guard(&self) -> Guard<'a> {
+        Guard {
+            deadline: self.deadline,
+            cancel: self.cancel,
+        }
+    }
+
     /// [`Evaluator::check`] every 1024 items of a loop.
     pub(crate) fn check_every(&mut self, index: usize) -> Result<(), QueryError> {
         if index.is_multiple_of(1024) {

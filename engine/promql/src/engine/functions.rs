@@ -623,6 +623,8 @@ pub(crate) struct Bounds {
     start: i64,
     end: i64,
     range: i64,
+    /// The whole series never decreases, so no window of it holds a counter reset.
+    no_resets: bool,
 }
 
 type Reducer = fn(&[Point], Bounds) -> Option<f64>;
@@ -754,9 +756,9 @@ fn extrapolated_rate(window: &[Point], bounds: Bounds, counter: bool, rate: bool
     let first = window[0];
     let last = window[window.len() - 1];
     let mut result = last.v - first.v;
-    if counter {
-        let mut previous = 0.0;
-        for p in window {
+    if counter && !bounds.no_resets {
+        let mut previous = first.v;
+        for p in &window[1..] {
             if p.v < previous {
                 result += previous;
             }
@@ -894,6 +896,7 @@ fn extended_range_function(
                 start,
                 end,
                 range: range.range,
+                no_resets: false,
             };
             values[i] = match name {
                 "rate" => Some(extended_rate(window, bounds, smoothed, true, true)),
@@ -984,7 +987,8 @@ fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, 
     }
 }
 
-/// Applies a window function to every series of a range vector at every step.
+/// Applies a window function to every series of a range vector at every step, the series
+/// split across cores when there is enough work.
 ///
 /// With `@` every step sees the same window; unless the function takes other arguments that
 /// vary per step (`per_step`), it is then computed once.
@@ -994,39 +998,51 @@ fn range_function(
     grid: Grid,
     keep_name: bool,
     per_step: bool,
-    f: impl Fn(usize, &[Point], Bounds) -> Option<f64>,
+    f: impl Fn(usize, &[Point], Bounds) -> Option<f64> + Sync,
 ) -> Result<Val, QueryError> {
     let steps = grid.len();
     let fixed = !per_step && steps > 1 && range.ends.first() == range.ends.last();
-    let mut out = Vec::with_capacity(range.series.len());
-    for (labels, points) in &range.series {
-        ev.check()?;
-        let mut values: Column = vec![None; steps];
-        for_each_window(range, points, |i, window| {
-            if window.is_empty() || (fixed && i > 0) {
-                return;
+    let work: usize = range
+        .series
+        .iter()
+        .map(|(_, points)| points.len() + steps)
+        .sum();
+    let guard = ev.guard();
+    let results: Vec<Result<Option<VSeries>, QueryError>> =
+        parallel_map(&range.series, work, |(labels, points)| {
+            guard.check()?;
+            let no_resets = points.windows(2).all(|pair| pair[1].v >= pair[0].v);
+            let mut values: Column = vec![None; steps];
+            for_each_window(range, points, |i, window| {
+                if window.is_empty() || (fixed && i > 0) {
+                    return;
+                }
+                let end = range.ends[i];
+                let bounds = Bounds {
+                    start: end - range.range,
+                    end,
+                    range: range.range,
+                    no_resets,
+                };
+                values[i] = f(i, window, bounds);
+            });
+            if fixed {
+                let first = values[0];
+                values.fill(first);
             }
-            let end = range.ends[i];
-            let bounds = Bounds {
-                start: end - range.range,
-                end,
-                range: range.range,
-            };
-            values[i] = f(i, window, bounds);
-        });
-        if fixed {
-            let first = values[0];
-            values.fill(first);
-        }
-        if values.iter().any(Option::is_some) {
-            out.push(VSeries {
+            Ok(values.iter().any(Option::is_some).then(|| VSeries {
                 labels: if keep_name {
                     labels.clone()
                 } else {
                     drop_metric_name(labels)
                 },
                 values,
-            });
+            }))
+        });
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        if let Some(series) = result? {
+            out.push(series);
         }
     }
     ev.hold(out.len() * steps)?;
@@ -1039,6 +1055,32 @@ fn range_function(
         }
     }
     Ok(Val::Vector(out))
+}
+
+/// Work (points plus steps) below which splitting across threads costs more than it saves.
+const PARALLEL_WORK: usize = 200_000;
+
+/// `items.map(f)` in order, on all cores when `work` is large enough.
+fn parallel_map<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || work < PARALLEL_WORK || items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 fn simple(
@@ -1493,6 +1535,9 @@ pub(crate) fn aggregate(
         AggregateOp::Topk | AggregateOp::Bottomk | AggregateOp::Limitk => {
             let k = scalar(&param);
             for value in &k {
+                if value.is_nan() {
+                    return Err(QueryError::Execution("Parameter value is NaN".into()));
+                }
                 if !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(value) {
                     return Err(QueryError::Execution(format!(
                         "Scalar value {} overflows int64",

@@ -68,6 +68,9 @@ impl Default for EngineOptions {
 }
 
 /// Runs PromQL queries against a [`Storage`].
+///
+/// Queries run on a tokio runtime with its time driver enabled (the timeout covers the fetch)
+/// and evaluate on its blocking pool.
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     options: Arc<EngineOptions>,

@@ -1,0 +1,154 @@
+//! `query/instant/*` and `query/range/*`: PromQL over an in-memory store of node_exporter-like
+//! series (10k series, 6 h at 15 s: 14.4M samples), queries as a Grafana dashboard sends them.
+//! Each iteration is one whole query: fetch from the store, evaluate, build the result.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use lookout_benches::{node_exporter_series, set_round, write_batches, BASE_TIMESTAMP_MS};
+use lookout_promql::{Engine, QueryValue};
+use lookout_tsdb::{HeadOptions, Tsdb};
+
+/// Series in the store.
+const SERIES: usize = 10_000;
+/// Scrapes per series: 6 h at 15 s.
+const SCRAPES: u64 = 6 * 240;
+/// The end of the data.
+const END_MS: i64 = BASE_TIMESTAMP_MS + (SCRAPES as i64 - 1) * 15_000;
+
+fn store() -> Tsdb {
+    let tsdb = Tsdb::in_memory(HeadOptions {
+        max_future_ms: None,
+        ..HeadOptions::default()
+    })
+    .expect("store");
+    let series = node_exporter_series(SERIES);
+    let mut batches = write_batches(&series, 1_000);
+    for round in 0..SCRAPES {
+        set_round(&mut batches, &series, 0, round);
+        for batch in &batches {
+            tsdb.append(batch).expect("append");
+        }
+    }
+    tsdb
+}
+
+fn result_size(value: &QueryValue) -> usize {
+    match value {
+        QueryValue::Vector(samples) => samples.len(),
+        QueryValue::Matrix(series) => series.iter().map(|s| s.points.len()).sum(),
+        _ => 1,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let tsdb = store();
+    let engine = Engine::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let instant = [
+        ("selector", r#"node_cpu_seconds_total{mode="idle"}"#),
+        (
+            "sum_by_rate",
+            "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
+        ),
+        (
+            "topk",
+            "topk(5, rate(node_network_receive_bytes_total[5m]))",
+        ),
+        (
+            "regex_sum_by",
+            r#"sum by (instance) (rate(node_network_receive_bytes_total{device=~"eth.*"}[5m]))"#,
+        ),
+        (
+            "ratio",
+            "node_filesystem_avail_bytes / node_filesystem_free_bytes",
+        ),
+    ];
+    let mut group = c.benchmark_group("query/instant");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
+    for (name, query) in instant {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = runtime
+                    .block_on(engine.instant_query(&tsdb, query, END_MS))
+                    .expect("query");
+                black_box(result_size(&out.value))
+            })
+        });
+    }
+    group.finish();
+
+    // (name, query, range, step) as a dashboard panel asks.
+    let range = [
+        (
+            "sum_by_rate/1h",
+            "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
+            3_600_000,
+            15_000,
+        ),
+        (
+            "sum_by_rate/6h",
+            "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
+            21_600_000,
+            60_000,
+        ),
+        (
+            "regex_sum_by/6h",
+            r#"sum by (instance) (rate(node_network_receive_bytes_total{device=~"eth.*"}[5m]))"#,
+            21_600_000,
+            60_000,
+        ),
+        (
+            "ratio/6h",
+            "node_filesystem_avail_bytes / node_filesystem_free_bytes",
+            21_600_000,
+            60_000,
+        ),
+        (
+            "topk/1h",
+            "topk(5, rate(node_network_receive_bytes_total[5m]))",
+            3_600_000,
+            15_000,
+        ),
+    ];
+    if std::env::var_os("LOOKOUT_QUERY_BENCH_STATS").is_some() {
+        for (name, query, span, step) in &range {
+            let out = runtime
+                .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, *step))
+                .expect("query");
+            let stats = out.stats;
+            eprintln!(
+                "{name}: {} series, {} samples loaded; fetch {:.1} ms, eval {:.1} ms",
+                stats.series_loaded,
+                stats.samples_loaded,
+                stats.fetch_nanos as f64 / 1e6,
+                stats.eval_nanos as f64 / 1e6
+            );
+        }
+    }
+    let mut group = c.benchmark_group("query/range");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    for (name, query, span, step) in range {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = runtime
+                    .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
+                    .expect("query");
+                black_box(result_size(&out.value))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
