@@ -49,6 +49,13 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             ))
         }
         "info" => info(ev, call, grid),
+        // Functions of native histograms: float samples have none of them, so (as
+        // Prometheus does for float input) the result is empty.
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            ev.eval_vector(&args[0], grid)?;
+            Ok(Val::Vector(Vec::new()))
+        }
         "pi" => Ok(Val::Scalar(vec![std::f64::consts::PI; steps])),
         "vector" => {
             let values = ev.eval_scalar(&args[0], grid)?;
