@@ -133,7 +133,7 @@ async fn many_to_many_matching_is_an_execution_error() {
 }
 
 #[tokio::test]
-async fn sample_limit_and_timeout_are_enforced() {
+async fn sample_limit_memory_budget_and_timeout_are_enforced() {
     let tsdb = store().await;
     let engine = Engine::new(EngineOptions {
         max_samples: 100,
@@ -144,6 +144,17 @@ async fn sample_limit_and_timeout_are_enforced() {
         .await
         .expect_err("over the sample limit");
     assert!(matches!(error, QueryError::TooManySamples(_)), "{error}");
+
+    let engine = Engine::new(EngineOptions {
+        max_memory_bytes: 16 * 1000,
+        ..EngineOptions::default()
+    });
+    let error = engine
+        .range_query(&tsdb, "http_requests", 0, 3_600_000, 15_000)
+        .await
+        .expect_err("over the memory budget");
+    assert!(matches!(error, QueryError::MemoryBudget(_)), "{error}");
+    assert_eq!(error.error_type(), "execution");
 
     let engine = Engine::new(EngineOptions {
         timeout: Duration::ZERO,

@@ -19,6 +19,7 @@
 //! [query]
 //! timeout = "2m"
 //! max_samples = 50000000
+//! max_memory_bytes = 1073741824
 //! lookback_delta = "5m"
 //!
 //! [log]
@@ -71,6 +72,10 @@ pub struct Args {
     /// Most samples a query may load into memory [default: 50000000].
     #[arg(long = "query.max-samples")]
     pub query_max_samples: Option<u64>,
+    /// Most memory one query may use for samples and computed points, in bytes
+    /// [default: 1073741824].
+    #[arg(long = "query.max-memory-bytes")]
+    pub query_max_memory_bytes: Option<u64>,
     /// How far back an instant selector looks for a sample, e.g. `5m` [default: 5m].
     #[arg(long = "query.lookback-delta")]
     pub query_lookback_delta: Option<String>,
@@ -166,6 +171,8 @@ pub struct QueryConfig {
     pub timeout: String,
     /// `--query.max-samples`
     pub max_samples: u64,
+    /// `--query.max-memory-bytes`
+    pub max_memory_bytes: u64,
     /// `--query.lookback-delta`, a duration such as `5m`.
     pub lookback_delta: String,
 }
@@ -175,6 +182,7 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: "2m".into(),
             max_samples: 50_000_000,
+            max_memory_bytes: 1 << 30,
             lookback_delta: "5m".into(),
         }
     }
@@ -232,6 +240,10 @@ impl Config {
         set(&mut self.gateway.listen_address, &args.gateway_listen);
         set(&mut self.query.timeout, &args.query_timeout);
         set(&mut self.query.max_samples, &args.query_max_samples);
+        set(
+            &mut self.query.max_memory_bytes,
+            &args.query_max_memory_bytes,
+        );
         set(&mut self.query.lookback_delta, &args.query_lookback_delta);
         if let Some(level) = args.log_level {
             self.log.level = level.to_string().to_lowercase();
@@ -273,6 +285,7 @@ impl Config {
         Ok(lookout_promql::EngineOptions {
             timeout: self.query_timeout()?,
             max_samples: self.query.max_samples,
+            max_memory_bytes: self.query.max_memory_bytes,
             lookback_delta_ms: self.lookback_delta_ms()?,
             ..lookout_promql::EngineOptions::default()
         })
@@ -314,6 +327,10 @@ impl Config {
             ),
             flag("query.timeout", self.query.timeout.clone()),
             flag("query.max-samples", self.query.max_samples.to_string()),
+            flag(
+                "query.max-memory-bytes",
+                self.query.max_memory_bytes.to_string(),
+            ),
             flag("query.lookback-delta", self.query.lookback_delta.clone()),
             flag("log.level", self.log.level.clone()),
         ]

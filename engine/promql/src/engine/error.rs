@@ -23,6 +23,9 @@ pub enum QueryError {
     /// The query would load more samples than `max_samples`.
     #[error("query processing would load too many samples into memory in {0}")]
     TooManySamples(&'static str),
+    /// The query would take more memory than its budget (`max_memory_bytes`).
+    #[error("query processing would use more than {0} bytes of memory (the per-query memory budget) in query execution")]
+    MemoryBudget(u64),
     /// The query ran longer than the timeout.
     #[error("query timed out in {0}")]
     Timeout(&'static str),
@@ -48,7 +51,9 @@ impl Classify for QueryError {
     fn class(&self) -> ErrorClass {
         match self {
             QueryError::Parse(_) | QueryError::BadRequest(_) => ErrorClass::BadData,
-            QueryError::Execution(_) | QueryError::TooManySamples(_) => ErrorClass::Limit,
+            QueryError::Execution(_)
+            | QueryError::TooManySamples(_)
+            | QueryError::MemoryBudget(_) => ErrorClass::Limit,
             QueryError::Timeout(_) | QueryError::Canceled(_) => ErrorClass::Timeout,
             QueryError::Storage(error) => error.class(),
         }

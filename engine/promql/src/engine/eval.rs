@@ -21,6 +21,10 @@ use crate::ast::{
     Subquery, UnaryOp, VectorMatchCardinality, VectorMatching, VectorSelector,
 };
 
+/// What one loaded sample or computed point costs against the memory budget: a timestamp and
+/// a value, or an optional value per step.
+const BYTES_PER_POINT: u64 = 16;
+
 /// One optional value per step of a grid.
 pub(crate) type Column = Vec<Option<f64>>;
 
@@ -140,7 +144,7 @@ impl Plan {
     pub(crate) async fn fetch(
         &self,
         storage: &dyn Storage,
-        max_samples: u64,
+        options: &EngineOptions,
     ) -> Result<Fetched, QueryError> {
         let reads = self.fetches.iter().map(|fetch| async move {
             let request = SelectRequest::new(fetch.matchers.clone(), fetch.mint, fetch.maxt);
@@ -151,8 +155,11 @@ impl Plan {
         for (key, series) in try_join_all(reads).await? {
             fetched.series_count += series.len() as u64;
             fetched.samples += series.iter().map(|s| s.samples.len() as u64).sum::<u64>();
-            if fetched.samples > max_samples {
+            if fetched.samples > options.max_samples {
                 return Err(QueryError::TooManySamples("query execution"));
+            }
+            if fetched.samples.saturating_mul(BYTES_PER_POINT) > options.max_memory_bytes {
+                return Err(QueryError::MemoryBudget(options.max_memory_bytes));
             }
             fetched.series.insert(key, series);
         }
@@ -490,6 +497,9 @@ impl<'a> Evaluator<'a> {
         self.peak = self.peak.max(self.held);
         if self.held > self.options.max_samples {
             return Err(QueryError::TooManySamples("query execution"));
+        }
+        if self.held.saturating_mul(BYTES_PER_POINT) > self.options.max_memory_bytes {
+            return Err(QueryError::MemoryBudget(self.options.max_memory_bytes));
         }
         Ok(())
     }

@@ -43,6 +43,10 @@ pub struct EngineOptions {
     pub lookback_delta_ms: i64,
     /// The most samples a query may load and hold (default 50 million, as Prometheus).
     pub max_samples: u64,
+    /// The most memory a query's samples and computed values may take, in bytes (default
+    /// 1 GiB), estimated at 16 bytes per loaded sample or computed point. Whichever of this
+    /// and `max_samples` is hit first stops the query.
+    pub max_memory_bytes: u64,
     /// Queries running longer are stopped with a `timeout` error (default 2 minutes).
     pub timeout: Duration,
     /// The step of a subquery written without one, `x[1h:]` (default 1 minute).
@@ -59,6 +63,7 @@ impl Default for EngineOptions {
         EngineOptions {
             lookback_delta_ms: 5 * 60_000,
             max_samples: 50_000_000,
+            max_memory_bytes: 1 << 30,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
             max_points_per_series: 11_000,
@@ -147,12 +152,9 @@ impl Engine {
         let prepare_nanos = begun.elapsed().as_nanos() as u64;
 
         let fetch_begun = Instant::now();
-        let data = tokio::time::timeout_at(
-            deadline.into(),
-            plan.fetch(storage, self.options.max_samples),
-        )
-        .await
-        .map_err(|_| QueryError::Timeout("query execution"))??;
+        let data = tokio::time::timeout_at(deadline.into(), plan.fetch(storage, &self.options))
+            .await
+            .map_err(|_| QueryError::Timeout("query execution"))??;
         let fetch_nanos = fetch_begun.elapsed().as_nanos() as u64;
 
         // Evaluation is CPU work: run it off the async workers, and let a dropped request
