@@ -69,6 +69,21 @@ fn bench(c: &mut Criterion) {
             "node_filesystem_avail_bytes / node_filesystem_free_bytes",
         ),
     ];
+    if std::env::var_os("LOOKOUT_QUERY_BENCH_STATS").is_some() {
+        for (name, query) in &instant {
+            let out = runtime
+                .block_on(engine.instant_query(&tsdb, query, END_MS))
+                .expect("query");
+            let stats = out.stats;
+            eprintln!(
+                "{name}: {} series, {} samples loaded; fetch {:.1} ms, eval {:.1} ms",
+                stats.series_loaded,
+                stats.samples_loaded,
+                stats.fetch_nanos as f64 / 1e6,
+                stats.eval_nanos as f64 / 1e6
+            );
+        }
+    }
     let mut group = c.benchmark_group("query/instant");
     group
         .sample_size(20)
