@@ -228,3 +228,29 @@ async fn threaded_range_functions_agree_with_single_series_queries() {
         assert_eq!(one[0].points, mine.points, "series {s}");
     }
 }
+
+/// A query whose caller goes away is counted as canceled at once and its evaluation stops.
+#[tokio::test]
+async fn dropped_queries_are_canceled() {
+    let tsdb = store().await;
+    let engine = Engine::default();
+    // Heavy enough to still be running after a millisecond: a day of 1 s subquery steps.
+    let query = "sum(sum_over_time(rate(http_requests[5m])[1d:1s]))";
+    let outcome = tokio::time::timeout(
+        Duration::from_millis(1),
+        engine.instant_query(&tsdb, query, 3_600_000),
+    )
+    .await;
+    assert!(outcome.is_err(), "the query finished within a millisecond");
+    assert_eq!(engine.canceled_queries(), 1);
+    let mut metrics = String::new();
+    engine.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("lookout_promql_queries_canceled_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lookout_promql_queries_in_flight 0"),
+        "{metrics}"
+    );
+}

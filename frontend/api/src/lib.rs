@@ -491,6 +491,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.remote_write_requests.load(Relaxed),
         state.remote_write_refused.load(Relaxed),
     );
+    state.engine.render_metrics(&mut out);
     if let Some(render) = &state.options.metrics {
         render(&mut out);
     }

@@ -280,3 +280,61 @@ fn admin_api_is_off_by_default_and_bad_config_fails_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown field `listen`"), "{stderr}");
 }
+
+/// A client that hangs up on a long query stops it: the server counts it as canceled and it
+/// no longer runs.
+#[test]
+fn a_query_whose_client_disconnects_is_canceled() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = start(data.path(), port);
+    let client = reqwest::blocking::Client::new();
+    wait_ready(&client, port);
+
+    // 11,000 steps, each a one-day window of one-second subquery points: minutes of work.
+    let query = "sum_over_time(vector(1)[1d:1s])";
+    let mut body = String::new();
+    body.push_str("query=");
+    body.push_str(
+        &query
+            .replace('[', "%5B")
+            .replace(']', "%5D")
+            .replace(':', "%3A"),
+    );
+    body.push_str("&start=0&end=660000&step=60");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/query_range HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let metric = |name: &str| -> Option<f64> {
+        let text = client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("lookout_promql_queries_in_flight ") != Some(1.0) {
+        assert!(Instant::now() < deadline, "the query never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stream);
+    while metric("lookout_promql_queries_canceled_total ") != Some(1.0)
+        || metric("lookout_promql_queries_in_flight ") != Some(0.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the query was not canceled after its client went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(child);
+}

@@ -1020,9 +1020,17 @@ fn range_function(
             guard.check()?;
             let no_resets = points.windows(2).all(|pair| pair[1].v >= pair[0].v);
             let mut values: Column = vec![None; steps];
+            // Long series over many steps check the guard as they go, not only per series.
+            let mut stopped = None;
             for_each_window(range, points, |i, window| {
-                if window.is_empty() || (fixed && i > 0) {
+                if stopped.is_some() || window.is_empty() || (fixed && i > 0) {
                     return;
+                }
+                if i % 1024 == 1023 {
+                    if let Err(error) = guard.check() {
+                        stopped = Some(error);
+                        return;
+                    }
                 }
                 let end = range.ends[i];
                 let bounds = Bounds {
@@ -1033,6 +1041,9 @@ fn range_function(
                 };
                 values[i] = f(i, window, bounds);
             });
+            if let Some(error) = stopped {
+                return Err(error);
+            }
             if fixed {
                 let first = values[0];
                 values.fill(first);

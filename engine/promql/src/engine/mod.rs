@@ -24,7 +24,7 @@ mod functions;
 mod math;
 mod value;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,19 @@ impl Default for EngineOptions {
     }
 }
 
+/// Counters of an engine's queries, for self-metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    instant: AtomicU64,
+    range: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    canceled: AtomicU64,
+    in_flight: AtomicU64,
+    samples_loaded: AtomicU64,
+    nanos: AtomicU64,
+}
+
 /// Runs PromQL queries against a [`Storage`].
 ///
 /// Queries run on a tokio runtime with its time driver enabled (the timeout covers the fetch)
@@ -79,6 +92,7 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     options: Arc<EngineOptions>,
+    counters: Arc<Counters>,
 }
 
 impl Engine {
@@ -86,12 +100,58 @@ impl Engine {
     pub fn new(options: EngineOptions) -> Engine {
         Engine {
             options: Arc::new(options),
+            counters: Arc::default(),
         }
     }
 
     /// The options in force.
     pub fn options(&self) -> &EngineOptions {
         &self.options
+    }
+
+    /// Queries whose caller went away before they finished (the HTTP client disconnected).
+    pub fn canceled_queries(&self) -> u64 {
+        self.counters.canceled.load(Ordering::Relaxed)
+    }
+
+    /// Appends the engine's counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let c = &self.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP lookout_promql_queries_total PromQL queries run, by kind.\n\
+             # TYPE lookout_promql_queries_total counter\n\
+             lookout_promql_queries_total{{kind=\"instant\"}} {}\n\
+             lookout_promql_queries_total{{kind=\"range\"}} {}\n\
+             # HELP lookout_promql_queries_failed_total PromQL queries that ended in an error (timeouts and cancellations included).\n\
+             # TYPE lookout_promql_queries_failed_total counter\n\
+             lookout_promql_queries_failed_total {}\n\
+             # HELP lookout_promql_queries_timed_out_total PromQL queries stopped by the query timeout.\n\
+             # TYPE lookout_promql_queries_timed_out_total counter\n\
+             lookout_promql_queries_timed_out_total {}\n\
+             # HELP lookout_promql_queries_canceled_total PromQL queries stopped because their caller went away.\n\
+             # TYPE lookout_promql_queries_canceled_total counter\n\
+             lookout_promql_queries_canceled_total {}\n\
+             # HELP lookout_promql_queries_in_flight PromQL queries running now.\n\
+             # TYPE lookout_promql_queries_in_flight gauge\n\
+             lookout_promql_queries_in_flight {}\n\
+             # HELP lookout_promql_samples_loaded_total Samples read from storage by PromQL queries.\n\
+             # TYPE lookout_promql_samples_loaded_total counter\n\
+             lookout_promql_samples_loaded_total {}\n\
+             # HELP lookout_promql_query_seconds_total Time spent in PromQL queries.\n\
+             # TYPE lookout_promql_query_seconds_total counter\n\
+             lookout_promql_query_seconds_total {}\n",
+            get(&c.instant),
+            get(&c.range),
+            get(&c.failed),
+            get(&c.timed_out),
+            get(&c.canceled),
+            get(&c.in_flight),
+            get(&c.samples_loaded),
+            get(&c.nanos) as f64 / 1e9,
+        );
     }
 
     /// Evaluates `query` at `time_ms` (an instant query).
@@ -142,7 +202,55 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryOutput, QueryError> {
+        let counters = &self.counters;
+        let kind = if step_ms == 0 {
+            &counters.instant
+        } else {
+            &counters.range
+        };
+        kind.fetch_add(1, Ordering::Relaxed);
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let begun = Instant::now();
+        // Dropped before the query finishes (the caller went away): counted as canceled,
+        // and the evaluation, if running, stops at its next check.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut guard = InFlight {
+            cancel: cancel.clone(),
+            counters: counters.clone(),
+            begun,
+            finished: false,
+        };
+        let result = self
+            .execute(storage, query, start_ms, end_ms, step_ms, begun, cancel)
+            .await;
+        guard.finished = true;
+        match &result {
+            Ok(output) => {
+                counters
+                    .samples_loaded
+                    .fetch_add(output.stats.samples_loaded, Ordering::Relaxed);
+            }
+            Err(error) => {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                if matches!(error, QueryError::Timeout(_)) {
+                    counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        begun: Instant,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<QueryOutput, QueryError> {
         let deadline = begun + self.options.timeout;
         let mut expr = parse_with(query, self.options.parse)?;
         let range_ms = end_ms - start_ms;
@@ -157,10 +265,7 @@ impl Engine {
             .map_err(|_| QueryError::Timeout("query execution"))??;
         let fetch_nanos = fetch_begun.elapsed().as_nanos() as u64;
 
-        // Evaluation is CPU work: run it off the async workers, and let a dropped request
-        // (the HTTP client went away) stop it at the next check.
-        let cancel = Arc::new(AtomicBool::new(false));
-        let guard = CancelOnDrop(cancel.clone());
+        // Evaluation is CPU work: run it off the async workers.
         let options = self.options.clone();
         let eval_begun = Instant::now();
         let task =
@@ -168,7 +273,6 @@ impl Engine {
         let mut output = task.await.map_err(|error| {
             QueryError::Execution(format!("query evaluation panicked: {error}"))
         })??;
-        drop(guard);
         output.stats.prepare_nanos = prepare_nanos;
         output.stats.fetch_nanos = fetch_nanos;
         output.stats.eval_nanos = eval_begun.elapsed().as_nanos() as u64;
@@ -176,11 +280,26 @@ impl Engine {
     }
 }
 
-/// Sets the flag when the query future is dropped before it finishes.
-struct CancelOnDrop(Arc<AtomicBool>);
+/// Accounts for a running query; when dropped before the query finished, the query was
+/// canceled: the flag stops its evaluation.
+struct InFlight {
+    cancel: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    begun: Instant,
+    finished: bool,
+}
 
-impl Drop for CancelOnDrop {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        let counters = &self.counters;
+        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        counters
+            .nanos
+            .fetch_add(self.begun.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if !self.finished {
+            self.cancel.store(true, Ordering::Relaxed);
+            counters.canceled.fetch_add(1, Ordering::Relaxed);
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
