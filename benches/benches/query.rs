@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use lookout_benches::{node_exporter_series, set_round, write_batches, BASE_TIMESTAMP_MS};
-use lookout_promql::{Engine, QueryValue};
+use lookout_promql::{Engine, QueryStats, QueryValue};
 use lookout_tsdb::{HeadOptions, Tsdb};
 
 /// Series in the store.
@@ -42,6 +42,17 @@ fn result_size(value: &QueryValue) -> usize {
     }
 }
 
+/// What `LOOKOUT_QUERY_BENCH_STATS=1` prints for each query before the timings.
+fn print_stats(name: &str, stats: &QueryStats) {
+    eprintln!(
+        "{name}: {} series, {} samples loaded; fetch {:.1} ms, eval {:.1} ms",
+        stats.series_loaded,
+        stats.samples_loaded,
+        stats.fetch_nanos as f64 / 1e6,
+        stats.eval_nanos as f64 / 1e6
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let tsdb = store();
     let engine = Engine::default();
@@ -74,14 +85,7 @@ fn bench(c: &mut Criterion) {
             let out = runtime
                 .block_on(engine.instant_query(&tsdb, query, END_MS))
                 .expect("query");
-            let stats = out.stats;
-            eprintln!(
-                "{name}: {} series, {} samples loaded; fetch {:.1} ms, eval {:.1} ms",
-                stats.series_loaded,
-                stats.samples_loaded,
-                stats.fetch_nanos as f64 / 1e6,
-                stats.eval_nanos as f64 / 1e6
-            );
+            print_stats(name, &out.stats);
         }
     }
     let mut group = c.benchmark_group("query/instant");
@@ -138,14 +142,7 @@ fn bench(c: &mut Criterion) {
             let out = runtime
                 .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, *step))
                 .expect("query");
-            let stats = out.stats;
-            eprintln!(
-                "{name}: {} series, {} samples loaded; fetch {:.1} ms, eval {:.1} ms",
-                stats.series_loaded,
-                stats.samples_loaded,
-                stats.fetch_nanos as f64 / 1e6,
-                stats.eval_nanos as f64 / 1e6
-            );
+            print_stats(name, &out.stats);
         }
     }
     let mut group = c.benchmark_group("query/range");

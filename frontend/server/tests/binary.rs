@@ -2,20 +2,14 @@
 //! both ports, reads its configuration file, stops cleanly on SIGTERM and finds its data
 //! again after a restart.
 
-use std::net::TcpListener;
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::free_port;
 
 fn start(data: &std::path::Path, port: u16) -> Child {
     start_with(&[
@@ -38,18 +32,7 @@ fn start_with(args: &[String]) -> Child {
 }
 
 fn wait_ready(client: &reqwest::blocking::Client, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/-/ready"))
-            .send()
-            .is_ok_and(|response| response.status().is_success());
-        if ready {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server not ready within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_ready(client, &format!("http://127.0.0.1:{port}/-/ready"));
 }
 
 fn terminate(mut child: Child) {

@@ -2,43 +2,23 @@
 //! series`, `query labels`, `query instant` and `query range`. Skipped with a reason when
 //! `promtool` is not on PATH.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::process::{Command, Stdio};
 
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops the server (our own child) when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
+use support::{free_port, wait_ready, Killed};
 
 /// A server holding three `up` series at 1700000000, 1700000015 and 1700000030; returns it
 /// with its base URL, or `None` (after printing why) when promtool is missing.
-fn server_with_data(dir: &std::path::Path) -> Option<(Running, String)> {
+fn server_with_data(dir: &std::path::Path) -> Option<(Killed, String)> {
     if Command::new("promtool").arg("--version").output().is_err() {
         eprintln!("skipped: promtool not found on PATH (apt-get install prometheus)");
         return None;
     }
     let port = free_port();
-    let server = Running(
+    let server = Killed(
         Command::new(env!("CARGO_BIN_EXE_lookout-server"))
             .arg("--storage.tsdb.path")
             .arg(dir.join("data"))
@@ -53,15 +33,7 @@ fn server_with_data(dir: &std::path::Path) -> Option<(Running, String)> {
     );
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{url}/-/ready"))
-        .send()
-        .is_ok_and(|response| response.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "server not ready within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&client, &format!("{url}/-/ready"));
     let mut batch = WriteBatch::new();
     for (job, instance, value) in [("api", "a:1", 1.0), ("api", "b:1", 1.0), ("db", "c:1", 0.0)] {
         batch.push(
