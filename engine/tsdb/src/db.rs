@@ -38,6 +38,7 @@ pub struct TsdbOptions {
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
     auto_compaction: bool,
+    background_maintenance: bool,
 }
 
 /// Default time retention: 15 days, as Prometheus.
@@ -57,7 +58,18 @@ impl TsdbOptions {
             retention_ms: Some(DEFAULT_RETENTION_MS),
             retention_bytes: None,
             auto_compaction: true,
+            background_maintenance: false,
         }
+    }
+
+    /// Where block cuts, compaction and retention run. Off (the default): on the thread of
+    /// the append that finds the head has grown past one and a half block durations, which
+    /// then waits for them; simple and deterministic. On: on a maintenance thread of the
+    /// store, which that append only wakes, so no write waits for a block to be written (what
+    /// a server wants). [`Tsdb::close`] waits for running maintenance.
+    pub fn background_maintenance(mut self, enabled: bool) -> TsdbOptions {
+        self.background_maintenance = enabled;
+        self
     }
 
     /// Whether appends that cut a block also run compaction and retention (on by default);
@@ -168,6 +180,12 @@ struct Inner {
     quarantined: Vec<QuarantinedBlock>,
     /// Serialises block cuts, compaction and retention.
     cutting: Mutex<()>,
+    /// Wakes the maintenance thread, when maintenance runs in the background.
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Set by [`Tsdb::close`]: no more background maintenance.
+    closed: std::sync::atomic::AtomicBool,
+    /// The maintenance thread, joined by [`Tsdb::close`].
+    maintenance: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: Option<File>,
 }
 
@@ -235,7 +253,13 @@ impl Tsdb {
         if let Some(last) = blocks.last() {
             head.set_min_valid_time(last.meta().max_time);
         }
-        Ok(Tsdb {
+        let (wake, woken) = if options.background_maintenance {
+            let (wake, woken) = std::sync::mpsc::sync_channel(1);
+            (Some(wake), Some(woken))
+        } else {
+            (None, None)
+        };
+        let tsdb = Tsdb {
             inner: Arc::new(Inner {
                 head,
                 dir: Some(dir),
@@ -247,9 +271,23 @@ impl Tsdb {
                 blocks: RwLock::new(blocks),
                 quarantined,
                 cutting: Mutex::new(()),
+                wake,
+                closed: Default::default(),
+                maintenance: Mutex::new(None),
                 _lock: Some(lock),
             }),
-        })
+        };
+        if let Some(woken) = woken {
+            let store = Arc::downgrade(&tsdb.inner);
+            let thread = std::thread::Builder::new()
+                .name("lookout-tsdb-maintenance".into())
+                .spawn(move || maintenance_thread(store, woken))
+                .map_err(|error| TsdbError::io(tsdb.dir().unwrap_or(Path::new(".")), error))?;
+            *tsdb.inner.maintenance.lock() = Some(thread);
+            // Data replayed from the WAL may already need a cut.
+            tsdb.wake_maintenance();
+        }
+        Ok(tsdb)
     }
 
     /// A store with no directory and no WAL: everything is lost when it is dropped.
@@ -266,6 +304,9 @@ impl Tsdb {
                 blocks: RwLock::new(Vec::new()),
                 quarantined: Vec::new(),
                 cutting: Mutex::new(()),
+                wake: None,
+                closed: Default::default(),
+                maintenance: Mutex::new(None),
                 _lock: None,
             }),
         })
@@ -425,19 +466,35 @@ impl Tsdb {
     pub fn append(&self, batch: &WriteBatch) -> Result<WriteOutcome> {
         let outcome = self.inner.head.append(batch)?;
         if self.head_needs_cut() {
-            if let Some(_cutting) = self.inner.cutting.try_lock() {
-                while self.head_needs_cut() {
-                    if self.cut_block_locked()?.is_none() {
-                        break;
-                    }
-                }
-                if self.inner.auto_compaction {
-                    self.compact_locked()?;
-                    self.apply_retention_locked()?;
-                }
+            if self.inner.wake.is_some() {
+                self.wake_maintenance();
+            } else if let Some(_cutting) = self.inner.cutting.try_lock() {
+                self.maintain_locked()?;
             }
         }
         Ok(outcome)
+    }
+
+    /// Cuts blocks while the head needs it, then compacts and applies retention (with auto
+    /// compaction). The caller holds `cutting`.
+    fn maintain_locked(&self) -> Result<()> {
+        while self.head_needs_cut() {
+            if self.cut_block_locked()?.is_none() {
+                break;
+            }
+        }
+        if self.inner.auto_compaction {
+            self.compact_locked()?;
+            self.apply_retention_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Asks the maintenance thread for a round (a no-op when one is already pending).
+    fn wake_maintenance(&self) {
+        if let Some(wake) = &self.inner.wake {
+            let _ = wake.try_send(());
+        }
     }
 
     fn head_needs_cut(&self) -> bool {
@@ -857,6 +914,15 @@ impl Tsdb {
     /// Flushes and syncs the WAL. Dropping without closing is a crash as far as durability is
     /// concerned, which the WAL handles.
     pub fn close(&self) -> Result<()> {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Stops the maintenance thread after the step it may be in, and waits for it.
+        if let Some(thread) = self.inner.maintenance.lock().take() {
+            self.wake_maintenance();
+            let _ = thread.join();
+        }
+        drop(self.inner.cutting.lock());
         match self.inner.head.wal() {
             Some(wal) => wal.close(),
             None => Ok(()),
@@ -975,6 +1041,28 @@ impl Storage for Tsdb {
                 .map_err(StorageError::from)
         })
         .await
+    }
+}
+
+/// The store's maintenance thread: a round of block cuts, compaction and retention each time
+/// an append wakes it; ends when the store is dropped or closed. It holds the store only
+/// while it works, so dropping the last handle ends it.
+fn maintenance_thread(store: std::sync::Weak<Inner>, woken: std::sync::mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let tsdb = Tsdb { inner };
+        let _cutting = tsdb.inner.cutting.lock();
+        if tsdb.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Err(error) = tsdb.maintain_locked() {
+            tracing::error!(%error, "background maintenance failed; retrying at the next append");
+        }
     }
 }
 

@@ -244,3 +244,37 @@ fn a_snapshot_opens_as_a_store_with_every_sample() {
     let got = copy.select_blocking(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX);
     assert_eq!(got, expected);
 }
+
+/// With background maintenance, appends only wake the maintenance thread: blocks are cut and
+/// compacted there while writes go on, nothing is lost, and close waits for it.
+#[test]
+fn background_maintenance_cuts_and_compacts_off_the_writers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path()).background_maintenance(true)).unwrap();
+    fill(&tsdb, 20, 0, 12);
+    let expected = 20 * 12 * (HOUR / STEP) as usize;
+    // The thread catches up: the head ends up spanning less than 1.5 block durations.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (min, max) = tsdb.head().time_range().unwrap();
+        if max - min < HOUR / 2 * 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background maintenance did not cut the head within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    tsdb.close().unwrap();
+    assert!(!tsdb.blocks().is_empty());
+    assert!(
+        tsdb.blocks().iter().any(|b| b.meta().compaction.level > 1),
+        "the thread also compacts"
+    );
+    assert_eq!(sample_count(&tsdb), expected);
+    drop(tsdb);
+    // Reopened (the thread let go of the directory lock), everything is there.
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert_eq!(sample_count(&tsdb), expected);
+}

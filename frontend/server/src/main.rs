@@ -46,6 +46,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         FsyncPolicy::Interval(lookout_tsdb::DEFAULT_FSYNC_INTERVAL)
     };
     let options = TsdbOptions::new(&storage.path)
+        .background_maintenance(true)
         .fsync(fsync)
         .retention_ms(retention)
         .retention_bytes(retention_bytes)
