@@ -40,6 +40,22 @@ impl ChunkBytes {
     }
 }
 
+/// A closed or the open chunk of a series.
+#[derive(Debug, Clone, Copy)]
+enum ChunkRef<'a> {
+    Closed(&'a ChunkBytes),
+    Open(&'a XorAppender),
+}
+
+impl<'a> ChunkRef<'a> {
+    fn iter(self) -> XorIter<'a> {
+        match self {
+            ChunkRef::Closed(chunk) => chunk.iter(),
+            ChunkRef::Open(open) => open.iter(),
+        }
+    }
+}
+
 /// A full chunk with its time range.
 #[derive(Debug, Clone)]
 pub(crate) struct ClosedChunk {
@@ -117,9 +133,10 @@ impl MemSeries {
 
     /// The value bits of the in-order sample at exactly `t`, if any.
     fn in_order_value_at(&self, t: i64) -> Option<u64> {
-        for (mut iter, chunk_min, chunk_max) in self.chunks() {
+        for (chunk, chunk_min, chunk_max) in self.chunks() {
             if (chunk_min..=chunk_max).contains(&t) {
-                return iter
+                return chunk
+                    .iter()
                     .seek(t)
                     .filter(|(found, _)| *found == t)
                     .map(|(_, v)| v.to_bits());
@@ -197,24 +214,27 @@ impl MemSeries {
     }
 
     /// An iterator over every chunk with its time range, oldest first.
-    fn chunks(&self) -> impl Iterator<Item = (XorIter<'_>, i64, i64)> {
+    /// Every chunk, oldest first, with its time range; the iterator is only built (which
+    /// decodes the chunk's first sample) for chunks a caller asks for.
+    fn chunks(&self) -> impl Iterator<Item = (ChunkRef<'_>, i64, i64)> {
         let open = match (self.open.first_t(), self.open.last_t()) {
-            (Some(min_t), Some(max_t)) => Some((self.open.iter(), min_t, max_t)),
+            (Some(min_t), Some(max_t)) => Some((ChunkRef::Open(&self.open), min_t, max_t)),
             _ => None,
         };
         self.closed
             .iter()
-            .map(|closed| (closed.chunk.iter(), closed.min_t, closed.max_t))
+            .map(|closed| (ChunkRef::Closed(&closed.chunk), closed.min_t, closed.max_t))
             .chain(open)
     }
 
     /// Appends the samples in `[mint, maxt]` to `out`; returns how many.
     pub(crate) fn read_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> usize {
         let before = out.len();
-        for (mut iter, chunk_min, chunk_max) in self.chunks() {
+        for (chunk, chunk_min, chunk_max) in self.chunks() {
             if chunk_max < mint || chunk_min > maxt {
                 continue;
             }
+            let mut iter = chunk.iter();
             let Some((t, v)) = iter.seek(mint) else {
                 continue;
             };
@@ -259,14 +279,16 @@ impl MemSeries {
         {
             return true;
         }
-        for (mut iter, chunk_min, chunk_max) in self.chunks() {
+        for (chunk, chunk_min, chunk_max) in self.chunks() {
             if chunk_max < mint || chunk_min > maxt {
                 continue;
             }
-            if chunk_min >= mint && chunk_max <= maxt {
+            // The first and last timestamps are samples: either inside the range settles it.
+            if (mint..=maxt).contains(&chunk_min) || (mint..=maxt).contains(&chunk_max) {
                 return true;
             }
-            if iter.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+            // The range lies strictly inside the chunk: look.
+            if chunk.iter().seek(mint).is_some_and(|(t, _)| t <= maxt) {
                 return true;
             }
         }
