@@ -3,7 +3,13 @@
 //!
 //! No HTTP types, no I/O and no storage calls here: listeners (in `lookout-api` and the
 //! server) read the body, call a decoder, and hand the batch to a `Storage`.
+//!
+//! Modules: [`remote_write`] (Prometheus remote write 1.0), [`lookout`] (SOFALookout's SDK,
+//! `/lookout/metrics` and Prometheus push protocols), [`exposition`] (the Prometheus text
+//! format, line by line).
 
+pub mod exposition;
+pub mod lookout;
 pub mod remote_write;
 
 /// Size limits every decoder applies.
@@ -26,4 +32,32 @@ impl Default for DecodeLimits {
             max_series_per_request: 1_000_000,
         }
     }
+}
+
+/// Why a raw (block format) snappy body could not be decompressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SnappyError {
+    /// Not snappy block format.
+    Invalid(String),
+    /// The header announces more than the limit; nothing was decompressed.
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Decompresses a raw snappy block, refusing before any work when the announced size is
+/// above `max_decompressed_bytes`.
+pub(crate) fn decompress_snappy_block(
+    body: &[u8],
+    max_decompressed_bytes: usize,
+) -> Result<Vec<u8>, SnappyError> {
+    let size =
+        snap::raw::decompress_len(body).map_err(|error| SnappyError::Invalid(error.to_string()))?;
+    if size > max_decompressed_bytes {
+        return Err(SnappyError::TooLarge {
+            size,
+            limit: max_decompressed_bytes,
+        });
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|error| SnappyError::Invalid(error.to_string()))
 }

@@ -100,17 +100,15 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             limit: limits.max_body_bytes,
         });
     }
-    let size =
-        snap::raw::decompress_len(body).map_err(|error| DecodeError::Snappy(error.to_string()))?;
-    if size > limits.max_decompressed_bytes {
-        return Err(DecodeError::DecompressedTooLarge {
-            size,
-            limit: limits.max_decompressed_bytes,
-        });
-    }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|error| DecodeError::Snappy(error.to_string()))?;
+    let raw =
+        crate::decompress_snappy_block(body, limits.max_decompressed_bytes).map_err(|error| {
+            match error {
+                crate::SnappyError::Invalid(reason) => DecodeError::Snappy(reason),
+                crate::SnappyError::TooLarge { size, limit } => {
+                    DecodeError::DecompressedTooLarge { size, limit }
+                }
+            }
+        })?;
     let request = WriteRequest::decode(raw.as_slice())
         .map_err(|error| DecodeError::Protobuf(error.to_string()))?;
     if request.timeseries.len() > limits.max_series_per_request {
