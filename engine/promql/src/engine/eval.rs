@@ -47,10 +47,98 @@ impl Grid {
 }
 
 /// One series of an instant-vector result over a grid.
+///
+/// Dropping the metric name is lazy: an operator that drops it sets `drop_name` and keeps
+/// `labels` as they were, so a chain like `sum by (job) (rate(x[5m]))` never builds the
+/// name-less label sets it only groups by. [`VSeries::effective_labels`] and
+/// [`EffectiveKey`] see the labels with the name dropped; results and the operators that
+/// rewrite labels work on materialised series ([`materialize`]).
 #[derive(Debug, Clone)]
 pub(crate) struct VSeries {
     pub(crate) labels: Labels,
+    /// `labels` still hold a metric name (and `__type__`/`__unit__`) that is dropped.
+    pub(crate) drop_name: bool,
     pub(crate) values: Column,
+}
+
+impl VSeries {
+    /// A series with exactly these labels.
+    pub(crate) fn new(labels: Labels, values: Column) -> VSeries {
+        VSeries {
+            labels,
+            drop_name: false,
+            values,
+        }
+    }
+
+    /// The labels with the name dropped if it is.
+    pub(crate) fn effective_labels(&self) -> Labels {
+        drop_metric_name_if(&self.labels, self.drop_name)
+    }
+
+    /// The value of label `name`, seen through a dropped name.
+    pub(crate) fn label(&self, name: &str) -> Option<&str> {
+        if self.drop_name && NAME_LABELS.contains(&name) {
+            None
+        } else {
+            self.labels.get(name)
+        }
+    }
+
+    /// The effective labels in order.
+    pub(crate) fn label_iter(&self) -> impl Iterator<Item = &lookout_model::Label> {
+        let drop = self.drop_name;
+        self.labels
+            .iter()
+            .filter(move |l| !drop || !NAME_LABELS.contains(&l.name.as_str()))
+    }
+}
+
+/// Applies every pending name drop.
+pub(crate) fn materialize(series: &mut [VSeries]) {
+    for s in series {
+        if s.drop_name {
+            s.labels = drop_metric_name(&s.labels);
+            s.drop_name = false;
+        }
+    }
+}
+
+/// A series' effective label set as a hash key, without building it.
+#[derive(Debug)]
+pub(crate) struct EffectiveKey<'a> {
+    series: &'a VSeries,
+    hash: u64,
+}
+
+impl<'a> EffectiveKey<'a> {
+    pub(crate) fn new(series: &'a VSeries) -> EffectiveKey<'a> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for label in series.label_iter() {
+            hasher.update(label.name.as_bytes());
+            hasher.update(&[0xff]);
+            hasher.update(label.value.as_bytes());
+            hasher.update(&[0xff]);
+        }
+        EffectiveKey {
+            series,
+            hash: hasher.digest(),
+        }
+    }
+}
+
+impl PartialEq for EffectiveKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.series.label_iter().eq(other.series.label_iter())
+    }
+}
+
+impl Eq for EffectiveKey<'_> {}
+
+impl std::hash::Hash for EffectiveKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 /// A range vector: raw points per series, and per step the end of the window `(end - range,
@@ -354,7 +442,8 @@ fn instant_value(value: Val, grid: Grid, expr: &Expr) -> QueryValue {
     match value {
         Val::Scalar(values) => QueryValue::Scalar { t, v: values[0] },
         Val::String(v) => QueryValue::String { t, v },
-        Val::Vector(series) => QueryValue::Vector(
+        Val::Vector(mut series) => QueryValue::Vector({
+            materialize(&mut series);
             series
                 .into_iter()
                 .filter_map(|s| {
@@ -364,8 +453,8 @@ fn instant_value(value: Val, grid: Grid, expr: &Expr) -> QueryValue {
                         v,
                     })
                 })
-                .collect(),
-        ),
+                .collect()
+        }),
         Val::Range(range) => {
             let end = range.ends[0];
             let mut out: Vec<RangeSeries> = range
@@ -407,7 +496,8 @@ fn range_value(value: Val, grid: Grid) -> Result<QueryValue, QueryError> {
                 })
                 .collect(),
         }])),
-        Val::Vector(series) => {
+        Val::Vector(mut series) => {
+            materialize(&mut series);
             let mut out: Vec<RangeSeries> = series
                 .iter()
                 .map(|s| RangeSeries {
@@ -526,7 +616,8 @@ impl<'a> Evaluator<'a> {
                         let series = series
                             .into_iter()
                             .map(|s| VSeries {
-                                labels: drop_metric_name(&s.labels),
+                                labels: s.labels,
+                                drop_name: true,
                                 values: s.values.into_iter().map(|v| v.map(|v| -v)).collect(),
                             })
                             .collect();
@@ -554,7 +645,19 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// An instant vector with its labels as they are (names dropped).
     pub(crate) fn eval_vector(
+        &mut self,
+        expr: &Expr,
+        grid: Grid,
+    ) -> Result<Vec<VSeries>, QueryError> {
+        let mut series = self.eval_vector_lazy(expr, grid)?;
+        materialize(&mut series);
+        Ok(series)
+    }
+
+    /// An instant vector whose series may still carry a name to drop (see [`VSeries`]).
+    pub(crate) fn eval_vector_lazy(
         &mut self,
         expr: &Expr,
         grid: Grid,
@@ -654,10 +757,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
             if values.iter().any(Option::is_some) {
-                out.push(VSeries {
-                    labels: series.labels.clone(),
-                    values,
-                });
+                out.push(VSeries::new(series.labels.clone(), values));
             }
         }
         self.hold(out.len() * steps)?;
@@ -729,23 +829,26 @@ impl<'a> Evaluator<'a> {
         }
         let inner = Grid { start, end, step };
         let series = match self.eval(&subquery.expr, inner)? {
-            Val::Vector(series) => series
-                .into_iter()
-                .map(|s| {
-                    let points = s
-                        .values
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, v)| {
-                            v.map(|v| Point {
-                                t: inner.time(i),
-                                v,
+            Val::Vector(mut series) => {
+                materialize(&mut series);
+                series
+                    .into_iter()
+                    .map(|s| {
+                        let points = s
+                            .values
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, v)| {
+                                v.map(|v| Point {
+                                    t: inner.time(i),
+                                    v,
+                                })
                             })
-                        })
-                        .collect();
-                    (s.labels, points)
-                })
-                .collect(),
+                            .collect();
+                        (s.labels, points)
+                    })
+                    .collect()
+            }
             Val::Scalar(values) => vec![(
                 Labels::empty(),
                 values
@@ -863,11 +966,8 @@ impl<'a> Evaluator<'a> {
                     })
                     .collect();
                 VSeries {
-                    labels: if drop_name {
-                        drop_metric_name(&s.labels)
-                    } else {
-                        s.labels
-                    },
+                    labels: s.labels,
+                    drop_name: s.drop_name || drop_name,
                     values,
                 }
             })
@@ -896,7 +996,7 @@ impl<'a> Evaluator<'a> {
             Some(param) => Param::Scalar(self.eval_scalar(param, grid)?),
             None => Param::None,
         };
-        let input = self.eval_vector(&aggregate.expr, grid)?;
+        let input = self.eval_vector_lazy(&aggregate.expr, grid)?;
         let out = super::functions::aggregate(self, aggregate, param, input, steps)?;
         self.hold(out.len() * steps)?;
         Ok(Val::Vector(out))
@@ -944,26 +1044,39 @@ fn drop_metric_name_if(labels: &Labels, drop: bool) -> Labels {
 /// rewritten): fine while they never have a value at the same step, Prometheus' error
 /// otherwise. Keeps the order of first appearance.
 pub(crate) fn merge_same_labels(series: Vec<VSeries>) -> Result<Vec<VSeries>, QueryError> {
-    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    // First occurrence of each effective label set, by index.
+    let mut first: HashMap<EffectiveKey<'_>, usize> = HashMap::with_capacity(series.len());
+    let mut target: Vec<usize> = Vec::with_capacity(series.len());
+    for (index, s) in series.iter().enumerate() {
+        target.push(*first.entry(EffectiveKey::new(s)).or_insert(index));
+    }
+    drop(first);
+    if target.iter().enumerate().all(|(index, t)| *t == index) {
+        return Ok(series);
+    }
     let mut out: Vec<VSeries> = Vec::with_capacity(series.len());
-    for s in series {
-        match index.get(&s.labels) {
-            None => {
-                index.insert(s.labels.clone(), out.len());
-                out.push(s);
-            }
-            Some(&at) => {
-                let target = &mut out[at].values;
-                for (slot, value) in target.iter_mut().zip(s.values) {
-                    if value.is_some() {
-                        if slot.is_some() {
-                            return Err(QueryError::Execution(
-                                "vector cannot contain metrics with the same labelset".into(),
-                            ));
-                        }
-                        *slot = value;
-                    }
+    let mut position: Vec<usize> = vec![usize::MAX; series.len()];
+    for (index, s) in series.into_iter().enumerate() {
+        let owner = target[index];
+        if owner == index {
+            position[index] = out.len();
+            out.push(s);
+            continue;
+        }
+        let merged = &mut out[position[owner]];
+        // Label sets equal only with the name dropped: the merged series is name-less.
+        if merged.drop_name {
+            merged.labels = drop_metric_name(&merged.labels);
+            merged.drop_name = false;
+        }
+        for (slot, value) in merged.values.iter_mut().zip(s.values) {
+            if value.is_some() {
+                if slot.is_some() {
+                    return Err(QueryError::Execution(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
                 }
+                *slot = value;
             }
         }
     }
@@ -998,20 +1111,32 @@ pub(crate) fn scalar_op(op: BinaryOp, l: f64, r: f64) -> (f64, bool) {
 /// the metric name. Set operators also ignore `__type__`/`__unit__` (an operand whose name was
 /// dropped still matches its source); arithmetic and comparisons keep them, so a counter does
 /// not match a gauge of the same name.
-fn signature(labels: &Labels, matching: &VectorMatching) -> Labels {
-    signature_with(labels, matching, &NAME_LABELS[..1])
+fn signature(series: &VSeries, matching: &VectorMatching) -> Labels {
+    let dropped: &[&str] = if series.drop_name {
+        &NAME_LABELS
+    } else {
+        &NAME_LABELS[..1]
+    };
+    signature_with(&series.labels, matching, dropped, series.drop_name)
 }
 
-fn set_signature(labels: &Labels, matching: &VectorMatching) -> Labels {
-    signature_with(labels, matching, &NAME_LABELS)
+fn set_signature(series: &VSeries, matching: &VectorMatching) -> Labels {
+    signature_with(&series.labels, matching, &NAME_LABELS, series.drop_name)
 }
 
-fn signature_with(labels: &Labels, matching: &VectorMatching, dropped: &[&str]) -> Labels {
+/// `dropped` names never count unless `on(...)` names them and `name_dropped` is false.
+fn signature_with(
+    labels: &Labels,
+    matching: &VectorMatching,
+    dropped: &[&str],
+    name_dropped: bool,
+) -> Labels {
     let kept = labels
         .iter()
         .filter(|l| {
             if matching.on {
                 matching.labels.contains(&l.name)
+                    && !(name_dropped && NAME_LABELS.contains(&l.name.as_str()))
             } else {
                 !dropped.contains(&l.name.as_str()) && !matching.labels.contains(&l.name)
             }
@@ -1025,13 +1150,13 @@ fn signature_with(labels: &Labels, matching: &VectorMatching, dropped: &[&str]) 
 fn signature_ids(
     series: &[VSeries],
     matching: &VectorMatching,
-    sig: fn(&Labels, &VectorMatching) -> Labels,
+    sig: fn(&VSeries, &VectorMatching) -> Labels,
     ids: &mut HashMap<Labels, usize>,
 ) -> Vec<usize> {
     series
         .iter()
         .map(|s| {
-            let sig = sig(&s.labels, matching);
+            let sig = sig(s, matching);
             let next = ids.len();
             *ids.entry(sig).or_insert(next)
         })
@@ -1057,7 +1182,7 @@ fn set_and_unless(
     }
     lhs.into_iter()
         .filter_map(|mut s| {
-            let sig = set_signature(&s.labels, matching);
+            let sig = set_signature(&s, matching);
             let row = ids.get(&sig).map(|id| &present[*id]);
             for (i, value) in s.values.iter_mut().enumerate() {
                 let matched = row.is_some_and(|row| row[i]);
@@ -1088,7 +1213,7 @@ fn set_or(
     }
     let mut out = lhs;
     for mut s in rhs {
-        let sig = set_signature(&s.labels, matching);
+        let sig = set_signature(&s, matching);
         if let Some(row) = ids.get(&sig).map(|id| &present[*id]) {
             for (value, taken) in s.values.iter_mut().zip(row) {
                 if *taken {
@@ -1125,7 +1250,7 @@ fn vector_vector(
     }
     let many_groups: Vec<Option<usize>> = many
         .iter()
-        .map(|s| ids.get(&signature(&s.labels, matching)).copied())
+        .map(|s| ids.get(&signature(s, matching)).copied())
         .collect();
 
     // The one side's series at each step of each group (an error when two have a value).
@@ -1136,10 +1261,11 @@ fn vector_vector(
                 if v.is_some() {
                     if let Some(previous) = one_at[group][i] {
                         let side = if swapped { "left" } else { "right" };
-                        let sig = signature(&one[index].labels, matching);
+                        let sig = signature(&one[index], matching);
                         return Err(QueryError::Execution(format!(
                             "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                            one[index].labels, one[previous as usize].labels
+                            one[index].effective_labels(),
+                            one[previous as usize].effective_labels()
                         )));
                     }
                     one_at[group][i] = Some(index as u32);
@@ -1189,10 +1315,10 @@ fn vector_vector(
             let target = match pair_out.get(&(m, o)) {
                 Some(&target) => target,
                 None => {
-                    let labels =
-                        result_labels(&series.labels, &one[o as usize].labels, matching, drop_name);
+                    let labels = result_labels(series, &one[o as usize], matching, drop_name);
                     let target = *out_index.entry(labels.clone()).or_insert_with(|| {
                         out.push(VSeries {
+                            drop_name: false,
                             labels,
                             values: vec![None; steps],
                         });
@@ -1242,6 +1368,7 @@ fn vector_vector(
         };
         let target = *out_index.entry(labels.clone()).or_insert_with(|| {
             out.push(VSeries {
+                drop_name: false,
                 labels,
                 values: vec![None; steps],
             });
@@ -1257,7 +1384,7 @@ fn vector_vector(
         Ok(())
     };
     if let Some(fill) = fill_one {
-        let none = Labels::empty();
+        let none = VSeries::new(Labels::empty(), Vec::new());
         for (m, series) in many.iter().enumerate() {
             let mut labels = None;
             for (i, v) in series.values.iter().enumerate() {
@@ -1266,9 +1393,7 @@ fn vector_vector(
                     continue;
                 }
                 let labels = labels
-                    .get_or_insert_with(|| {
-                        result_labels(&series.labels, &none, matching, drop_name)
-                    })
+                    .get_or_insert_with(|| result_labels(series, &none, matching, drop_name))
                     .clone();
                 emit(labels, i, v, fill, &mut out)?;
             }
@@ -1285,7 +1410,7 @@ fn vector_vector(
         }
         for (o, series) in one.iter().enumerate() {
             let group = one_ids[o];
-            let labels = signature(&series.labels, matching);
+            let labels = signature(series, matching);
             for (i, (v, taken)) in series.values.iter().zip(&many_present[group]).enumerate() {
                 let Some(v) = *v else { continue };
                 if *taken {
@@ -1301,15 +1426,16 @@ fn vector_vector(
 /// The labels of a vector-vector result: the many side's labels, reduced to the matching
 /// labels for one-to-one matching, plus the `group_x(...)` labels taken from the one side.
 fn result_labels(
-    many: &Labels,
-    one: &Labels,
+    many: &VSeries,
+    one: &VSeries,
     matching: &VectorMatching,
     drop_name: bool,
 ) -> Labels {
-    let mut builder = drop_metric_name_if(many, drop_name).to_builder();
+    let base = drop_metric_name_if(&many.labels, drop_name || many.drop_name);
+    let mut builder = base.to_builder();
     if matching.card == VectorMatchCardinality::OneToOne {
         if matching.on {
-            for label in many.iter() {
+            for label in base.iter() {
                 if !matching.labels.contains(&label.name) {
                     builder.remove(&label.name);
                 }
@@ -1321,7 +1447,7 @@ fn result_labels(
         }
     }
     for name in &matching.include {
-        match one.get(name) {
+        match one.label(name) {
             Some(value) => {
                 builder.set(name.clone(), value.to_string());
             }

@@ -6,7 +6,8 @@ use lookout_model::{Labels, MatchKind, Matcher, METRIC_NAME_LABEL};
 use regex::Regex;
 
 use super::eval::{
-    drop_metric_name, merge_same_labels, Column, Evaluator, Grid, Param, RangeVal, VSeries, Val,
+    drop_metric_name, materialize, merge_same_labels, Column, EffectiveKey, Evaluator, Grid, Param,
+    RangeVal, VSeries, Val,
 };
 use super::math::{
     calendar, go_format_float, go_max, go_min, kahan_add, linear_regression, quantile, Mean,
@@ -60,6 +61,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "vector" => {
             let values = ev.eval_scalar(&args[0], grid)?;
             Ok(Val::Vector(vec![VSeries {
+                drop_name: false,
                 labels: Labels::empty(),
                 values: values.into_iter().map(Some).collect(),
             }]))
@@ -167,6 +169,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             let series = match args.first() {
                 Some(arg) => ev.eval_vector(arg, grid)?,
                 None => vec![VSeries {
+                    drop_name: false,
                     labels: Labels::empty(),
                     values: (0..steps)
                         .map(|i| Some(grid.time(i) as f64 / 1000.0))
@@ -259,6 +262,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                         None => s.labels.clone(),
                     };
                     VSeries {
+                        drop_name: false,
                         labels,
                         values: s.values,
                     }
@@ -296,6 +300,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                     let mut builder = s.labels.to_builder();
                     builder.set(dst.clone(), joined);
                     VSeries {
+                        drop_name: false,
                         labels: builder.build(),
                         values: s.values,
                     }
@@ -309,7 +314,11 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             let values: Column = (0..steps)
                 .map(|i| (!series.iter().any(|s| s.values[i].is_some())).then_some(1.0))
                 .collect();
-            Ok(Val::Vector(vec![VSeries { labels, values }]))
+            Ok(Val::Vector(vec![VSeries {
+                drop_name: false,
+                labels,
+                values,
+            }]))
         }
         "absent_over_time" => {
             let range = ev.eval_range(&args[0], grid)?;
@@ -326,7 +335,11 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                 });
             }
             let values = present.iter().map(|p| (!p).then_some(1.0)).collect();
-            Ok(Val::Vector(vec![VSeries { labels, values }]))
+            Ok(Val::Vector(vec![VSeries {
+                drop_name: false,
+                labels,
+                values,
+            }]))
         }
         "histogram_quantile" => {
             let q = ev.eval_scalar(&args[0], grid)?;
@@ -349,6 +362,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                     // Per step the quantile may differ; the label carries the first step's.
                     builder.set(label.clone(), quantile_label(q[0]));
                     out.push(VSeries {
+                        drop_name: false,
                         labels: builder.build(),
                         values: s.values,
                     });
@@ -567,6 +581,7 @@ fn info(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Val, QueryErr
             let labels = builder.build();
             let target = *by_labels.entry(labels.clone()).or_insert_with(|| {
                 outputs.push(VSeries {
+                    drop_name: false,
                     labels,
                     values: vec![None; steps],
                 });
@@ -914,7 +929,8 @@ fn extended_range_function(
         }
         if values.iter().any(Option::is_some) {
             out.push(VSeries {
-                labels: drop_metric_name(labels),
+                labels: labels.clone(),
+                drop_name: true,
                 values,
             });
         }
@@ -1049,11 +1065,8 @@ fn range_function(
                 values.fill(first);
             }
             Ok(values.iter().any(Option::is_some).then(|| VSeries {
-                labels: if keep_name {
-                    labels.clone()
-                } else {
-                    drop_metric_name(labels)
-                },
+                labels: labels.clone(),
+                drop_name: !keep_name,
                 values,
             }))
         });
@@ -1066,7 +1079,7 @@ fn range_function(
     ev.hold(out.len() * steps)?;
     if !keep_name {
         let mut seen = std::collections::HashSet::with_capacity(out.len());
-        if !out.iter().all(|s| seen.insert(&s.labels)) {
+        if !out.iter().all(|s| seen.insert(EffectiveKey::new(s))) {
             return Err(QueryError::Execution(
                 "vector cannot contain metrics with the same labelset".into(),
             ));
@@ -1107,7 +1120,7 @@ fn simple(
     grid: Grid,
     f: impl Fn(f64) -> f64,
 ) -> Result<Val, QueryError> {
-    let series = ev.eval_vector(&args[0], grid)?;
+    let series = ev.eval_vector_lazy(&args[0], grid)?;
     map_vector(series, true, |v| Some(f(v)))
 }
 
@@ -1127,11 +1140,8 @@ fn map_vector_steps(
     let out = series
         .into_iter()
         .map(|s| VSeries {
-            labels: if drop_name {
-                drop_metric_name(&s.labels)
-            } else {
-                s.labels
-            },
+            labels: s.labels,
+            drop_name: s.drop_name || drop_name,
             values: s
                 .values
                 .iter()
@@ -1284,6 +1294,7 @@ fn classic_buckets(
             })
             .collect();
         out.push(VSeries {
+            drop_name: false,
             labels: drop_metric_name(&labels),
             values,
         });
@@ -1495,7 +1506,11 @@ fn zhistogram_quantile(q: &[f64], series: Vec<VSeries>, steps: usize) -> Result<
                 Some(f64::NAN)
             })
             .collect();
-        out.push(VSeries { labels, values });
+        out.push(VSeries {
+            drop_name: false,
+            labels,
+            values,
+        });
     }
     Ok(Val::Vector(out))
 }
@@ -1534,7 +1549,7 @@ pub(crate) fn aggregate(
     let mut members: Vec<Vec<usize>> = Vec::new();
     for (index, s) in input.iter().enumerate() {
         ev.check_every(index)?;
-        let key = group_key(&s.labels, &aggregate.grouping, aggregate.without);
+        let key = group_key(s, &aggregate.grouping, aggregate.without);
         let next = keys.len();
         let id = *ids.entry(key.clone()).or_insert(next);
         if id == next {
@@ -1566,6 +1581,8 @@ pub(crate) fn aggregate(
             select_k(op, &k, input, &members, steps)
         }
         AggregateOp::LimitRatio => {
+            let mut input = input;
+            materialize(&mut input);
             let ratio = scalar(&param);
             if ratio.iter().any(|r| r.is_nan()) {
                 return Err(QueryError::Execution("Ratio value is NaN".into()));
@@ -1610,6 +1627,7 @@ pub(crate) fn aggregate(
                         let labels = builder.build();
                         let target = *index.entry(labels.clone()).or_insert_with(|| {
                             out.push(VSeries {
+                                drop_name: false,
                                 labels,
                                 values: vec![None; steps],
                             });
@@ -1635,6 +1653,7 @@ pub(crate) fn aggregate(
                     })
                     .collect();
                 out.push(VSeries {
+                    drop_name: false,
                     labels: key,
                     values: column,
                 });
@@ -1647,6 +1666,7 @@ pub(crate) fn aggregate(
                 ev.check()?;
                 let values = reduce_group(op, list.iter().map(|m| &input[*m].values), steps);
                 out.push(VSeries {
+                    drop_name: false,
                     labels: key,
                     values,
                 });
@@ -1656,10 +1676,11 @@ pub(crate) fn aggregate(
     }
 }
 
-/// The group of a series: the `by` labels, or all but the `without` labels and the name.
-fn group_key(labels: &Labels, grouping: &[String], without: bool) -> Labels {
-    let kept = labels
-        .iter()
+/// The group of a series: the `by` labels, or all but the `without` labels and the name
+/// (labels seen through a pending name drop).
+fn group_key(series: &VSeries, grouping: &[String], without: bool) -> Labels {
+    let kept = series
+        .label_iter()
         .filter(|l| {
             if without {
                 l.name != METRIC_NAME_LABEL && !grouping.contains(&l.name)
@@ -1824,6 +1845,7 @@ fn select_k(
             .into_iter()
             .filter_map(|m| {
                 input[m].take().map(|s| VSeries {
+                    drop_name: s.drop_name,
                     labels: s.labels,
                     values: keep[m].clone(),
                 })
@@ -1836,6 +1858,7 @@ fn select_k(
         .filter_map(|(s, values)| {
             let s = s.take()?;
             values.iter().any(Option::is_some).then_some(VSeries {
+                drop_name: s.drop_name,
                 labels: s.labels,
                 values,
             })
