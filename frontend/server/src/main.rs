@@ -1,15 +1,18 @@
 //! `lookout-server`: one process serving the Prometheus HTTP API (with the remote-write
-//! receiver) over the embedded native store.
+//! receiver) and SOFALookout's push protocols over the embedded native store.
 //!
 //! With no flags it stores data under `./data`, serves the query API on port 9090 as
-//! Prometheus does and the gateway port 7200 (remote write at `/api/v1/write`). Settings
+//! Prometheus does and the gateway port 7200 (remote write at `/api/v1/write`, SOFALookout's
+//! `/datas`, `/lookout/metrics/...` and `/prom/metrics/...`: the `gateway` module). Settings
 //! come from a TOML file (`--config.file`, see the `config` module) and flags, flags winning.
 //! SIGINT or SIGTERM stops accepting connections, lets requests in flight finish, then flushes
 //! and closes the store.
 
 mod config;
+mod gateway;
 mod store;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -59,9 +62,12 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         tracing::error!(block = %block.id, error = %block.error, "a damaged block was quarantined");
     }
     let metrics_source = tsdb.clone();
+    let gateway_stats = Arc::new(gateway::GatewayStats::default());
+    let gateway_metrics = gateway_stats.clone();
     let options = ApiOptions {
         metrics: Some(Arc::new(move |out: &mut String| {
-            metrics_source.render_metrics(out)
+            metrics_source.render_metrics(out);
+            gateway_metrics.render(out);
         })),
         engine: config.engine_options()?,
         admin: config
@@ -78,7 +84,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     };
     let storage: Arc<dyn lookout_storage::Storage> = Arc::new(tsdb.clone());
     let api = lookout_api::router(storage.clone(), options.clone());
-    let gateway = lookout_api::write_router(storage, options);
+    let lookout_limits = lookout_gateway::lookout::Limits {
+        decode: options.decode_limits,
+        labels: lookout_model::LabelLimits::default(),
+    };
+    let gateway = lookout_api::write_router(storage.clone(), options)
+        .merge(gateway::router(storage, lookout_limits, gateway_stats))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
         .with_context(|| format!("listening on {}", config.web.listen_address))?;
