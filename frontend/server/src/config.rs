@@ -50,7 +50,8 @@ pub struct Args {
     /// Serve the admin endpoints (`/api/v1/admin/tsdb/...`): series deletion, snapshots.
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
-    /// Address of the gateway port (remote write at `/api/v1/write`) [default: 0.0.0.0:7200].
+    /// Address of the gateway port (remote write at `/api/v1/write`, SOFALookout's `/datas`,
+    /// `/lookout/metrics/...` and `/prom/metrics/...`) [default: 0.0.0.0:7200].
     #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
     /// How long to keep data, in hours (0 keeps everything) [default: 360].
