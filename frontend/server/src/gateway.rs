@@ -251,10 +251,10 @@ fn refusal(status: StatusCode, message: &str) -> Response {
 
 fn request_refusal(error: &RequestError) -> (&'static str, Response) {
     let reason = match error {
-        RequestError::OddPathSegments { .. } => "bad_path",
-        RequestError::AppRequired | RequestError::StepRequired | RequestError::StepInvalid => {
-            "bad_path"
-        }
+        RequestError::OddPathSegments { .. }
+        | RequestError::AppRequired
+        | RequestError::StepRequired
+        | RequestError::StepInvalid => "bad_path",
         RequestError::TokenEmpty => "token_missing",
         RequestError::TokenInvalid => "token_invalid",
     };
