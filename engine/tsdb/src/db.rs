@@ -994,15 +994,20 @@ impl Storage for Tsdb {
             .await?;
         let tsdb = self.clone();
         let batches: Vec<Vec<_>> = chunk_owned(series, SERIES_PER_BATCH);
-        let stream = futures::stream::iter(batches).then(move |batch| {
-            let tsdb = tsdb.clone();
-            async move {
-                tsdb.blocking(move |tsdb| {
-                    Ok(read_batch(tsdb.head(), batch, mint, maxt, labels_only))
-                })
-                .await
-            }
-        });
+        // Batches are decoded on the blocking pool, as many at once as there are cores, and
+        // handed out in order.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let stream = futures::stream::iter(batches)
+            .map(move |batch| {
+                let tsdb = tsdb.clone();
+                async move {
+                    tsdb.blocking(move |tsdb| {
+                        Ok(read_batch(tsdb.head(), batch, mint, maxt, labels_only))
+                    })
+                    .await
+                }
+            })
+            .buffered(parallel);
         Ok(stream.boxed())
     }
 
