@@ -9,6 +9,7 @@ mod error;
 mod labels;
 mod matcher;
 mod sample;
+pub mod time;
 
 pub use error::{Classify, ErrorClass, ModelError};
 pub use labels::{Label, LabelLimits, Labels, LabelsBuilder, NameValidation, METRIC_NAME_LABEL};

@@ -174,33 +174,13 @@ pub(crate) struct Calendar {
     pub(crate) days_in_month: i64,
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
 /// The UTC calendar fields of a Unix time in seconds (proleptic Gregorian calendar).
 pub(crate) fn calendar(seconds: i64) -> Calendar {
+    use lookout_model::time::{civil_from_days, days_from_civil, days_in_month};
     let days = seconds.div_euclid(86_400);
     let second_of_day = seconds.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy_march + 2) / 153;
-    let day = doy_march - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const CUMULATIVE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    let leap = is_leap(year);
-    let day_of_year = CUMULATIVE[(month - 1) as usize] + day + i64::from(leap && month > 2);
-    let days_in_month = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
+    let (year, month, day) = civil_from_days(days);
+    let (month, day) = (i64::from(month), i64::from(day));
     Calendar {
         year,
         month,
@@ -208,8 +188,8 @@ pub(crate) fn calendar(seconds: i64) -> Calendar {
         hour: second_of_day / 3600,
         minute: second_of_day % 3600 / 60,
         weekday: (days + 4).rem_euclid(7),
-        day_of_year,
-        days_in_month,
+        day_of_year: days - days_from_civil(year, 1, 1) + 1,
+        days_in_month: days_in_month(year, month).unwrap_or(31),
     }
 }
 
