@@ -20,6 +20,7 @@
 mod admin;
 mod ast;
 mod encode;
+mod metadata;
 mod params;
 mod query;
 mod status;
@@ -38,6 +39,7 @@ use lookout_promql::{Engine, EngineOptions, ParseError};
 use lookout_storage::{collect_series, LabelRequest, SelectRequest, Storage, StorageError};
 use serde_json::{json, Value};
 
+pub use metadata::MetadataStore;
 use params::Params;
 
 pub use admin::{Admin, AdminError};
@@ -61,6 +63,9 @@ pub struct ApiOptions {
     pub admin: Option<Arc<dyn Admin>>,
     /// What the `status` endpoints report.
     pub status: StatusInfo,
+    /// Metric metadata received with remote writes; clones of the options share it, so the
+    /// query and write listeners see the same.
+    pub metadata: MetadataStore,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -342,6 +347,7 @@ async fn write(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
             return Ok((StatusCode::BAD_REQUEST, message).into_response());
         }
     };
+    state.options.metadata.record(decoded.metadata);
     let outcome = state.storage.write(decoded.batch).await?;
     let mut problems: Vec<String> = decoded
         .invalid_series
@@ -505,8 +511,37 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn metadata() -> Response {
-    success(json!({}))
+/// `/api/v1/metadata`: what remote-write senders said about their metrics, with
+/// Prometheus' `metric`, `limit` and `limit_per_metric` (negative: no limit).
+async fn metadata(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = request_params(&method, &headers, query, &Bytes::new());
+    let count = |name: &str| -> Result<Option<usize>, ApiError> {
+        match params.get(name) {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<i64>() {
+                Ok(value) if value < 0 => Ok(None),
+                Ok(value) => Ok(Some(usize::try_from(value).unwrap_or(usize::MAX))),
+                Err(_) => Err(ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    error_type: "bad_data",
+                    message: format!("{name} must be a number"),
+                }),
+            },
+        }
+    };
+    let limit = count("limit")?;
+    let limit_per_metric = count("limit_per_metric")?;
+    let metric = params.get("metric").filter(|name| !name.is_empty());
+    Ok(success(state.options.metadata.query(
+        metric,
+        limit,
+        limit_per_metric,
+    )))
 }
 
 /// No exemplars are stored yet: the parameters are checked as Prometheus does, the answer is

@@ -262,6 +262,47 @@ async fn small_endpoints() {
     );
 }
 
+/// Metadata arrives with remote writes and is served with Prometheus' filters.
+#[tokio::test]
+async fn metadata_from_remote_write() {
+    use lookout_gateway::remote_write::{encode_with_metadata, MetricMetadata};
+    let server = Server::start(false).await;
+    let metadata = [
+        ("x", "counter", "Things counted.", ""),
+        ("up", "gauge", "Whether the target is up.", ""),
+        ("node_memory_bytes", "gauge", "Memory.", "bytes"),
+    ]
+    .map(|(metric, kind, help, unit)| MetricMetadata {
+        metric: metric.into(),
+        kind,
+        help: help.into(),
+        unit: unit.into(),
+    });
+    let response = server
+        .client
+        .post(server.url("/api/v1/write"))
+        .body(encode_with_metadata(&WriteBatch::new(), &metadata))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    assert_snapshot!("metadata_received", server.get("/api/v1/metadata").await);
+    assert_snapshot!(
+        "metadata_one_metric",
+        server.get("/api/v1/metadata?metric=up").await
+    );
+    assert_snapshot!(
+        "metadata_limited",
+        server
+            .get("/api/v1/metadata?limit=1&limit_per_metric=1")
+            .await
+    );
+    assert_snapshot!(
+        "metadata_bad_limit",
+        server.get("/api/v1/metadata?limit=x").await
+    );
+}
+
 #[tokio::test]
 async fn remote_write_errors() {
     let server = Server::start(false).await;

@@ -38,6 +38,81 @@ pub struct WriteRequest {
     /// The series.
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// Metric metadata (type, help, unit), sent by Prometheus every minute.
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<ProtoMetadata>,
+}
+
+/// `prometheus.MetricMetadata`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoMetadata {
+    /// `MetricType`: 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gaugehistogram, 5 summary,
+    /// 6 info, 7 stateset.
+    #[prost(int32, tag = "1")]
+    pub kind: i32,
+    /// The metric family name.
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
+    /// Help text.
+    #[prost(string, tag = "4")]
+    pub help: String,
+    /// Unit.
+    #[prost(string, tag = "5")]
+    pub unit: String,
+}
+
+/// Metadata of one metric family, as the Prometheus API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MetricMetadata {
+    /// The metric family name.
+    pub metric: String,
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`, `stateset` or
+    /// `unknown`.
+    pub kind: &'static str,
+    /// Help text.
+    pub help: String,
+    /// Unit.
+    pub unit: String,
+}
+
+impl MetricMetadata {
+    fn from_proto(proto: ProtoMetadata) -> MetricMetadata {
+        let kind = match proto.kind {
+            1 => "counter",
+            2 => "gauge",
+            3 => "histogram",
+            4 => "gaugehistogram",
+            5 => "summary",
+            6 => "info",
+            7 => "stateset",
+            _ => "unknown",
+        };
+        MetricMetadata {
+            metric: proto.metric_family_name,
+            kind,
+            help: proto.help,
+            unit: proto.unit,
+        }
+    }
+
+    fn to_proto(&self) -> ProtoMetadata {
+        let kind = match self.kind {
+            "counter" => 1,
+            "gauge" => 2,
+            "histogram" => 3,
+            "gaugehistogram" => 4,
+            "summary" => 5,
+            "info" => 6,
+            "stateset" => 7,
+            _ => 0,
+        };
+        ProtoMetadata {
+            kind,
+            metric_family_name: self.metric.clone(),
+            help: self.help.clone(),
+            unit: self.unit.clone(),
+        }
+    }
 }
 
 /// `prometheus.TimeSeries`.
@@ -90,6 +165,8 @@ pub struct Decoded {
     pub skipped_histograms: usize,
     /// Exemplars not stored.
     pub skipped_exemplars: usize,
+    /// Metric metadata the request carried.
+    pub metadata: Vec<MetricMetadata>,
 }
 
 /// Decodes a remote write 1.0 body.
@@ -117,7 +194,15 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             limit: limits.max_series_per_request,
         });
     }
-    let mut decoded = Decoded::default();
+    let mut decoded = Decoded {
+        metadata: request
+            .metadata
+            .into_iter()
+            .filter(|entry| !entry.metric_family_name.is_empty())
+            .map(MetricMetadata::from_proto)
+            .collect(),
+        ..Decoded::default()
+    };
     for series in request.timeseries {
         decoded.skipped_histograms += series.histograms.len();
         decoded.skipped_exemplars += series.exemplars.len();
@@ -147,7 +232,13 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
 
 /// Encodes a batch as a remote write 1.0 body (for tests and for forwarding).
 pub fn encode(batch: &WriteBatch) -> Vec<u8> {
+    encode_with_metadata(batch, &[])
+}
+
+/// Encodes a batch and metric metadata as a remote write 1.0 body.
+pub fn encode_with_metadata(batch: &WriteBatch, metadata: &[MetricMetadata]) -> Vec<u8> {
     let request = WriteRequest {
+        metadata: metadata.iter().map(MetricMetadata::to_proto).collect(),
         timeseries: batch
             .series
             .iter()
@@ -193,6 +284,20 @@ mod tests {
     }
 
     #[test]
+    fn metadata_round_trips() {
+        let metadata = vec![MetricMetadata {
+            metric: "http_requests_total".into(),
+            kind: "counter",
+            help: "Requests.".into(),
+            unit: String::new(),
+        }];
+        let body = encode_with_metadata(&batch(), &metadata);
+        let decoded = decode(&body, &DecodeLimits::default()).unwrap();
+        assert_eq!(decoded.metadata, metadata);
+        assert_eq!(decoded.batch, batch());
+    }
+
+    #[test]
     fn round_trips_bit_exactly() {
         let decoded = decode(&encode(&batch()), &DecodeLimits::default()).unwrap();
         assert_eq!(decoded.batch, batch());
@@ -231,6 +336,7 @@ mod tests {
     #[test]
     fn a_series_with_a_duplicate_label_is_left_out_alone() {
         let request = WriteRequest {
+            metadata: Vec::new(),
             timeseries: vec![
                 TimeSeries {
                     labels: vec![
