@@ -6,10 +6,11 @@
 //!
 //! Modules: [`remote_write`] (Prometheus remote write 1.0), [`lookout`] (SOFALookout's SDK,
 //! `/lookout/metrics` and Prometheus push protocols), [`exposition`] (the Prometheus text
-//! format, line by line).
+//! format, line by line), [`opentsdb`] (OpenTSDB's `/api/put` JSON and telnet `put` lines).
 
 pub mod exposition;
 pub mod lookout;
+pub mod opentsdb;
 pub mod remote_write;
 
 /// Size limits every decoder applies.

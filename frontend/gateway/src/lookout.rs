@@ -52,12 +52,15 @@ pub enum LookoutError {
     /// The body holds more samples than allowed.
     #[error("request holds more than {limit} samples")]
     TooManySamples { limit: usize },
+    /// A body that must be one JSON document is not (OpenTSDB's `/api/put`).
+    #[error("body is not JSON: {reason}")]
+    Json { reason: String },
 }
 
 impl Classify for LookoutError {
     fn class(&self) -> ErrorClass {
         match self {
-            LookoutError::Snappy { .. } => ErrorClass::BadData,
+            LookoutError::Snappy { .. } | LookoutError::Json { .. } => ErrorClass::BadData,
             LookoutError::BodyTooLarge { .. }
             | LookoutError::DecompressedTooLarge { .. }
             | LookoutError::TooManySamples { .. } => ErrorClass::Limit,
@@ -80,17 +83,20 @@ pub enum SkipReason {
     MalformedLine,
     /// A sample's labels are not a valid set (a name twice) or break the label limits.
     InvalidLabels,
+    /// A data point has no metric name (OpenTSDB).
+    MissingName,
 }
 
 impl SkipReason {
     /// Every reason, for metrics exported with zero counts.
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::MalformedJson,
         SkipReason::InvalidTime,
         SkipReason::InvalidTags,
         SkipReason::NonNumericValue,
         SkipReason::MalformedLine,
         SkipReason::InvalidLabels,
+        SkipReason::MissingName,
     ];
 
     /// The stable snake_case name.
@@ -102,6 +108,7 @@ impl SkipReason {
             SkipReason::NonNumericValue => "non_numeric_value",
             SkipReason::MalformedLine => "malformed_line",
             SkipReason::InvalidLabels => "invalid_labels",
+            SkipReason::MissingName => "missing_name",
         }
     }
 }
@@ -208,14 +215,14 @@ pub fn align(timestamp: i64, step_ms: Option<i64>) -> i64 {
 
 /// Collects samples into a [`Decoded`], checking labels and the sample limit.
 #[derive(Debug)]
-struct Collector<'a> {
-    decoded: Decoded,
+pub(crate) struct Collector<'a> {
+    pub(crate) decoded: Decoded,
     limits: &'a Limits,
     samples: usize,
 }
 
 impl<'a> Collector<'a> {
-    fn new(limits: &'a Limits) -> Collector<'a> {
+    pub(crate) fn new(limits: &'a Limits) -> Collector<'a> {
         Collector {
             decoded: Decoded::default(),
             limits,
@@ -223,17 +230,25 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// The label set of `name` + `tags`, or `None` (counted) when it is invalid.
-    fn labels(&mut self, name: &str, tags: &Tags) -> Option<Labels> {
+    /// The label set of `name` + `tags`, or why it is invalid.
+    pub(crate) fn checked_labels(
+        &self,
+        name: &str,
+        tags: &Tags,
+    ) -> Result<Labels, lookout_model::ModelError> {
         let pairs = std::iter::once((METRIC_NAME_LABEL, name)).chain(
             tags.iter()
                 .map(|(key, value)| (key.as_str(), value.as_str())),
         );
-        let checked = Labels::from_pairs(pairs).and_then(|labels| {
+        Labels::from_pairs(pairs).and_then(|labels| {
             labels.validate(&self.limits.labels)?;
             Ok(labels)
-        });
-        match checked {
+        })
+    }
+
+    /// The label set of `name` + `tags`, or `None` (counted) when it is invalid.
+    fn labels(&mut self, name: &str, tags: &Tags) -> Option<Labels> {
+        match self.checked_labels(name, tags) {
             Ok(labels) => Some(labels),
             Err(error) => {
                 self.decoded
@@ -243,7 +258,8 @@ impl<'a> Collector<'a> {
         }
     }
 
-    fn count_one(&mut self) -> Result<(), LookoutError> {
+    /// Counts one sample against `max_series_per_request`.
+    pub(crate) fn count_one(&mut self) -> Result<(), LookoutError> {
         self.samples += 1;
         let limit = self.limits.decode.max_series_per_request;
         if self.samples > limit {
@@ -252,7 +268,7 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    fn sample(
+    pub(crate) fn sample(
         &mut self,
         name: &str,
         tags: &Tags,
@@ -286,13 +302,17 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    fn skip(&mut self, reason: SkipReason, message: impl FnOnce() -> String) {
+    pub(crate) fn skip(&mut self, reason: SkipReason, message: impl FnOnce() -> String) {
         self.decoded.skip(reason, message);
     }
 }
 
 /// Checks the body size, then undoes raw snappy when `snappy` is set.
-fn read_body(body: &[u8], snappy: bool, limits: &DecodeLimits) -> Result<Vec<u8>, LookoutError> {
+pub(crate) fn read_body(
+    body: &[u8],
+    snappy: bool,
+    limits: &DecodeLimits,
+) -> Result<Vec<u8>, LookoutError> {
     if body.len() > limits.max_body_bytes {
         return Err(LookoutError::BodyTooLarge {
             size: body.len(),
@@ -313,7 +333,7 @@ fn read_body(body: &[u8], snappy: bool, limits: &DecodeLimits) -> Result<Vec<u8>
 
 /// UTF-8 text of a body; bytes that are not UTF-8 are read as ISO-8859-1, the encoding the
 /// Java SDK uses for uncompressed reports (spec §13.28).
-fn body_text(bytes: Vec<u8>) -> String {
+pub(crate) fn body_text(bytes: Vec<u8>) -> String {
     match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(error) => error

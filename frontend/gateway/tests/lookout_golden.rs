@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use lookout_gateway::lookout::request::{path_tags, require_app_step, token};
-use lookout_gateway::lookout::{prom_push, sdk, Decoded, Enrichment, Limits};
+use lookout_gateway::lookout::{prom_push, sdk, Decoded, Enrichment, Limits, Tags};
+use lookout_gateway::opentsdb;
 use lookout_model::TimestampMs;
 use serde_json::Value;
 
@@ -217,5 +218,60 @@ fn prometheus_push_request_errors() {
             .and_then(|()| token(headers["X-Lookout-Token"].as_str(), None).map(|_| ()))
             .unwrap_err();
         assert_eq!(refused.to_string(), case["Err"].as_str().unwrap(), "{path}");
+    }
+}
+
+/// The request's `app`, `step` and `ip` headers, as the HTTP edge turns them into extra tags.
+fn opentsdb_header_tags(headers: &Value) -> Tags {
+    ["app", "step", "ip"]
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?.as_str()?;
+            Some((name.to_string(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn opentsdb_put_array_and_single() {
+    let Some(dir) = fixtures() else { return };
+    let expected = read_json(&dir, "opentsdb-put-expected-metrics.json");
+    let request = &expected["request"];
+    assert_eq!(request["path"], "/opentsdb/api/put");
+    let extra_tags = opentsdb_header_tags(&request["headers"]);
+    require_app_step(&extra_tags).unwrap();
+    let enrichment = Enrichment {
+        client_ip: Some(PEER.to_owned()),
+        extra_tags,
+    };
+    let wanted = expected_samples(&expected["exported_to_metric_chains"], true);
+
+    let body = std::fs::read(dir.join(request["body_file"].as_str().unwrap())).unwrap();
+    let decoded = opentsdb::decode_json(&body, &enrichment, &Limits::default()).unwrap();
+    assert!(decoded.errors.is_empty(), "{:?}", decoded.errors);
+    assert_eq!(decoded_samples(&decoded.decoded, true), wanted);
+
+    // The single-object body is the array's first data point.
+    let single = std::fs::read(dir.join("opentsdb-put-single.json")).unwrap();
+    let decoded = opentsdb::decode_json(&single, &enrichment, &Limits::default()).unwrap();
+    let first: Samples = wanted
+        .into_iter()
+        .filter(|((_, tags), _)| tags["host"] == "web02")
+        .collect();
+    assert_eq!(first.len(), 1);
+    assert_eq!(decoded_samples(&decoded.decoded, true), first);
+}
+
+#[test]
+fn opentsdb_put_request_errors() {
+    let Some(dir) = fixtures() else { return };
+    let expected = read_json(&dir, "opentsdb-put-expected-metrics.json");
+    for case in expected["errors"].as_array().unwrap() {
+        assert_eq!(case["status"], 400);
+        let headers = &case["headers"];
+        let refused = require_app_step(&opentsdb_header_tags(headers))
+            .and_then(|()| token(headers["X-Lookout-Token"].as_str(), None).map(|_| ()))
+            .unwrap_err();
+        assert_eq!(refused.to_string(), case["Err"].as_str().unwrap());
     }
 }
