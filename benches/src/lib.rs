@@ -301,8 +301,12 @@ pub fn mixed_series(count: usize) -> Vec<SeriesSpec> {
     generate_series(count, true)
 }
 
-/// The application's series of host `host`: `(name, kind, its two (or one) own labels)`.
-fn app_template(host: usize) -> Vec<(String, ValueKind, Vec<(&'static str, String)>)> {
+/// One application series of a host: metric name, value kind and its own labels (two, or
+/// one for `_sum`/`_count`).
+type AppSeries = (String, ValueKind, Vec<(&'static str, String)>);
+
+/// The application's series of host `host`.
+fn app_template(host: usize) -> Vec<AppSeries> {
     let host_id = host as u32;
     let mut out = Vec::with_capacity(APP_SERIES_PER_HOST);
     for handler in APP_HANDLERS {

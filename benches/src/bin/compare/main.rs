@@ -133,6 +133,9 @@ fn main() -> anyhow::Result<()> {
     }
     .context("creating the work directory")?;
     work.disable_cleanup(args.keep_data);
+    if !args.keep_data {
+        process::remove_on_signal(work.path());
+    }
     eprintln!(
         "compare: samples from {} to {} ms since the epoch; data directories under {}",
         dataset.first_ms,

@@ -2,7 +2,8 @@
 //!
 //! Every server is recorded in a process-wide registry while it runs. A [`ServerProcess`]
 //! stops its server when dropped (normal end, error, panic). SIGINT, SIGTERM and SIGHUP are
-//! caught by a thread of their own that stops every registered server and then exits. Servers
+//! caught by a thread of their own that stops every registered server, removes the work
+//! directory and exits. Servers
 //! are started in a process group of their own so that a terminal's Ctrl-C reaches only this
 //! tool, which then stops them in order; a start holds the registry's lock until the new PID
 //! is recorded, so a signal arriving mid-start waits for it and stops it too.
@@ -38,6 +39,16 @@ struct Registered {
 
 /// The servers running now.
 static RUNNING: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+/// A directory to remove after a signal stopped the servers (the work directory).
+static REMOVE_ON_SIGNAL: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Removes `dir` when a signal ends the run (a normal end removes it by dropping its guard).
+pub fn remove_on_signal(dir: &Path) {
+    *REMOVE_ON_SIGNAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(dir.to_owned());
+}
 
 fn running() -> MutexGuard<'static, Vec<Registered>> {
     // A panic while the lock was held leaves a usable list: keep stopping what is in it.
@@ -214,7 +225,7 @@ fn signal_and_wait(pid: u32) {
 }
 
 /// Catches SIGINT, SIGTERM and SIGHUP on a thread of its own: stops every running server,
-/// then exits with status 130.
+/// removes the work directory, then exits with status 130.
 pub fn stop_servers_on_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -244,6 +255,13 @@ pub fn stop_servers_on_signal() -> anyhow::Result<()> {
             let mut registry = running();
             for registered in registry.drain(..) {
                 stop_pid(registered.pid, &registered.stopper);
+            }
+            let leftover = REMOVE_ON_SIGNAL
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(dir) = leftover {
+                let _ = std::fs::remove_dir_all(dir);
             }
             std::process::exit(130);
         })
