@@ -1,5 +1,7 @@
-//! Shared input for the criterion benches in `benches/benches/`: a tiny deterministic PRNG,
-//! node_exporter-like series labels and values, and a resident-set-size probe.
+//! Shared input for the criterion benches in `benches/benches/` and the side-by-side `compare`
+//! tool: a tiny deterministic PRNG, node_exporter-like series labels and values (plus, for the
+//! comparison, an application's request counters that reset and classic histograms), and a
+//! resident-set-size probe.
 //!
 //! Everything here is deterministic so that two runs bench the same bytes.
 
@@ -65,7 +67,50 @@ pub enum ValueKind {
     Gauge,
     /// The same value at every scrape.
     Constant,
+    /// An application's integer counter: monotonic, but back to (near) zero whenever the
+    /// application on host number `host` restarts (every two to four hours, see
+    /// [`rounds_since_restart`]).
+    ResettingCounter { host: u32 },
+    /// One series of a classic histogram (number `histogram` of host `host`): a cumulative
+    /// bucket, the `_sum` or the `_count`. Buckets never exceed the next larger one, the `+Inf`
+    /// bucket equals `_count`, and all of them reset with the application.
+    Histogram {
+        host: u32,
+        histogram: u32,
+        part: HistogramPart,
+    },
 }
+
+/// Which series of a classic histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistogramPart {
+    /// The `_bucket` series with `le` = `HISTOGRAM_BUCKETS[index]`, or `+Inf` past the end.
+    Bucket(u8),
+    /// The `_sum` series.
+    Sum,
+    /// The `_count` series.
+    Count,
+}
+
+/// Upper bounds (seconds) of the classic histograms' finite buckets; `+Inf` follows.
+pub const HISTOGRAM_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Handlers of the simulated application; one histogram per handler.
+const APP_HANDLERS: [&str; 4] = [
+    "/api/v1/query",
+    "/api/v1/query_range",
+    "/api/v1/write",
+    "/metrics",
+];
+const APP_CODES: [&str; 3] = ["200", "400", "500"];
+/// Series each simulated application exposes beside its host's node_exporter: 4 handlers × 3
+/// codes of `http_requests_total` and, per handler, 11 buckets, `_sum` and `_count` of
+/// `http_request_duration_seconds`.
+pub const APP_SERIES_PER_HOST: usize =
+    APP_HANDLERS.len() * (APP_CODES.len() + HISTOGRAM_BUCKETS.len() + 1 + 2);
+/// Series per host in [`mixed_series`]: node_exporter's plus the application's.
+pub const MIXED_SERIES_PER_HOST: usize = SERIES_PER_INSTANCE + APP_SERIES_PER_HOST;
+/// The `job` label of the application's series.
+pub const APP_JOB: &str = "api-server";
 
 /// One metric family of the simulated exporter: its name, how its values move, and the two
 /// family-specific labels of each of its series.
@@ -242,6 +287,66 @@ fn octets(host: usize) -> (usize, usize, usize) {
 /// `region`, `cluster`, `availability_zone`, `node` and two family-specific ones (`cpu`/`mode`,
 /// `device`/`mountpoint`, ...). About 250 bytes of label text per series.
 pub fn node_exporter_series(count: usize) -> Vec<SeriesSpec> {
+    generate_series(count, false)
+}
+
+/// `count` series of hosts that each run node_exporter (the 200 series of
+/// [`node_exporter_series`]) and an application ([`APP_SERIES_PER_HOST`] more, `job`
+/// [`APP_JOB`]): `http_requests_total{handler, code}` counters and classic histograms
+/// `http_request_duration_seconds_bucket{handler, le}` with `_sum` and `_count`
+/// (`{handler}`), all of which reset when the application restarts. Buckets have ten labels,
+/// `_sum` and `_count` nine. The first 200 series of each host are those of
+/// [`node_exporter_series`], with the same values.
+pub fn mixed_series(count: usize) -> Vec<SeriesSpec> {
+    generate_series(count, true)
+}
+
+/// One application series of a host: metric name, value kind and its own labels (two, or
+/// one for `_sum`/`_count`).
+type AppSeries = (String, ValueKind, Vec<(&'static str, String)>);
+
+/// The application's series of host `host`.
+fn app_template(host: usize) -> Vec<AppSeries> {
+    let host_id = host as u32;
+    let mut out = Vec::with_capacity(APP_SERIES_PER_HOST);
+    for handler in APP_HANDLERS {
+        for code in APP_CODES {
+            out.push((
+                "http_requests_total".to_owned(),
+                ValueKind::ResettingCounter { host: host_id },
+                vec![("handler", handler.to_owned()), ("code", code.to_owned())],
+            ));
+        }
+    }
+    for (histogram, handler) in APP_HANDLERS.iter().enumerate() {
+        let kind = |part| ValueKind::Histogram {
+            host: host_id,
+            histogram: histogram as u32,
+            part,
+        };
+        for bucket in 0..=HISTOGRAM_BUCKETS.len() {
+            let le = HISTOGRAM_BUCKETS
+                .get(bucket)
+                .map_or_else(|| "+Inf".to_owned(), |bound| bound.to_string());
+            out.push((
+                "http_request_duration_seconds_bucket".to_owned(),
+                kind(HistogramPart::Bucket(bucket as u8)),
+                vec![("handler", (*handler).to_owned()), ("le", le)],
+            ));
+        }
+        for (suffix, part) in [("sum", HistogramPart::Sum), ("count", HistogramPart::Count)] {
+            out.push((
+                format!("http_request_duration_seconds_{suffix}"),
+                kind(part),
+                vec![("handler", (*handler).to_owned())],
+            ));
+        }
+    }
+    debug_assert_eq!(out.len(), APP_SERIES_PER_HOST);
+    out
+}
+
+fn generate_series(count: usize, with_app: bool) -> Vec<SeriesSpec> {
     let template = instance_template();
     let mut out = Vec::with_capacity(count);
     let mut host = 0;
@@ -254,28 +359,41 @@ pub fn node_exporter_series(count: usize) -> Vec<SeriesSpec> {
         let node = format!("ip-10-{b}-{c}-{d}.{region}.compute.internal");
         let instance = instance_name(host);
         let cluster_label = cluster_name(cluster);
-        for (name, kind, dims) in &template {
-            if out.len() == count {
-                break;
-            }
-            let labels = Labels::from_pairs([
-                ("__name__", (*name).to_owned()),
+        let host_labels = |name: &str, job: &str| {
+            vec![
+                ("__name__", name.to_owned()),
                 ("instance", instance.clone()),
-                ("job", JOB.to_owned()),
+                ("job", job.to_owned()),
                 ("env", env.to_owned()),
                 ("region", region.to_owned()),
                 ("cluster", cluster_label.clone()),
                 ("availability_zone", zone.clone()),
                 ("node", node.clone()),
-                (dims[0].0, dims[0].1.clone()),
-                (dims[1].0, dims[1].1.clone()),
-            ])
-            .expect("generated labels are valid");
+            ]
+        };
+        for (name, kind, dims) in &template {
+            if out.len() == count {
+                break;
+            }
+            let mut pairs = host_labels(name, JOB);
+            pairs.extend(dims.iter().cloned());
+            let labels = Labels::from_pairs(pairs).expect("generated labels are valid");
             debug_assert_eq!(labels.len(), LABELS_PER_SERIES);
             out.push(SeriesSpec {
                 labels,
                 kind: *kind,
             });
+        }
+        if with_app {
+            for (name, kind, own) in app_template(host) {
+                if out.len() == count {
+                    break;
+                }
+                let mut pairs = host_labels(&name, APP_JOB);
+                pairs.extend(own);
+                let labels = Labels::from_pairs(pairs).expect("generated labels are valid");
+                out.push(SeriesSpec { labels, kind });
+            }
         }
         host += 1;
     }
@@ -297,12 +415,31 @@ fn mix(index: u64) -> u64 {
     XorShift64::new(index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03).next_u64()
 }
 
+/// Scrapes since the application on `host` last restarted (0 at a restart's scrape): it
+/// restarts every 480 to 959 scrapes (2 to 4 h at 15 s), at a per-host phase.
+pub fn rounds_since_restart(host: u32, round: u64) -> u64 {
+    let seed = mix(u64::from(host) ^ 0x5EED_0000);
+    let period = 480 + seed % 480;
+    (round + seed / 480 % period) % period
+}
+
 /// The value of series `index` (of kind `kind`) at scrape `round`: counters grow by a
-/// per-series step with some noise, gauges wander with two decimals, constants stay put.
+/// per-series step with some noise, gauges wander with two decimals, constants stay put,
+/// application counters and histograms restart from zero with their application.
 /// Deterministic and O(1), so appenders can compute it on the fly.
 pub fn value_at(kind: ValueKind, index: usize, round: u64) -> f64 {
     let seed = mix(index as u64);
     match kind {
+        ValueKind::ResettingCounter { host } => {
+            let step = 1 + seed % 50;
+            let noise = mix(seed ^ round) % (step / 4 + 1);
+            (rounds_since_restart(host, round) * step + noise) as f64
+        }
+        ValueKind::Histogram {
+            host,
+            histogram,
+            part,
+        } => histogram_value(host, histogram, part, round),
         ValueKind::Counter => {
             let step = 1 + seed % 5_000;
             let noise = mix(seed ^ round) % (step / 4 + 1);
@@ -314,6 +451,25 @@ pub fn value_at(kind: ValueKind, index: usize, round: u64) -> f64 {
             (level + wiggle) as f64 / 100.0
         }
         ValueKind::Constant => ((seed % 64) + 1) as f64 * 1_073_741_824.0,
+    }
+}
+
+/// The value of one series of a classic histogram at scrape `round`: `count` observations
+/// since the restart (a per-histogram rate per scrape plus noise, so monotonic between
+/// restarts), spread over the buckets by an exponential distribution of per-histogram mean.
+fn histogram_value(host: u32, histogram: u32, part: HistogramPart, round: u64) -> f64 {
+    let seed = mix((u64::from(host) << 8 | u64::from(histogram)) ^ 0x4157_0000);
+    let per_scrape = 5 + seed % 100;
+    let noise = mix(seed ^ round) % (per_scrape / 4 + 1);
+    let count = rounds_since_restart(host, round) * per_scrape + noise;
+    let mean_seconds = 0.02 * (1 + seed % 16) as f64;
+    match part {
+        HistogramPart::Count => count as f64,
+        HistogramPart::Sum => (count as f64 * mean_seconds * 1000.0).round() / 1000.0,
+        HistogramPart::Bucket(bucket) => match HISTOGRAM_BUCKETS.get(usize::from(bucket)) {
+            Some(bound) => (count as f64 * (1.0 - (-bound / mean_seconds).exp())).floor(),
+            None => count as f64,
+        },
     }
 }
 
@@ -430,6 +586,97 @@ mod tests {
         assert!(
             (200.0..=300.0).contains(&bytes),
             "{bytes} bytes of label text per series"
+        );
+    }
+
+    #[test]
+    fn mixed_series_extend_node_exporter_series() {
+        let hosts = 3;
+        let mixed = mixed_series(hosts * MIXED_SERIES_PER_HOST);
+        let plain = node_exporter_series(hosts * SERIES_PER_INSTANCE);
+        let node_part: Vec<_> = mixed
+            .iter()
+            .filter(|spec| spec.labels.get("job") == Some(JOB))
+            .map(|spec| spec.labels.clone())
+            .collect();
+        let plain_labels: Vec<_> = plain.iter().map(|spec| spec.labels.clone()).collect();
+        assert_eq!(node_part, plain_labels);
+        let mut unique: Vec<_> = mixed.iter().map(|spec| spec.labels.clone()).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), mixed.len());
+        let buckets = mixed
+            .iter()
+            .filter(|spec| {
+                spec.labels.metric_name() == Some("http_request_duration_seconds_bucket")
+            })
+            .count();
+        assert_eq!(buckets, hosts * 4 * (HISTOGRAM_BUCKETS.len() + 1));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_reset_with_their_counters() {
+        let series = mixed_series(MIXED_SERIES_PER_HOST);
+        let value = |name: &str, handler: &str, le: Option<&str>, round| {
+            let (index, spec) = series
+                .iter()
+                .enumerate()
+                .find(|(_, spec)| {
+                    spec.labels.metric_name() == Some(name)
+                        && spec.labels.get("handler") == Some(handler)
+                        && spec.labels.get("le") == le
+                        && spec.labels.get("code").is_none_or(|code| code == "200")
+                })
+                .expect("series exists");
+            value_at(spec.kind, index, round)
+        };
+        let mut resets = 0;
+        for round in 0..2000 {
+            let mut previous_bucket = 0.0;
+            for le in HISTOGRAM_BUCKETS.iter().map(|bound| bound.to_string()) {
+                let bucket = value(
+                    "http_request_duration_seconds_bucket",
+                    "/metrics",
+                    Some(&le),
+                    round,
+                );
+                assert!(bucket >= previous_bucket, "buckets are cumulative");
+                previous_bucket = bucket;
+            }
+            let infinite = value(
+                "http_request_duration_seconds_bucket",
+                "/metrics",
+                Some("+Inf"),
+                round,
+            );
+            let count = value(
+                "http_request_duration_seconds_count",
+                "/metrics",
+                None,
+                round,
+            );
+            assert!(infinite >= previous_bucket);
+            assert_eq!(infinite, count);
+            if round > 0 {
+                let before = value(
+                    "http_request_duration_seconds_count",
+                    "/metrics",
+                    None,
+                    round - 1,
+                );
+                let requests_now = value("http_requests_total", "/metrics", None, round);
+                let requests_before = value("http_requests_total", "/metrics", None, round - 1);
+                if count < before {
+                    resets += 1;
+                    assert!(requests_now < requests_before, "counters reset together");
+                } else {
+                    assert!(requests_now >= requests_before);
+                }
+            }
+        }
+        assert!(
+            (2..=5).contains(&resets),
+            "{resets} restarts in 2000 scrapes"
         );
     }
 
