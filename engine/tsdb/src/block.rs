@@ -665,7 +665,13 @@ impl Block {
 
     /// Label sets of matching series with samples in `[mint, maxt]`, decoding chunks only
     /// where a chunk straddles the range or deletions are recorded for the series.
-    fn live_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Labels>> {
+    /// Label sets of matching series with samples in `[mint, maxt]` (tombstones applied).
+    pub(crate) fn live_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Labels>> {
         let mut out = Vec::new();
         if !self.overlaps(mint, maxt) {
             return Ok(out);
@@ -684,7 +690,9 @@ impl Block {
                 .iter()
                 .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
             {
-                if meta.min_t >= mint && meta.max_t <= maxt {
+                // A chunk's first and last timestamps are samples: either one inside the
+                // range settles it without decoding.
+                if (mint..=maxt).contains(&meta.min_t) || (mint..=maxt).contains(&meta.max_t) {
                     live = true;
                     break;
                 }

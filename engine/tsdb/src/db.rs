@@ -816,6 +816,32 @@ impl Tsdb {
             .collect())
     }
 
+    /// The label sets [`Tsdb::select_merged`] would return, without reading samples: the
+    /// `series` API's question.
+    fn select_labels_merged(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>> {
+        let head = &self.inner.head;
+        let mut merged: BTreeSet<Labels> = head
+            .sorted_labels(&head.postings(matchers), mint, maxt)
+            .into_iter()
+            .map(|(labels, _)| labels)
+            .collect();
+        for block in &self.blocks_in(mint, maxt) {
+            merged.extend(block.live_labels(matchers, mint, maxt)?);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|labels| Series {
+                labels,
+                samples: Vec::new(),
+            })
+            .collect())
+    }
+
     fn label_names_merged(
         &self,
         matchers: &[Matcher],
@@ -970,7 +996,13 @@ impl Storage for Tsdb {
         if !self.blocks_in(mint, maxt).is_empty() {
             let matchers = request.matchers;
             let mut merged = self
-                .blocking(move |tsdb| Ok(tsdb.select_merged(&matchers, mint, maxt)?))
+                .blocking(move |tsdb| {
+                    Ok(if labels_only {
+                        tsdb.select_labels_merged(&matchers, mint, maxt)?
+                    } else {
+                        tsdb.select_merged(&matchers, mint, maxt)?
+                    })
+                })
                 .await?;
             if let Some(limit) = limit {
                 merged.truncate(limit);

@@ -653,14 +653,15 @@ impl Head {
         mint: i64,
         maxt: i64,
     ) -> Vec<(Labels, SeriesRef)> {
-        let covers_all = self.covers(mint, maxt);
         let mut out = Vec::with_capacity(refs.len());
         for &series_ref in refs {
             let shard = self.shards[series_ref.shard()].read();
             let Some(series) = shard.get(series_ref.local()) else {
                 continue;
             };
-            if covers_all || series.has_samples_in(mint, maxt) {
+            // Cheap even for wide ranges (chunk bounds settle it), and it leaves out series
+            // that were created by a refused sample and hold none.
+            if series.has_samples_in(mint, maxt) {
                 out.push((self.labels_of(series), series_ref));
             }
         }

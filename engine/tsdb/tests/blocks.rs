@@ -306,3 +306,42 @@ fn an_interrupted_block_write_is_removed_at_open() {
     assert!(tsdb.quarantined().is_empty());
     assert_eq!(read_all(&tsdb), expected(1, 1));
 }
+
+/// A labels-only select (the `series` API) over blocks and the head answers the same label
+/// sets as a full select, for windows inside blocks, across a cut and in the head.
+#[tokio::test]
+async fn labels_only_selects_agree_with_full_selects_across_blocks() {
+    use lookout_storage::{collect_series, SelectRequest, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    // A series that only lives in the first hour, then four that go on for five.
+    let mut batch = WriteBatch::new();
+    batch.push(series_labels(99), vec![Sample::new(60_000, 1.0)]);
+    assert_eq!(tsdb.append(&batch).unwrap().accepted, 1);
+    fill(&tsdb, 4, 5);
+    assert!(!tsdb.blocks().is_empty(), "the head was cut into blocks");
+    for (mint, maxt) in [
+        (0, HOUR / 2),
+        (HOUR / 2, 3 * HOUR + 7),
+        (4 * HOUR, 5 * HOUR),
+        (0, 5 * HOUR),
+    ] {
+        let full = collect_series(
+            tsdb.select(SelectRequest::new(vec![], mint, maxt))
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        let mut request = SelectRequest::new(vec![], mint, maxt);
+        request.hints.labels_only = true;
+        let labels_only = collect_series(tsdb.select(request).await.unwrap())
+            .await
+            .unwrap();
+        let names = |series: &[lookout_storage::Series]| -> Vec<Labels> {
+            series.iter().map(|s| s.labels.clone()).collect()
+        };
+        assert_eq!(names(&labels_only), names(&full), "window {mint}..{maxt}");
+        assert!(labels_only.iter().all(|s| s.samples.is_empty()));
+    }
+}
