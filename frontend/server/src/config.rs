@@ -16,6 +16,9 @@
 //! [gateway]
 //! listen_address = "0.0.0.0:7200"
 //!
+//! [opentsdb]
+//! listen_address = "0.0.0.0:4242"
+//!
 //! [query]
 //! timeout = "2m"
 //! max_samples = 50000000
@@ -54,6 +57,9 @@ pub struct Args {
     /// `/lookout/metrics/...` and `/prom/metrics/...`) [default: 0.0.0.0:7200].
     #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
+    /// Address of the OpenTSDB telnet listener (`put` lines) [default: 0.0.0.0:4242].
+    #[arg(long = "opentsdb.listen-address", env = "LOOKOUT_OPENTSDB_LISTEN")]
+    pub opentsdb_listen: Option<SocketAddr>,
     /// How long to keep data, in hours (0 keeps everything) [default: 360].
     #[arg(long = "storage.tsdb.retention.hours")]
     pub retention_hours: Option<u64>,
@@ -95,6 +101,8 @@ pub struct Config {
     pub web: WebConfig,
     /// The gateway port.
     pub gateway: GatewayConfig,
+    /// The OpenTSDB telnet port.
+    pub opentsdb: OpenTsdbConfig,
     /// The PromQL evaluator.
     pub query: QueryConfig,
     /// Logging.
@@ -160,6 +168,22 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen_address: SocketAddr::from(([0, 0, 0, 0], 7200)),
+        }
+    }
+}
+
+/// `[opentsdb]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenTsdbConfig {
+    /// `--opentsdb.listen-address`
+    pub listen_address: SocketAddr,
+}
+
+impl Default for OpenTsdbConfig {
+    fn default() -> Self {
+        OpenTsdbConfig {
+            listen_address: SocketAddr::from(([0, 0, 0, 0], 4242)),
         }
     }
 }
@@ -239,6 +263,7 @@ impl Config {
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
         set(&mut self.gateway.listen_address, &args.gateway_listen);
+        set(&mut self.opentsdb.listen_address, &args.opentsdb_listen);
         set(&mut self.query.timeout, &args.query_timeout);
         set(&mut self.query.max_samples, &args.query_max_samples);
         set(
@@ -309,6 +334,10 @@ impl Config {
             flag(
                 "gateway.listen-address",
                 self.gateway.listen_address.to_string(),
+            ),
+            flag(
+                "opentsdb.listen-address",
+                self.opentsdb.listen_address.to_string(),
             ),
             flag(
                 "storage.tsdb.retention.hours",
@@ -391,6 +420,7 @@ mod tests {
         assert_eq!(config.storage.path, PathBuf::from("data"));
         assert_eq!(config.web.listen_address.port(), 9090);
         assert_eq!(config.gateway.listen_address.port(), 7200);
+        assert_eq!(config.opentsdb.listen_address.port(), 4242);
         assert_eq!(config.retention_text(), "15d");
         let engine = config.engine_options().unwrap();
         assert_eq!(engine.timeout, std::time::Duration::from_secs(120));

@@ -1,5 +1,5 @@
-//! SOFALookout's push endpoints on the gateway port (spec §3.0–§3.3, §3.8): the HTTP edge
-//! around the pure decoders of `lookout_gateway::lookout`.
+//! The push endpoints on the gateway port (spec §3.0–§3.3, §3.6, §3.8): the HTTP edge around
+//! the pure decoders of `lookout_gateway`, plus the OpenTSDB telnet listener ([`opentsdb`]).
 //!
 //! | route | protocol | success |
 //! |---|---|---|
@@ -7,14 +7,18 @@
 //! | `POST /datas` | SDK report (`app` header required, else 403 + `Wait-Minutes: 5` + `Err: APP_NAME_NULL`) | 200 |
 //! | `GET`, `POST /lookout/metrics/{k}/{v}/...` | SDK body, tags from the path (`app`, `step` required) | 200 |
 //! | `POST`, `PUT /prom/metrics/job/{job}/{k}/{v}/...` | Prometheus text, token required | 202 |
+//! | `POST /api/put`, `/opentsdb/api/put` | OpenTSDB JSON (the second with SOFALookout's `app`/`step` headers and token required) | 204, or OpenTSDB's `?summary` / `?details` JSON |
 //!
 //! Refusals have the original's shape: a status, header `Err: <msg>` and `<msg>` as a
-//! text/plain body. Unlike the original, which queued the body and answered at once, a
-//! request is decoded and written before the answer: a storage failure is a 503 the sender
-//! can retry, not a silent loss. A bad measurement or line is not a client error: the rest
-//! is written, the answer is the protocol's success, and the skip is counted in
-//! `lookout_gateway_samples_rejected_total` and logged (at most every 10 s). An empty body
-//! answers 200 before any check, as the original does (§3.0).
+//! text/plain body (OpenTSDB's body errors have OpenTSDB's JSON shape instead). Unlike the
+//! original, which queued the body and answered at once, a request is decoded and written
+//! before the answer: a storage failure is a 503 the sender can retry, not a silent loss. A
+//! bad measurement or line is not a client error: the rest is written, the answer is the
+//! protocol's success, and the skip is counted in `lookout_gateway_samples_rejected_total` and
+//! logged (at most every 10 s). An empty body answers 200 before any check, as the original
+//! does (§3.0), except on OpenTSDB's routes, which answer as OpenTSDB does.
+
+pub mod opentsdb;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +36,7 @@ use lookout_gateway::lookout::{
     prom_push, sdk, Decoded, Enrichment, Limits, LookoutError, SkipReason, Tags,
 };
 use lookout_model::TimestampMs;
-use lookout_storage::{RejectReason, Storage};
+use lookout_storage::{RejectReason, Storage, WriteOutcome};
 
 /// The SOFALookout protocols served, as named in self-metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,13 +47,19 @@ pub enum Protocol {
     LookoutMetrics,
     /// `/prom/metrics/...`
     PrometheusPush,
+    /// `/api/put`, `/opentsdb/api/put`
+    OpenTsdbHttp,
+    /// telnet `put` lines (one request: the lines of one read)
+    OpenTsdbTelnet,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 3] = [
+    const ALL: [Protocol; 5] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
+        Protocol::OpenTsdbHttp,
+        Protocol::OpenTsdbTelnet,
     ];
 
     fn as_str(self) -> &'static str {
@@ -57,6 +67,8 @@ impl Protocol {
             Protocol::LookoutSdk => "lookout_sdk",
             Protocol::LookoutMetrics => "lookout_metrics",
             Protocol::PrometheusPush => "prometheus_push",
+            Protocol::OpenTsdbHttp => "opentsdb_http",
+            Protocol::OpenTsdbTelnet => "opentsdb_telnet",
         }
     }
 }
@@ -206,14 +218,20 @@ struct GatewayState {
     stats: Arc<GatewayStats>,
 }
 
+impl GatewayState {
+    fn new(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Arc<Self> {
+        Arc::new(GatewayState {
+            storage,
+            limits,
+            stats,
+        })
+    }
+}
+
 /// The SOFALookout routes over `storage`. Serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so samples get the peer's `ip`.
 pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Router {
-    let state = Arc::new(GatewayState {
-        storage,
-        limits,
-        stats,
-    });
+    let state = GatewayState::new(storage, limits, stats);
     Router::new()
         .route("/datas", get(datas_probe).post(datas))
         .route(
@@ -232,6 +250,8 @@ pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats
             "/prom/metrics/{*tags}",
             axum::routing::post(prom_push).put(prom_push),
         )
+        .route("/api/put", axum::routing::post(opentsdb::put))
+        .route("/opentsdb/api/put", axum::routing::post(opentsdb::put))
         .with_state(state)
 }
 
@@ -263,7 +283,7 @@ fn request_refusal(error: &RequestError) -> (&'static str, Response) {
 
 fn decode_refusal(error: &LookoutError) -> (&'static str, Response) {
     match error {
-        LookoutError::Snappy { .. } => (
+        LookoutError::Snappy { .. } | LookoutError::Json { .. } => (
             "malformed_body",
             refusal(StatusCode::BAD_REQUEST, &error.to_string()),
         ),
@@ -280,6 +300,7 @@ fn decode_refusal(error: &LookoutError) -> (&'static str, Response) {
 struct Incoming {
     headers: HeaderMap,
     path: String,
+    query: Option<String>,
     peer_ip: Option<String>,
     body: Bytes,
 }
@@ -301,6 +322,7 @@ async fn incoming(request: Request, limits: &Limits) -> Result<Incoming, Respons
     Ok(Incoming {
         headers: parts.headers,
         path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
         peer_ip,
         body,
     })
@@ -466,13 +488,29 @@ async fn store(
 ) -> Response {
     let decoded = match decoded {
         Ok(decoded) => decoded,
-        Err(error) => {
-            let (reason, response) = decode_refusal(&error);
-            state.stats.refused(protocol, reason);
-            tracing::debug!(protocol = protocol.as_str(), %error, "body refused");
-            return response;
-        }
+        Err(error) => return refuse_body(state, protocol, &error),
     };
+    match write(state, protocol, decoded).await {
+        Ok(_) => success.into_response(),
+        Err(message) => refusal(StatusCode::SERVICE_UNAVAILABLE, &message),
+    }
+}
+
+/// Counts and answers a body refused whole.
+fn refuse_body(state: &GatewayState, protocol: Protocol, error: &LookoutError) -> Response {
+    let (reason, response) = decode_refusal(error);
+    state.stats.refused(protocol, reason);
+    tracing::debug!(protocol = protocol.as_str(), %error, "body refused");
+    response
+}
+
+/// Writes the batch of what was decoded and counts what was stored and what not: the
+/// storage's outcome, or the failure in words (counted as `storage_unavailable`).
+async fn write(
+    state: &GatewayState,
+    protocol: Protocol,
+    decoded: Decoded,
+) -> Result<WriteOutcome, String> {
     if decoded.skipped_total() > 0 && state.stats.may_log_skip() {
         tracing::warn!(
             protocol = protocol.as_str(),
@@ -484,15 +522,14 @@ async fn store(
     let infos = decoded.infos.len() as u64;
     let skipped = decoded.skipped.clone();
     let outcome = if decoded.batch.is_empty() {
-        Default::default()
+        WriteOutcome::default()
     } else {
         match state.storage.write(decoded.batch).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 state.stats.refused(protocol, "storage_unavailable");
                 tracing::warn!(protocol = protocol.as_str(), %error, "a push could not be stored");
-                let message = format!("storage write failed: {error}");
-                return refusal(StatusCode::SERVICE_UNAVAILABLE, &message);
+                return Err(format!("storage write failed: {error}"));
             }
         }
     };
@@ -511,7 +548,7 @@ async fn store(
         }
         reject(INFO_NOT_STORED, infos);
     });
-    success.into_response()
+    Ok(outcome)
 }
 
 /// Milliseconds since the epoch, now.
@@ -533,15 +570,18 @@ mod tests {
 
     /// A gateway over a fresh store (no retention: the fixtures are from 2019) on a loopback
     /// port.
-    struct Harness {
-        base: String,
-        storage: Arc<dyn Storage>,
-        stats: Arc<GatewayStats>,
-        client: reqwest::Client,
+    pub(super) struct Harness {
+        pub(super) base: String,
+        pub(super) storage: Arc<dyn Storage>,
+        pub(super) stats: Arc<GatewayStats>,
+        pub(super) client: reqwest::Client,
         _dir: tempfile::TempDir,
     }
 
-    async fn serve(storage: Arc<dyn Storage>, limits: Limits) -> (String, Arc<GatewayStats>) {
+    pub(super) async fn serve(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+    ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
         let app = router(storage, limits, stats.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -551,7 +591,7 @@ mod tests {
         (base, stats)
     }
 
-    async fn harness_with(limits: Limits) -> Harness {
+    pub(super) async fn harness_with(limits: Limits) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let options = TsdbOptions::new(dir.path()).retention_ms(None);
         let tsdb = Tsdb::open(options).unwrap();
@@ -566,12 +606,12 @@ mod tests {
         }
     }
 
-    async fn harness() -> Harness {
+    pub(super) async fn harness() -> Harness {
         harness_with(Limits::default()).await
     }
 
     impl Harness {
-        async fn all_series(&self) -> Vec<Series> {
+        pub(super) async fn all_series(&self) -> Vec<Series> {
             let everything = Matcher::new(MatchKind::Regex, "__name__", ".+").unwrap();
             let request = SelectRequest::new(vec![everything], i64::MIN, i64::MAX);
             collect_series(self.storage.select(request).await.unwrap())
@@ -579,14 +619,14 @@ mod tests {
                 .unwrap()
         }
 
-        fn metrics(&self) -> String {
+        pub(super) fn metrics(&self) -> String {
             let mut out = String::new();
             self.stats.render(&mut out);
             out
         }
     }
 
-    fn fixtures() -> Option<std::path::PathBuf> {
+    pub(super) fn fixtures() -> Option<std::path::PathBuf> {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../../shared/testdata/lookout");
         if dir.is_dir() {
@@ -597,7 +637,7 @@ mod tests {
         }
     }
 
-    fn err_header(response: &reqwest::Response) -> &str {
+    pub(super) fn err_header(response: &reqwest::Response) -> &str {
         response.headers()["Err"].to_str().unwrap()
     }
 
@@ -792,7 +832,7 @@ mod tests {
     }
 
     /// A store that is down.
-    struct Unavailable;
+    pub(super) struct Unavailable;
 
     #[async_trait::async_trait]
     impl Storage for Unavailable {

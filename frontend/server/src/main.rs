@@ -22,6 +22,12 @@ use lookout_tsdb::{FsyncPolicy, Tsdb, TsdbOptions};
 
 use config::{Args, Config};
 
+/// mimalloc instead of the system allocator: the select and query paths allocate per series,
+/// and glibc's malloc kept the memory of finished queries resident (measured with the
+/// comparison tool, `benches/README.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(&args)?;
@@ -89,7 +95,11 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         labels: lookout_model::LabelLimits::default(),
     };
     let gateway = lookout_api::write_router(storage.clone(), options)
-        .merge(gateway::router(storage, lookout_limits, gateway_stats))
+        .merge(gateway::router(
+            storage.clone(),
+            lookout_limits,
+            gateway_stats.clone(),
+        ))
         .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
@@ -97,9 +107,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
         .await
         .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
+    let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
     tracing::info!(
         address = %api_listener.local_addr()?,
         gateway = %gateway_listener.local_addr()?,
+        opentsdb = %telnet_listener.local_addr()?,
         data = %data_dir.display(),
         "lookout-server ready"
     );
@@ -114,11 +128,22 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     };
     let api_server =
         axum::serve(api_listener, api).with_graceful_shutdown(until_stopped(stopped.clone()));
-    let gateway_server =
-        axum::serve(gateway_listener, gateway).with_graceful_shutdown(until_stopped(stopped));
+    let gateway_server = axum::serve(gateway_listener, gateway)
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let telnet_server = gateway::opentsdb::serve_telnet(
+        telnet_listener,
+        storage,
+        lookout_limits,
+        gateway_stats,
+        stopped,
+    );
     tokio::try_join!(
         async { api_server.await.context("serving the query API") },
         async { gateway_server.await.context("serving the gateway port") },
+        async {
+            telnet_server.await;
+            Ok(())
+        },
     )?;
     tracing::info!("shutting down: flushing the store");
     tokio::task::spawn_blocking(move || tsdb.close()).await??;
