@@ -95,7 +95,7 @@ pub fn token(
 }
 
 /// Base64 in either alphabet (`+/` or `-_`), with or without `=` padding.
-fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let digits = text.trim_end_matches('=');
     if text.len() - digits.len() > 2 {
         return None;
