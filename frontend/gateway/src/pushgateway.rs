@@ -195,12 +195,22 @@ impl PushPlan {
 #[derive(Debug, Default)]
 pub struct PushGroups {
     groups: HashMap<Tags, GroupState>,
+    /// The last push time handed out.
+    last_push_ms: i64,
 }
 
 impl PushGroups {
     /// No groups.
     pub fn new() -> PushGroups {
         PushGroups::default()
+    }
+
+    /// The time to stamp a push arriving at `now`: strictly after the previous push, so that
+    /// two pushes in one millisecond (a PUT then a DELETE) do not write two values at one
+    /// timestamp, which a store refuses as a conflicting duplicate.
+    pub fn push_time(&mut self, now: TimestampMs) -> TimestampMs {
+        self.last_push_ms = now.0.max(self.last_push_ms + 1);
+        TimestampMs(self.last_push_ms)
     }
 
     /// How many groups there are.
@@ -480,6 +490,10 @@ mod tests {
             ]
         );
         assert!(groups.is_empty());
+        assert_eq!(groups.push_time(TimestampMs(10)), TimestampMs(10));
+        assert_eq!(groups.push_time(TimestampMs(10)), TimestampMs(11));
+        assert_eq!(groups.push_time(TimestampMs(5)), TimestampMs(12));
+        assert_eq!(groups.push_time(TimestampMs(20)), TimestampMs(20));
         // Deleting a group that does not exist writes nothing.
         let again = push(&mut groups, PushMethod::Delete, "", 5000);
         assert!(again.batch.is_empty());

@@ -7,6 +7,7 @@
 //! | `POST /datas` | SDK report (`app` header required, else 403 + `Wait-Minutes: 5` + `Err: APP_NAME_NULL`) | 200 |
 //! | `GET`, `POST /lookout/metrics/{k}/{v}/...` | SDK body, tags from the path (`app`, `step` required) | 200 |
 //! | `POST`, `PUT /prom/metrics/job/{job}/{k}/{v}/...` | Prometheus text, token required | 202 |
+//! | `PUT`, `POST`, `DELETE /metrics/job/{job}/{label}/{value}...` | Pushgateway API ([`pushgateway`]) | 200, DELETE 202 |
 //! | `POST /api/put`, `/opentsdb/api/put` | OpenTSDB JSON (the second with SOFALookout's `app`/`step` headers and token required) | 204, or OpenTSDB's `?summary` / `?details` JSON |
 //!
 //! Refusals have the original's shape: a status, header `Err: <msg>` and `<msg>` as a
@@ -19,6 +20,7 @@
 //! does (§3.0), except on OpenTSDB's routes, which answer as OpenTSDB does.
 
 pub mod opentsdb;
+mod pushgateway;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +37,7 @@ use lookout_gateway::lookout::request::{path_tags, require_app_step, token, Requ
 use lookout_gateway::lookout::{
     prom_push, sdk, Decoded, Enrichment, Limits, LookoutError, SkipReason, Tags,
 };
+use lookout_gateway::pushgateway::PushGroups;
 use lookout_model::TimestampMs;
 use lookout_storage::{RejectReason, Storage, WriteOutcome};
 
@@ -51,15 +54,18 @@ pub enum Protocol {
     OpenTsdbHttp,
     /// telnet `put` lines (one request: the lines of one read)
     OpenTsdbTelnet,
+    /// `/metrics/job/...`
+    Pushgateway,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 5] = [
+    const ALL: [Protocol; 6] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
         Protocol::OpenTsdbHttp,
         Protocol::OpenTsdbTelnet,
+        Protocol::Pushgateway,
     ];
 
     fn as_str(self) -> &'static str {
@@ -69,6 +75,7 @@ impl Protocol {
             Protocol::PrometheusPush => "prometheus_push",
             Protocol::OpenTsdbHttp => "opentsdb_http",
             Protocol::OpenTsdbTelnet => "opentsdb_telnet",
+            Protocol::Pushgateway => "pushgateway",
         }
     }
 }
@@ -216,6 +223,9 @@ struct GatewayState {
     storage: Arc<dyn Storage>,
     limits: Limits,
     stats: Arc<GatewayStats>,
+    /// The Pushgateway API's groups; held across a push's write so that pushes to the
+    /// gateway are applied one at a time.
+    push_groups: tokio::sync::Mutex<PushGroups>,
 }
 
 impl GatewayState {
@@ -224,6 +234,7 @@ impl GatewayState {
             storage,
             limits,
             stats,
+            push_groups: tokio::sync::Mutex::new(PushGroups::new()),
         })
     }
 }
@@ -249,6 +260,12 @@ pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats
         .route(
             "/prom/metrics/{*tags}",
             axum::routing::post(prom_push).put(prom_push),
+        )
+        .route(
+            "/metrics/{*grouping}",
+            axum::routing::put(pushgateway::push)
+                .post(pushgateway::push)
+                .delete(pushgateway::push),
         )
         .route("/api/put", axum::routing::post(opentsdb::put))
         .route("/opentsdb/api/put", axum::routing::post(opentsdb::put))
@@ -470,9 +487,7 @@ async fn prom_push(State(state): State<Arc<GatewayState>>, request: Request) -> 
 }
 
 /// Runs a decoder on the blocking pool: a 32 MiB body is a long CPU stretch.
-async fn decode_off_runtime(
-    decode: impl FnOnce() -> Result<Decoded, LookoutError> + Send + 'static,
-) -> Result<Decoded, LookoutError> {
+async fn decode_off_runtime<T: Send + 'static>(decode: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(decode).await {
         Ok(decoded) => decoded,
         Err(error) => std::panic::resume_unwind(error.into_panic()),

@@ -34,7 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::{
-    header_text, incoming, refusal, request_refusal, write, GatewayState, GatewayStats, Protocol,
+    decode_off_runtime, header_text, incoming, refusal, request_refusal, write, GatewayState,
+    GatewayStats, Protocol,
 };
 
 /// Longest telnet line accepted, in bytes.
@@ -87,9 +88,7 @@ pub(super) async fn put(State(state): State<Arc<GatewayState>>, request: Request
     let limits = state.limits;
     let body = incoming.body;
     let decoded =
-        tokio::task::spawn_blocking(move || decoder::decode_json(&body, &enrichment, &limits))
-            .await
-            .unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+        decode_off_runtime(move || decoder::decode_json(&body, &enrichment, &limits)).await;
     let PutDecoded { decoded, errors } = match decoded {
         Ok(decoded) => decoded,
         Err(error @ LookoutError::Json { .. }) => {
