@@ -19,6 +19,8 @@ fn start(data: &std::path::Path, port: u16) -> Child {
         format!("127.0.0.1:{port}"),
         "--gateway.listen-address".into(),
         format!("127.0.0.1:{}", free_port()),
+        "--opentsdb.listen-address".into(),
+        format!("127.0.0.1:{}", free_port()),
     ])
 }
 

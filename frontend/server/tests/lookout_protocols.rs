@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
-use support::{free_port, wait_ready, Killed};
+use support::{wait_ready, LookoutServer};
 
 fn query(client: &reqwest::blocking::Client, port: u16, promql: &str) -> serde_json::Value {
     client
@@ -22,23 +20,9 @@ fn query(client: &reqwest::blocking::Client, port: u16, promql: &str) -> serde_j
 fn sdk_reports_and_prometheus_pushes_are_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::blocking::Client::new();
-    let api_port = free_port();
-    let gateway_port = free_port();
-    let _server = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lookout-server"))
-            .arg("--storage.tsdb.path")
-            .arg(dir.path().join("data"))
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{api_port}"))
-            .arg("--gateway.listen-address")
-            .arg(format!("127.0.0.1:{gateway_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(&client, &format!("http://127.0.0.1:{api_port}/-/ready"));
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    let server = LookoutServer::start(&dir.path().join("data"), &[]);
+    let api_port = server.api_port;
+    let gateway = server.gateway();
     wait_ready(&client, &format!("{gateway}/datas"));
 
     // What the Java SDK sends: TAB-joined measurements, time with an offset.

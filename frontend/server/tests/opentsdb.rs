@@ -9,10 +9,10 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, wait_ready, Killed};
+use support::{wait_ready, Killed, LookoutServer};
 
 struct Server {
-    _process: Killed,
+    _process: LookoutServer,
     api: String,
     gateway: String,
     telnet_port: u16,
@@ -21,25 +21,10 @@ struct Server {
 
 fn start(dir: &std::path::Path) -> Server {
     let client = reqwest::blocking::Client::new();
-    let (api_port, gateway_port, telnet_port) = (free_port(), free_port(), free_port());
-    let process = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lookout-server"))
-            .arg("--storage.tsdb.path")
-            .arg(dir.join("data"))
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{api_port}"))
-            .arg("--gateway.listen-address")
-            .arg(format!("127.0.0.1:{gateway_port}"))
-            .arg("--opentsdb.listen-address")
-            .arg(format!("127.0.0.1:{telnet_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let api = format!("http://127.0.0.1:{api_port}");
-    let gateway = format!("http://127.0.0.1:{gateway_port}");
-    wait_ready(&client, &format!("{api}/-/ready"));
+    let process = LookoutServer::start(&dir.join("data"), &[]);
+    let api = process.api();
+    let gateway = process.gateway();
+    let telnet_port = process.telnet_port;
     wait_ready(&client, &format!("{gateway}/datas"));
     Server {
         _process: process,

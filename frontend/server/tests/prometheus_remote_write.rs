@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, prometheus_installed, start_prometheus, wait_ready, Killed};
+use support::{free_port, prometheus_installed, start_prometheus, LookoutServer};
 
 #[test]
 fn a_real_prometheus_remote_writes_into_lookout() {
@@ -17,21 +16,8 @@ fn a_real_prometheus_remote_writes_into_lookout() {
     }
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::blocking::Client::new();
-    let lookout_port = free_port();
-    let _lookout = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lookout-server"))
-            .arg("--storage.tsdb.path")
-            .arg(dir.path().join("lookout"))
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{lookout_port}"))
-            .arg("--gateway.listen-address")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(&client, &format!("http://127.0.0.1:{lookout_port}/-/ready"));
+    let lookout = LookoutServer::start(&dir.path().join("lookout"), &[]);
+    let lookout_port = lookout.api_port;
 
     let prometheus_port = free_port();
     let config = format!(

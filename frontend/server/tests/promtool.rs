@@ -4,36 +4,22 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
-use support::{free_port, wait_ready, Killed};
+use support::LookoutServer;
 
 /// A server holding three `up` series at 1700000000, 1700000015 and 1700000030; returns it
 /// with its base URL, or `None` (after printing why) when promtool is missing.
-fn server_with_data(dir: &std::path::Path) -> Option<(Killed, String)> {
+fn server_with_data(dir: &std::path::Path) -> Option<(LookoutServer, String)> {
     if Command::new("promtool").arg("--version").output().is_err() {
         eprintln!("skipped: promtool not found on PATH (apt-get install prometheus)");
         return None;
     }
-    let port = free_port();
-    let server = Killed(
-        Command::new(env!("CARGO_BIN_EXE_lookout-server"))
-            .arg("--storage.tsdb.path")
-            .arg(dir.join("data"))
-            .arg("--web.listen-address")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--gateway.listen-address")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
+    let server = LookoutServer::start(&dir.join("data"), &[]);
+    let url = server.api();
     let client = reqwest::blocking::Client::new();
-    wait_ready(&client, &format!("{url}/-/ready"));
     let mut batch = WriteBatch::new();
     for (job, instance, value) in [("api", "a:1", 1.0), ("api", "b:1", 1.0), ("db", "c:1", 0.0)] {
         batch.push(

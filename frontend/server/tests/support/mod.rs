@@ -1,5 +1,5 @@
-//! Helpers the integration tests share to run a real Prometheus (from PATH) on loopback:
-//! a free port, a child process that is stopped on drop, and readiness waits.
+//! Helpers the integration tests share: `lookout-server` and a real Prometheus (from PATH)
+//! on loopback, free ports, child processes stopped on drop, readiness waits.
 
 // Each test binary includes this module and uses a subset of it.
 #![allow(dead_code)]
@@ -113,4 +113,62 @@ pub fn start_prometheus(
         );
     }
     prometheus
+}
+
+/// A `lookout-server` started on a data directory with every listener on its own free
+/// loopback port.
+#[derive(Debug)]
+pub struct LookoutServer {
+    /// The process, stopped when dropped.
+    pub process: Killed,
+    /// The query API port (Prometheus' 9090).
+    pub api_port: u16,
+    /// The gateway port (7200).
+    pub gateway_port: u16,
+    /// The OpenTSDB telnet port (4242).
+    pub telnet_port: u16,
+}
+
+impl LookoutServer {
+    /// Starts the server on `data` with `extra` flags; waits until the API is ready.
+    pub fn start(data: &Path, extra: &[&str]) -> LookoutServer {
+        let (api_port, gateway_port, telnet_port) = (free_port(), free_port(), free_port());
+        let process = Killed(
+            Command::new(env!("CARGO_BIN_EXE_lookout-server"))
+                .arg("--storage.tsdb.path")
+                .arg(data)
+                .arg("--web.listen-address")
+                .arg(format!("127.0.0.1:{api_port}"))
+                .arg("--gateway.listen-address")
+                .arg(format!("127.0.0.1:{gateway_port}"))
+                .arg("--opentsdb.listen-address")
+                .arg(format!("127.0.0.1:{telnet_port}"))
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let server = LookoutServer {
+            process,
+            api_port,
+            gateway_port,
+            telnet_port,
+        };
+        wait_ready(
+            &reqwest::blocking::Client::new(),
+            &format!("{}/-/ready", server.api()),
+        );
+        server
+    }
+
+    /// `http://127.0.0.1:<api port>`.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// `http://127.0.0.1:<gateway port>`.
+    pub fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
 }
