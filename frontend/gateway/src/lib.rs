@@ -7,10 +7,12 @@
 //! Modules: [`remote_write`] (Prometheus remote write 1.0), [`lookout`] (SOFALookout's SDK,
 //! `/lookout/metrics` and Prometheus push protocols), [`exposition`] (the Prometheus text
 //! format, line by line), [`opentsdb`] (OpenTSDB's `/api/put` JSON and telnet `put` lines),
-//! [`pushgateway`] (the Pushgateway API's grouping keys, bodies and groups).
+//! [`pushgateway`] (the Pushgateway API's grouping keys, bodies and groups), [`metricbeat`]
+//! (Elasticsearch `_bulk` bodies of Metricbeat 6 documents).
 
 pub mod exposition;
 pub mod lookout;
+pub mod metricbeat;
 pub mod opentsdb;
 pub mod pushgateway;
 pub mod remote_write;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use lookout_gateway::lookout::request::{path_tags, require_app_step, token};
 use lookout_gateway::lookout::{prom_push, sdk, Decoded, Enrichment, Limits, Tags};
-use lookout_gateway::opentsdb;
+use lookout_gateway::{metricbeat, opentsdb};
 use lookout_model::TimestampMs;
 use serde_json::Value;
 
@@ -274,4 +274,28 @@ fn opentsdb_put_request_errors() {
             .unwrap_err();
         assert_eq!(refused.to_string(), case["Err"].as_str().unwrap());
     }
+}
+
+#[test]
+fn metricbeat_bulk() {
+    let Some(dir) = fixtures() else { return };
+    let expected = read_json(&dir, "metricbeat-bulk-expected-metrics.json");
+    assert_eq!(expected["request"]["path"], "/beat/_bulk");
+    let body = std::fs::read(dir.join("metricbeat-bulk.ndjson")).unwrap();
+    let enrichment = Enrichment {
+        client_ip: Some(PEER.to_owned()),
+        ..Enrichment::default()
+    };
+    let decoded = metricbeat::decode_bulk(&body, &enrichment, &Limits::default()).unwrap();
+    assert_eq!(
+        decoded.decoded.skipped_total(),
+        0,
+        "{:?}",
+        decoded.decoded.messages
+    );
+    assert_eq!(decoded.actions.len(), 2);
+    assert_eq!(
+        decoded_samples(&decoded.decoded, true),
+        expected_samples(&expected["exported_to_metric_chains"], true)
+    );
 }
