@@ -8,6 +8,7 @@
 //! | `GET`, `POST /lookout/metrics/{k}/{v}/...` | SDK body, tags from the path (`app`, `step` required) | 200 |
 //! | `POST`, `PUT /prom/metrics/job/{job}/{k}/{v}/...` | Prometheus text, token required | 202 |
 //! | `PUT`, `POST`, `DELETE /metrics/job/{job}/{label}/{value}...` | Pushgateway API ([`pushgateway`]) | 200, DELETE 202 |
+//! | `GET /beat`, `.../_template/...`, `POST /beat/_bulk`, `/_bulk` | Metricbeat 6 ES emulation ([`metricbeat`]; token required under `/beat`) | 200 + ES JSON |
 //! | `POST /api/put`, `/opentsdb/api/put` | OpenTSDB JSON (the second with SOFALookout's `app`/`step` headers and token required) | 204, or OpenTSDB's `?summary` / `?details` JSON |
 //!
 //! Refusals have the original's shape: a status, header `Err: <msg>` and `<msg>` as a
@@ -19,6 +20,7 @@
 //! logged (at most every 10 s). An empty body answers 200 before any check, as the original
 //! does (§3.0), except on OpenTSDB's routes, which answer as OpenTSDB does.
 
+mod metricbeat;
 pub mod opentsdb;
 mod pushgateway;
 
@@ -56,16 +58,19 @@ pub enum Protocol {
     OpenTsdbTelnet,
     /// `/metrics/job/...`
     Pushgateway,
+    /// `/beat/_bulk`, `/_bulk`
+    Metricbeat,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 6] = [
+    const ALL: [Protocol; 7] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
         Protocol::OpenTsdbHttp,
         Protocol::OpenTsdbTelnet,
         Protocol::Pushgateway,
+        Protocol::Metricbeat,
     ];
 
     fn as_str(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Protocol {
             Protocol::OpenTsdbHttp => "opentsdb_http",
             Protocol::OpenTsdbTelnet => "opentsdb_telnet",
             Protocol::Pushgateway => "pushgateway",
+            Protocol::Metricbeat => "metricbeat",
         }
     }
 }
@@ -266,6 +272,25 @@ pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats
             axum::routing::put(pushgateway::push)
                 .post(pushgateway::push)
                 .delete(pushgateway::push),
+        )
+        .route("/", get(metricbeat::info))
+        .route("/beat", get(metricbeat::info))
+        .route("/beat/", get(metricbeat::info))
+        .route(
+            "/beat/_template/{name}",
+            get(metricbeat::template_exists).put(metricbeat::template_put),
+        )
+        .route(
+            "/_template/{name}",
+            get(metricbeat::template_exists).put(metricbeat::template_put),
+        )
+        .route(
+            "/beat/_bulk",
+            axum::routing::post(metricbeat::bulk).put(metricbeat::bulk),
+        )
+        .route(
+            "/_bulk",
+            axum::routing::post(metricbeat::bulk).put(metricbeat::bulk),
         )
         .route("/api/put", axum::routing::post(opentsdb::put))
         .route("/opentsdb/api/put", axum::routing::post(opentsdb::put))
