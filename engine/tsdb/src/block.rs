@@ -685,28 +685,39 @@ impl Block {
                 continue;
             }
             let (labels, metas) = self.index.series(id)?;
-            let mut live = false;
-            for meta in metas
-                .iter()
-                .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
-            {
-                // A chunk's first and last timestamps are samples: either one inside the
-                // range settles it without decoding.
-                if (mint..=maxt).contains(&meta.min_t) || (mint..=maxt).contains(&meta.max_t) {
-                    live = true;
-                    break;
-                }
-                let mut samples = self.chunk(meta.reference)?;
-                if samples.seek(mint).is_some_and(|(t, _)| t <= maxt) {
-                    live = true;
-                    break;
-                }
-            }
-            if live {
+            if self.chunks_live(&metas, mint, maxt)? {
                 out.push(labels);
             }
         }
         Ok(out)
+    }
+
+    /// Whether series `id` has a sample in `[mint, maxt]` (tombstones applied).
+    fn series_is_live(&self, id: u32, mint: i64, maxt: i64) -> Result<bool> {
+        if self.has_tombstones() && self.tombstones.read().contains_key(&id) {
+            return Ok(self.read_series(id, mint, maxt)?.is_some());
+        }
+        let (_, metas) = self.index.series(id)?;
+        self.chunks_live(&metas, mint, maxt)
+    }
+
+    /// Whether any of the chunks holds a sample in `[mint, maxt]`.
+    fn chunks_live(&self, metas: &[writer::ChunkMeta], mint: i64, maxt: i64) -> Result<bool> {
+        for meta in metas
+            .iter()
+            .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
+        {
+            // A chunk's first and last timestamps are samples: either one inside the range
+            // settles it without decoding.
+            if (mint..=maxt).contains(&meta.min_t) || (mint..=maxt).contains(&meta.max_t) {
+                return Ok(true);
+            }
+            let mut samples = self.chunk(meta.reference)?;
+            if samples.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the whole block is inside `[mint, maxt]` with nothing deleted: then the index
@@ -751,10 +762,18 @@ impl Block {
                 .map(str::to_owned)
                 .collect());
         }
+        if !self.overlaps(mint, maxt) {
+            return Ok(BTreeSet::new());
+        }
+        // Per value, the first live series settles it.
+        let candidates = postings_for_matchers(&self.index, matchers);
         let mut values = BTreeSet::new();
-        for labels in self.live_labels(matchers, mint, maxt)? {
-            if let Some(value) = labels.get(name) {
-                values.insert(value.to_owned());
+        for (value, series) in crate::index::candidates_by_value(&self.index, name, &candidates) {
+            for id in series {
+                if self.series_is_live(id, mint, maxt)? {
+                    values.insert(value);
+                    break;
+                }
             }
         }
         Ok(values)

@@ -749,18 +749,30 @@ impl Head {
         let mut values = if matchers.is_empty() && self.covers(mint, maxt) {
             self.index.read().label_values(name)
         } else {
-            let mut values = BTreeSet::new();
-            let Some(name_symbol) = self.symbols.lookup(name) else {
-                return Vec::new();
+            // Per value, the first series with a sample in range settles it. The index lock
+            // is released before series are looked at (appends take them the other way).
+            let by_value = {
+                let index = self.index.read();
+                let candidates = if matchers.is_empty() {
+                    index.all().clone()
+                } else {
+                    index.postings_for_matchers(matchers)
+                };
+                crate::index::candidates_by_value(&*index, name, &candidates)
             };
-            self.for_each_live_series(matchers, mint, maxt, |series, reader| {
-                if let Some((_, value)) = series.labels.iter().find(|(n, _)| *n == name_symbol) {
-                    if !values.contains(reader.resolve(*value)) {
-                        values.insert(reader.resolve(*value).to_owned());
-                    }
-                }
-            });
-            values.into_iter().collect()
+            by_value
+                .into_iter()
+                .filter(|(_, series)| {
+                    series.iter().any(|id| {
+                        let series_ref = SeriesRef(id);
+                        let shard = self.shards[series_ref.shard()].read();
+                        shard
+                            .get(series_ref.local())
+                            .is_some_and(|series| series.has_samples_in(mint, maxt))
+                    })
+                })
+                .map(|(value, _)| value)
+                .collect()
         };
         if let Some(limit) = limit {
             values.truncate(limit);

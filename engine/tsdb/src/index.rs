@@ -140,6 +140,25 @@ pub trait PostingsIndex {
     fn with_postings(&self, name: &str, value: &str, visit: &mut dyn FnMut(&RoaringBitmap));
 }
 
+/// For each value of label `name`, the series among `candidates` that have it, in value order
+/// (values no candidate has are left out). Label-value queries then look for one live series
+/// per value instead of reading every series' labels.
+pub fn candidates_by_value(
+    index: &(impl PostingsIndex + ?Sized),
+    name: &str,
+    candidates: &RoaringBitmap,
+) -> Vec<(String, RoaringBitmap)> {
+    let mut out = Vec::new();
+    for value in index.sorted_values(name) {
+        let mut series = RoaringBitmap::new();
+        index.with_postings(name, value, &mut |postings| series = postings & candidates);
+        if !series.is_empty() {
+            out.push((value.to_owned(), series));
+        }
+    }
+    out
+}
+
 /// Series of `index` matching every matcher.
 pub fn postings_for_matchers(
     index: &(impl PostingsIndex + ?Sized),
