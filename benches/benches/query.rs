@@ -10,6 +10,10 @@ use lookout_benches::{node_exporter_series, set_round, write_batches, BASE_TIMES
 use lookout_promql::{Engine, QueryStats, QueryValue};
 use lookout_tsdb::{HeadOptions, Tsdb};
 
+/// The allocator `lookout-server` runs with, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Series in the store.
 const SERIES: usize = 10_000;
 /// Scrapes per series: 6 h at 15 s.
