@@ -4,7 +4,8 @@
 //! No HTTP types, no I/O and no storage calls here: listeners (in `lookout-api` and the
 //! server) read the body, call a decoder, and hand the batch to a `Storage`.
 //!
-//! Modules: [`remote_write`] (Prometheus remote write 1.0), [`lookout`] (SOFALookout's SDK,
+//! Modules: [`remote_write`] (Prometheus remote write 1.0), [`remote_write2`] (remote write
+//! 2.0, symbols table and per-series metadata), [`lookout`] (SOFALookout's SDK,
 //! `/lookout/metrics` and Prometheus push protocols), [`exposition`] (the Prometheus text
 //! format, line by line), [`opentsdb`] (OpenTSDB's `/api/put` JSON and telnet `put` lines),
 //! [`pushgateway`] (the Pushgateway API's grouping keys, bodies and groups), [`metricbeat`]
@@ -16,6 +17,7 @@ pub mod metricbeat;
 pub mod opentsdb;
 pub mod pushgateway;
 pub mod remote_write;
+pub mod remote_write2;
 
 /// Size limits every decoder applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

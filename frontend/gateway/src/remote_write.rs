@@ -1,4 +1,6 @@
 //! Prometheus remote write 1.0: a snappy-compressed (block format) protobuf `WriteRequest`.
+//! The result type, [`Decoded`], and [`DecodeError`] are shared with
+//! [`remote_write2`](crate::remote_write2).
 //!
 //! A body that is not valid snappy or protobuf, or exceeds a limit, is an error for the whole
 //! request (nothing is written). Inside a valid request, a series whose labels cannot form a
@@ -30,6 +32,9 @@ pub enum DecodeError {
     /// More series than allowed in one request.
     #[error("request has {count} series, the limit is {limit}")]
     TooManySeries { count: usize, limit: usize },
+    /// A remote write 2.0 symbols table whose first entry is not the empty string.
+    #[error("the symbols table must start with an empty string, it starts with {first:?}")]
+    FirstSymbolNotEmpty { first: String },
 }
 
 /// `prometheus.WriteRequest` (remote write 1.0); only the fields Lookout reads.
@@ -77,41 +82,50 @@ pub struct MetricMetadata {
 
 impl MetricMetadata {
     fn from_proto(proto: ProtoMetadata) -> MetricMetadata {
-        let kind = match proto.kind {
-            1 => "counter",
-            2 => "gauge",
-            3 => "histogram",
-            4 => "gaugehistogram",
-            5 => "summary",
-            6 => "info",
-            7 => "stateset",
-            _ => "unknown",
-        };
         MetricMetadata {
             metric: proto.metric_family_name,
-            kind,
+            kind: metric_type_name(proto.kind),
             help: proto.help,
             unit: proto.unit,
         }
     }
 
     fn to_proto(&self) -> ProtoMetadata {
-        let kind = match self.kind {
-            "counter" => 1,
-            "gauge" => 2,
-            "histogram" => 3,
-            "gaugehistogram" => 4,
-            "summary" => 5,
-            "info" => 6,
-            "stateset" => 7,
-            _ => 0,
-        };
         ProtoMetadata {
-            kind,
+            kind: metric_type_code(self.kind),
             metric_family_name: self.metric.clone(),
             help: self.help.clone(),
             unit: self.unit.clone(),
         }
+    }
+}
+
+/// The name of a metric type code; 1.0's `MetricType` and 2.0's `Metadata.MetricType` number
+/// the types alike (0 is unknown, resp. unspecified).
+pub(crate) fn metric_type_name(code: i32) -> &'static str {
+    match code {
+        1 => "counter",
+        2 => "gauge",
+        3 => "histogram",
+        4 => "gaugehistogram",
+        5 => "summary",
+        6 => "info",
+        7 => "stateset",
+        _ => "unknown",
+    }
+}
+
+/// The code of a metric type name; the inverse of [`metric_type_name`].
+pub(crate) fn metric_type_code(name: &str) -> i32 {
+    match name {
+        "counter" => 1,
+        "gauge" => 2,
+        "histogram" => 3,
+        "gaugehistogram" => 4,
+        "summary" => 5,
+        "info" => 6,
+        "stateset" => 7,
+        _ => 0,
     }
 }
 
@@ -169,31 +183,41 @@ pub struct Decoded {
     pub metadata: Vec<MetricMetadata>,
 }
 
-/// Decodes a remote write 1.0 body.
-pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+/// Checks the body size and decompresses the snappy block, within `limits`; the first step of
+/// both remote write versions.
+pub(crate) fn decompress(body: &[u8], limits: &DecodeLimits) -> Result<Vec<u8>, DecodeError> {
     if body.len() > limits.max_body_bytes {
         return Err(DecodeError::BodyTooLarge {
             size: body.len(),
             limit: limits.max_body_bytes,
         });
     }
-    let raw =
-        crate::decompress_snappy_block(body, limits.max_decompressed_bytes).map_err(|error| {
-            match error {
-                crate::SnappyError::Invalid(reason) => DecodeError::Snappy(reason),
-                crate::SnappyError::TooLarge { size, limit } => {
-                    DecodeError::DecompressedTooLarge { size, limit }
-                }
-            }
-        })?;
-    let request = WriteRequest::decode(raw.as_slice())
-        .map_err(|error| DecodeError::Protobuf(error.to_string()))?;
-    if request.timeseries.len() > limits.max_series_per_request {
+    crate::decompress_snappy_block(body, limits.max_decompressed_bytes).map_err(|error| match error
+    {
+        crate::SnappyError::Invalid(reason) => DecodeError::Snappy(reason),
+        crate::SnappyError::TooLarge { size, limit } => {
+            DecodeError::DecompressedTooLarge { size, limit }
+        }
+    })
+}
+
+/// Refuses a request with more series than `limits` allow.
+pub(crate) fn check_series_count(count: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if count > limits.max_series_per_request {
         return Err(DecodeError::TooManySeries {
-            count: request.timeseries.len(),
+            count,
             limit: limits.max_series_per_request,
         });
     }
+    Ok(())
+}
+
+/// Decodes a remote write 1.0 body.
+pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    let raw = decompress(body, limits)?;
+    let request = WriteRequest::decode(raw.as_slice())
+        .map_err(|error| DecodeError::Protobuf(error.to_string()))?;
+    check_series_count(request.timeseries.len(), limits)?;
     let mut decoded = Decoded {
         metadata: request
             .metadata
