@@ -157,6 +157,24 @@ pub struct Subquery {
     pub at: Option<AtModifier>,
 }
 
+/// Byte offsets into the query text, for the `(line:column)` of annotations. They take no part
+/// in comparisons: two trees are equal when they mean the same, wherever they were written.
+#[derive(Debug, Clone, Default)]
+pub struct Positions(pub Vec<usize>);
+
+impl PartialEq for Positions {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Positions {
+    /// The offset at `index`, 0 when unknown (trees built by hand).
+    pub fn get(&self, index: usize) -> usize {
+        self.0.get(index).copied().unwrap_or(0)
+    }
+}
+
 /// A function call with checked arity and argument types.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
@@ -164,6 +182,8 @@ pub struct Call {
     pub func: &'static FunctionInfo,
     /// The arguments in order.
     pub args: Vec<Expr>,
+    /// Where the call starts, then where each argument starts.
+    pub positions: Positions,
 }
 
 /// An aggregation operator.
@@ -271,6 +291,9 @@ pub struct Aggregate {
     pub grouping: Vec<String>,
     /// `without` rather than `by`.
     pub without: bool,
+    /// Where the aggregation starts, then where its parameter (if any) and its expression
+    /// start.
+    pub positions: Positions,
 }
 
 /// A binary operator.

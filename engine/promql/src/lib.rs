@@ -19,8 +19,8 @@ mod printer;
 
 pub use ast::{
     Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Call, DurationExpr, DurationOp, Expr,
-    ExtendedRange, MatrixSelector, Subquery, Unary, UnaryOp, ValueType, VectorMatchCardinality,
-    VectorMatching, VectorSelector,
+    ExtendedRange, MatrixSelector, Positions, Subquery, Unary, UnaryOp, ValueType,
+    VectorMatchCardinality, VectorMatching, VectorSelector,
 };
 pub use duration::{format_duration, parse_duration};
 pub use engine::{

@@ -13,8 +13,8 @@ use lookout_model::{MatchKind, Matcher, METRIC_NAME_LABEL};
 
 use crate::ast::{
     Aggregate, AggregateOp, AtModifier, Binary, BinaryOp, Call, DurationExpr, DurationOp, Expr,
-    ExtendedRange, MatrixSelector, Subquery, Unary, UnaryOp, ValueType, VectorMatchCardinality,
-    VectorMatching, VectorSelector,
+    ExtendedRange, MatrixSelector, Positions, Subquery, Unary, UnaryOp, ValueType,
+    VectorMatchCardinality, VectorMatching, VectorSelector,
 };
 use crate::duration::{
     literal_seconds_to_ms, seconds_out_of_range, DurationContext, SUB_MILLISECOND,
@@ -686,6 +686,11 @@ impl<'a> Parser<'a> {
         Ok(Node {
             expr: Expr::Call(Call {
                 func,
+                positions: Positions(
+                    std::iter::once(start)
+                        .chain(args.iter().map(|arg| arg.start))
+                        .collect(),
+                ),
                 args: args.into_iter().map(|arg| arg.expr).collect(),
             }),
             start,
@@ -791,6 +796,12 @@ impl<'a> Parser<'a> {
         Ok(Node {
             expr: Expr::Aggregate(Aggregate {
                 op,
+                positions: Positions(
+                    std::iter::once(start)
+                        .chain(param.iter().map(|param| param.start))
+                        .chain(std::iter::once(expr.start))
+                        .collect(),
+                ),
                 expr: Box::new(expr.expr),
                 param: param.map(|param| Box::new(param.expr)),
                 grouping,

@@ -181,6 +181,8 @@ pub(crate) struct Plan {
     /// Boxed: fetched series are keyed by selector addresses, which must not move when the
     /// plan does.
     expr: Box<Expr>,
+    /// The query text, for the positions in annotations.
+    query: String,
     start: i64,
     end: i64,
     step: i64,
@@ -210,6 +212,7 @@ fn selector_key(selector: &VectorSelector) -> usize {
 impl Plan {
     pub(crate) fn new(
         expr: Expr,
+        query: &str,
         start: i64,
         end: i64,
         step: i64,
@@ -217,6 +220,7 @@ impl Plan {
     ) -> Plan {
         let mut plan = Plan {
             expr: Box::new(expr),
+            query: query.to_owned(),
             start,
             end,
             step,
@@ -281,6 +285,7 @@ impl Plan {
             checks: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
+            query: &self.query,
         };
         let value = ev.eval(&self.expr, grid)?;
         let value = if instant {
@@ -550,6 +555,7 @@ pub(crate) struct Evaluator<'a> {
     checks: u32,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
+    query: &'a str,
 }
 
 impl<'a> Evaluator<'a> {
@@ -566,6 +572,41 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Accounts for `points` computed values against `max_samples`.
+    /// ` (line:column)` of a byte offset into the query, as Prometheus ends annotations.
+    fn position(&self, offset: usize) -> String {
+        let before = self.query.get(..offset).unwrap_or(self.query);
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+        format!(" ({line}:{column})")
+    }
+
+    /// Adds a `PromQL warning:` annotation about the expression at `offset` (once).
+    pub(crate) fn warn(&mut self, text: &str, offset: usize) {
+        let annotation = format!("PromQL warning: {text}{}", self.position(offset));
+        if !self.warnings.contains(&annotation) {
+            self.warnings.push(annotation);
+        }
+    }
+
+    /// Adds a `PromQL info:` annotation about the expression at `offset` (once).
+    pub(crate) fn info(&mut self, text: &str, offset: usize) {
+        let annotation = format!("PromQL info: {text}{}", self.position(offset));
+        if !self.infos.contains(&annotation) {
+            self.infos.push(annotation);
+        }
+    }
+
+    /// Warns once when a quantile parameter leaves `[0, 1]` at some step.
+    pub(crate) fn check_quantile(&mut self, q: &[f64], offset: usize) {
+        if let Some(bad) = q.iter().find(|q| !(0.0..=1.0).contains(*q)) {
+            let text = format!(
+                "quantile value should be between 0 and 1, got {}",
+                super::math::go_format_float(*bad)
+            );
+            self.warn(&text, offset);
+        }
+    }
+
     /// The timeout and cancellation checks, shareable with worker threads.
     pub(crate) fn guard(&self) -> Guard<'a> {
         Guard {
@@ -1011,6 +1052,15 @@ pub(crate) enum Param {
     String(String),
 }
 
+/// A label set as Prometheus prints one in error messages: `{__name__="x", a="b"}`.
+fn go_labels(labels: &Labels) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", pairs.join(", "))
+}
+
 /// Labels that describe the metric name and go with it: `__type__` and `__unit__` (Prometheus'
 /// type-and-unit labels) say what the *named* metric is, which a computed value no longer is.
 const NAME_LABELS: [&str; 3] = [METRIC_NAME_LABEL, "__type__", "__unit__"];
@@ -1263,9 +1313,10 @@ fn vector_vector(
                         let side = if swapped { "left" } else { "right" };
                         let sig = signature(&one[index], matching);
                         return Err(QueryError::Execution(format!(
-                            "found duplicate series for the match group {sig} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                            one[index].effective_labels(),
-                            one[previous as usize].effective_labels()
+                            "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                            go_labels(&sig),
+                            go_labels(&one[previous as usize].effective_labels()),
+                            go_labels(&one[index].effective_labels())
                         )));
                     }
                     one_at[group][i] = Some(index as u32);

@@ -193,6 +193,13 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                 } as f64)
             })
         }
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if ev.query_step != 0 => {
+            ev.warn(
+                "sort is ineffective for range queries since results are always ordered by labels",
+                call.positions.get(0),
+            );
+            Ok(Val::Vector(ev.eval_vector_lazy(&args[0], grid)?))
+        }
         "sort" | "sort_desc" => {
             let mut series = ev.eval_vector(&args[0], grid)?;
             if steps == 1 {
@@ -343,8 +350,9 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         }
         "histogram_quantile" => {
             let q = ev.eval_scalar(&args[0], grid)?;
+            ev.check_quantile(&q, call.positions.get(1));
             let series = ev.eval_vector(&args[1], grid)?;
-            let out = classic_buckets(ev, &series, steps, |i, buckets| {
+            let out = classic_buckets(ev, &series, steps, call.positions.get(2), |i, buckets| {
                 bucket_quantile(q[i], buckets)
             })?;
             Ok(Val::Vector(out))
@@ -353,11 +361,14 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             let series = ev.eval_vector(&args[0], grid)?;
             let label = string_arg(ev, &args[1], grid)?;
             let mut out = Vec::new();
-            for arg in &args[2..] {
+            for (k, arg) in args.iter().enumerate().skip(2) {
                 let q = ev.eval_scalar(arg, grid)?;
-                for s in classic_buckets(ev, &series, steps, |i, buckets| {
-                    bucket_quantile(q[i], buckets)
-                })? {
+                ev.check_quantile(&q, call.positions.get(k + 1));
+                for s in
+                    classic_buckets(ev, &series, steps, call.positions.get(1), |i, buckets| {
+                        bucket_quantile(q[i], buckets)
+                    })?
+                {
                     let mut builder = s.labels.to_builder();
                     // Per step the quantile may differ; the label carries the first step's.
                     builder.set(label.clone(), quantile_label(q[0]));
@@ -374,8 +385,8 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             let lower = ev.eval_scalar(&args[0], grid)?;
             let upper = ev.eval_scalar(&args[1], grid)?;
             let series = ev.eval_vector(&args[2], grid)?;
-            let out = classic_buckets(ev, &series, steps, |i, buckets| {
-                bucket_fraction(lower[i], upper[i], buckets)
+            let out = classic_buckets(ev, &series, steps, call.positions.get(3), |i, buckets| {
+                (bucket_fraction(lower[i], upper[i], buckets), false)
             })?;
             Ok(Val::Vector(out))
         }
@@ -386,6 +397,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         }
         "quantile_over_time" => {
             let q = ev.eval_scalar(&args[0], grid)?;
+            ev.check_quantile(&q, call.positions.get(1));
             let range = ev.eval_range(&args[1], grid)?;
             range_function(ev, &range, grid, false, true, |i, window, _| {
                 let mut values: Vec<f64> = window.iter().map(|p| p.v).collect();
@@ -428,6 +440,9 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         _ => {
             if let Some(f) = range_reducer(name) {
                 let range = ev.eval_range(&args[0], grid)?;
+                if matches!(name, "rate" | "increase") {
+                    warn_non_counters(ev, &range, call.positions.get(1));
+                }
                 if let Some(mode) = range.extended {
                     return extended_range_function(ev, name, mode, &range, grid);
                 }
@@ -636,6 +651,30 @@ fn time_shifts(expr: &Expr, query_start: i64, query_end: i64) -> Vec<(Option<i64
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => return shifts,
         }
+    }
+}
+
+/// `rate` and `increase` of a metric whose name says it is no counter: Prometheus' info.
+fn warn_non_counters(ev: &mut Evaluator<'_>, range: &RangeVal, offset: usize) {
+    const COUNTER_SUFFIXES: [&str; 4] = ["_total", "_sum", "_count", "_bucket"];
+    let mut names: Vec<&str> = Vec::new();
+    for (labels, _) in &range.series {
+        let Some(name) = labels.metric_name() else {
+            continue;
+        };
+        if labels.get("__type__").is_some()
+            || COUNTER_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+            || names.contains(&name)
+        {
+            continue;
+        }
+        names.push(name);
+    }
+    for name in names {
+        let text = format!(
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+        );
+        ev.info(&text, offset);
     }
 }
 
@@ -1252,18 +1291,27 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 /// Classic histograms: the input's `le` bucket series grouped by their other labels (the
 /// name included, so two bucket sets differing only by name collide in the output), and
 /// `compute(step, buckets)` applied at each step to the present buckets.
+///
+/// `compute` also says whether it had to force the counts monotonic; the annotations (a
+/// malformed `le`, a monotonicity fix) name the expression at `offset`.
 fn classic_buckets(
     ev: &mut Evaluator<'_>,
     series: &[VSeries],
     steps: usize,
-    compute: impl Fn(usize, &mut Vec<(f64, f64)>) -> f64,
+    offset: usize,
+    compute: impl Fn(usize, &mut Vec<(f64, f64)>) -> (f64, bool),
 ) -> Result<Vec<VSeries>, QueryError> {
     let mut groups: HashMap<Labels, usize> = HashMap::new();
     let mut members: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
-    let mut malformed = false;
     for (index, s) in series.iter().enumerate() {
-        let Some(upper) = s.labels.get("le").and_then(parse_le) else {
-            malformed = true;
+        let le = s.labels.get("le");
+        let Some(upper) = le.and_then(parse_le) else {
+            let text = format!(
+                "bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                le.unwrap_or(""),
+                s.labels.metric_name().unwrap_or("")
+            );
+            ev.warn(&text, offset);
             continue;
         };
         let mut builder = s.labels.to_builder();
@@ -1276,13 +1324,10 @@ fn classic_buckets(
         }
         members[group].1.push((upper, index));
     }
-    if malformed {
-        ev.infos
-            .push("PromQL warning: bucket label \"le\" is missing or has a malformed value".into());
-    }
     let mut out = Vec::with_capacity(members.len());
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (labels, list) in members {
+        let mut forced = false;
         let values = (0..steps)
             .map(|i| {
                 buckets.clear();
@@ -1290,9 +1335,20 @@ fn classic_buckets(
                     .extend(list.iter().filter_map(|(upper, index)| {
                         series[*index].values[i].map(|v| (*upper, v))
                     }));
-                (!buckets.is_empty()).then(|| compute(i, &mut buckets))
+                (!buckets.is_empty()).then(|| {
+                    let (value, fixed) = compute(i, &mut buckets);
+                    forced |= fixed;
+                    value
+                })
             })
             .collect();
+        if forced {
+            let text = format!(
+                "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                labels.metric_name().unwrap_or("")
+            );
+            ev.info(&text, offset);
+        }
         out.push(VSeries {
             drop_name: false,
             labels: drop_metric_name(&labels),
@@ -1324,10 +1380,10 @@ fn parse_le(value: &str) -> Option<f64> {
 /// Sorts cumulative `(upper bound, count)` buckets, merges equal bounds and forces the counts
 /// to be monotonic (ignoring floating-point noise), as Prometheus does before using them.
 /// False when the buckets do not end with `+Inf`.
-fn prepare_buckets(buckets: &mut Vec<(f64, f64)>) -> bool {
+fn prepare_buckets(buckets: &mut Vec<(f64, f64)>) -> (bool, bool) {
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return false;
+        return (false, false);
     }
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
     for &(upper, count) in buckets.iter() {
@@ -1338,32 +1394,44 @@ fn prepare_buckets(buckets: &mut Vec<(f64, f64)>) -> bool {
     }
     *buckets = merged;
     let mut previous = buckets[0].1;
+    let mut forced = false;
     for bucket in buckets.iter_mut().skip(1) {
         let current = bucket.1;
         if current == previous {
             continue;
         }
-        if almost_equal(previous, current, 1e-12) || current < previous {
+        if almost_equal(previous, current, 1e-12) {
             bucket.1 = previous;
+            continue;
+        }
+        if current < previous {
+            bucket.1 = previous;
+            forced = true;
             continue;
         }
         previous = current;
     }
-    true
+    (true, forced)
 }
 
-/// The quantile of cumulative `(upper bound, count)` buckets, as Prometheus computes it.
-fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
+/// The quantile of cumulative `(upper bound, count)` buckets, as Prometheus computes it, and
+/// whether the counts had to be forced monotonic.
+fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
-    if !prepare_buckets(buckets) || buckets.len() < 2 {
+    let (valid, forced) = prepare_buckets(buckets);
+    (bucket_quantile_prepared(q, buckets, valid), forced)
+}
+
+fn bucket_quantile_prepared(q: f64, buckets: &[(f64, f64)], valid: bool) -> f64 {
+    if !valid || buckets.len() < 2 {
         return f64::NAN;
     }
     let observations = buckets[buckets.len() - 1].1;
@@ -1393,7 +1461,7 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
 /// inside finite buckets; the first bucket starts at 0 when its bound is positive; buckets
 /// reaching to -Inf or +Inf hold their observations at the infinite end.
 fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
-    if !prepare_buckets(buckets) {
+    if !prepare_buckets(buckets).0 {
         return f64::NAN;
     }
     let total = buckets[buckets.len() - 1].1;
@@ -1642,6 +1710,7 @@ pub(crate) fn aggregate(
         }
         AggregateOp::Quantile => {
             let q = scalar(&param);
+            ev.check_quantile(&q, aggregate.positions.get(1));
             let mut out = Vec::with_capacity(keys.len());
             let mut values = Vec::new();
             for (key, list) in keys.into_iter().zip(&members) {
@@ -1888,12 +1957,12 @@ mod tests {
     #[test]
     fn bucket_quantile_interpolates_and_handles_edges() {
         let mut buckets = vec![(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)];
-        assert_eq!(bucket_quantile(0.5, &mut buckets), 1.0);
+        assert_eq!(bucket_quantile(0.5, &mut buckets).0, 1.0);
         let mut buckets = vec![(1.0, 10.0), (2.0, 20.0), (f64::INFINITY, 20.0)];
-        assert_eq!(bucket_quantile(0.75, &mut buckets), 1.5);
+        assert_eq!(bucket_quantile(0.75, &mut buckets).0, 1.5);
         let mut buckets = vec![(1.0, 10.0)];
-        assert!(bucket_quantile(0.5, &mut buckets).is_nan());
+        assert!(bucket_quantile(0.5, &mut buckets).0.is_nan());
         let mut buckets = vec![(1.0, 1.0), (f64::INFINITY, 1.0)];
-        assert_eq!(bucket_quantile(-1.0, &mut buckets), f64::NEG_INFINITY);
+        assert_eq!(bucket_quantile(-1.0, &mut buckets).0, f64::NEG_INFINITY);
     }
 }

@@ -256,7 +256,7 @@ impl Engine {
         let range_ms = end_ms - start_ms;
         expr.resolve_durations(step_ms, range_ms)
             .map_err(|error| QueryError::BadRequest(error.message))?;
-        let plan = eval::Plan::new(expr, start_ms, end_ms, step_ms, &self.options);
+        let plan = eval::Plan::new(expr, query, start_ms, end_ms, step_ms, &self.options);
         let prepare_nanos = begun.elapsed().as_nanos() as u64;
 
         let fetch_begun = Instant::now();
