@@ -2,7 +2,7 @@
 //! `promtool` and remote-write senders talk to.
 //!
 //! Served: `/api/v1/query` and `/api/v1/query_range` (through the [`lookout_promql`]
-//! evaluator), `/api/v1/write` (remote write 1.0), `/api/v1/series`, `/api/v1/labels`,
+//! evaluator), `/api/v1/write` (remote write 1.0 and 2.0, by `Content-Type`), `/api/v1/series`, `/api/v1/labels`,
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/query_exemplars`,
 //! `/api/v1/format_query`, `/api/v1/parse_query`, `/api/v1/status/{buildinfo,flags,
 //! runtimeinfo,tsdb,walreplay,config}`, `/api/v1/admin/tsdb/{delete_series,clean_tombstones,
@@ -23,6 +23,7 @@ mod encode;
 mod metadata;
 mod params;
 mod query;
+mod remote_write;
 mod status;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use lookout_gateway::{remote_write, DecodeLimits};
+use lookout_gateway::DecodeLimits;
 use lookout_model::{Classify, Matcher, TimestampMs};
 use lookout_promql::{Engine, EngineOptions, ParseError};
 use lookout_storage::{collect_series, LabelRequest, SelectRequest, Storage, StorageError};
@@ -87,6 +88,7 @@ struct AppState {
     started: std::time::SystemTime,
     remote_write_requests: std::sync::atomic::AtomicU64,
     remote_write_refused: std::sync::atomic::AtomicU64,
+    remote_write_unsupported: std::sync::atomic::AtomicU64,
 }
 
 /// The API's routes over `storage`.
@@ -94,7 +96,7 @@ pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
     let body_limit = options.decode_limits.max_body_bytes;
     let state = new_state(storage, options);
     Router::new()
-        .route("/api/v1/write", post(write))
+        .route("/api/v1/write", post(remote_write::write))
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
@@ -137,7 +139,7 @@ pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
 pub fn write_router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
     let body_limit = options.decode_limits.max_body_bytes;
     Router::new()
-        .route("/api/v1/write", post(write))
+        .route("/api/v1/write", post(remote_write::write))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(new_state(storage, options))
 }
@@ -150,6 +152,7 @@ fn new_state(storage: Arc<dyn Storage>, options: ApiOptions) -> Arc<AppState> {
         started: std::time::SystemTime::now(),
         remote_write_requests: Default::default(),
         remote_write_refused: Default::default(),
+        remote_write_unsupported: Default::default(),
     })
 }
 
@@ -335,39 +338,6 @@ fn truncate_to_limit<T>(items: &mut Vec<T>, limit: Option<usize>) -> Vec<String>
     }
 }
 
-async fn write(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    use std::sync::atomic::Ordering::Relaxed;
-    state.remote_write_requests.fetch_add(1, Relaxed);
-    let decoded = match remote_write::decode(&body, &state.options.decode_limits) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            state.remote_write_refused.fetch_add(1, Relaxed);
-            // Plain text, as Prometheus' receiver answers.
-            let message = format!("malformed remote write request: {error}\n");
-            return Ok((StatusCode::BAD_REQUEST, message).into_response());
-        }
-    };
-    state.options.metadata.record(decoded.metadata);
-    let outcome = state.storage.write(decoded.batch).await?;
-    let mut problems: Vec<String> = decoded
-        .invalid_series
-        .iter()
-        .map(|reason| format!("invalid series: {reason}"))
-        .collect();
-    problems.extend(outcome.messages.iter().cloned());
-    if !problems.is_empty() {
-        // As Prometheus: a 400 tells the sender not to retry what was refused; the accepted
-        // samples are stored.
-        tracing::debug!(
-            accepted = outcome.accepted,
-            rejected = outcome.rejected_total(),
-            "remote write partly refused"
-        );
-        return Ok((StatusCode::BAD_REQUEST, problems.join("\n")).into_response());
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 async fn series(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -493,9 +463,13 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
          lookout_api_remote_write_requests_total {}\n\
          # HELP lookout_api_remote_write_malformed_total Remote write requests refused as malformed.\n\
          # TYPE lookout_api_remote_write_malformed_total counter\n\
-         lookout_api_remote_write_malformed_total {}",
+         lookout_api_remote_write_malformed_total {}\n\
+         # HELP lookout_api_remote_write_unsupported_total Remote write requests refused for their content type or encoding (415).\n\
+         # TYPE lookout_api_remote_write_unsupported_total counter\n\
+         lookout_api_remote_write_unsupported_total {}",
         state.remote_write_requests.load(Relaxed),
         state.remote_write_refused.load(Relaxed),
+        state.remote_write_unsupported.load(Relaxed),
     );
     state.engine.render_metrics(&mut out);
     if let Some(render) = &state.options.metrics {

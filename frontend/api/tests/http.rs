@@ -242,3 +242,159 @@ async fn health_readiness_and_buildinfo() {
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"]["application"], "lookout");
 }
+
+const RW2_CONTENT_TYPE: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+impl Server {
+    async fn post_write(&self, content_type: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/write"))
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", content_type)
+            .header("X-Prometheus-Remote-Write-Version", "2.0.0")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The three written-count headers of a 2.0 answer: samples, histograms, exemplars.
+fn written(response: &reqwest::Response) -> [Option<&str>; 3] {
+    ["samples", "histograms", "exemplars"].map(|kind| {
+        response
+            .headers()
+            .get(format!("X-Prometheus-Remote-Write-{kind}-Written"))
+            .map(|value| value.to_str().unwrap())
+    })
+}
+
+#[tokio::test]
+async fn remote_write_2_is_chosen_by_content_type_and_answers_written_counts() {
+    use lookout_gateway::remote_write::MetricMetadata;
+    use lookout_gateway::remote_write2;
+
+    let server = Server::start().await;
+    let metadata = [MetricMetadata {
+        metric: "up".into(),
+        kind: "gauge",
+        help: "Whether the target is up.".into(),
+        unit: String::new(),
+    }];
+    let body = remote_write2::encode(&sample_batch(), &metadata);
+    let response = server.post_write(RW2_CONTENT_TYPE, body).await;
+    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(written(&response), [Some("7"), Some("0"), Some("0")]);
+
+    let (status, body) = server
+        .get("/api/v1/query?query=sum%20by%20(job)%20(up)&time=1700000015")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["result"],
+        json!([
+            {"metric": {"job": "api"}, "value": [1700000015, "2"]},
+            {"metric": {"job": "db"}, "value": [1700000015, "1"]},
+        ])
+    );
+    let (_, body) = server.get("/api/v1/metadata?metric=up").await;
+    assert_eq!(
+        body["data"],
+        json!({"up": [{"type": "gauge", "help": "Whether the target is up.", "unit": ""}]})
+    );
+
+    // 1.0, named explicitly, is still served, without the written-count headers.
+    let response = server
+        .post_write(
+            "application/x-protobuf;proto=prometheus.WriteRequest",
+            lookout_gateway::remote_write::encode(&sample_batch()),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 204);
+    assert_eq!(written(&response), [None, None, None]);
+}
+
+#[tokio::test]
+async fn remote_write_unknown_proto_or_encoding_is_415() {
+    let server = Server::start().await;
+    let body = lookout_gateway::remote_write::encode(&sample_batch());
+    for content_type in [
+        "application/x-protobuf;proto=io.prometheus.write.v3.Request",
+        "application/json",
+    ] {
+        let response = server.post_write(content_type, body.clone()).await;
+        assert_eq!(response.status().as_u16(), 415, "{content_type}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("io.prometheus.write.v2.Request"), "{text}");
+    }
+    let response = server
+        .client
+        .post(server.url("/api/v1/write"))
+        .header("Content-Encoding", "zstd")
+        .header("Content-Type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    assert!(response.text().await.unwrap().contains("only snappy"));
+    let (_, body) = server.get("/api/v1/series?match[]=up").await;
+    assert_eq!(body["data"], json!([]), "nothing was written");
+}
+
+#[tokio::test]
+async fn remote_write_2_partial_writes_are_400_with_what_was_written() {
+    use lookout_gateway::remote_write2::{encode_request, ProtoSample, Request, TimeSeries};
+
+    let server = Server::start().await;
+    let series = |labels_refs: Vec<u32>, timestamp: i64| TimeSeries {
+        labels_refs,
+        samples: vec![ProtoSample {
+            value: 1.0,
+            timestamp,
+            start_timestamp: 0,
+        }],
+        histograms: vec![],
+        exemplars: vec![],
+        metadata: None,
+        created_timestamp: 0,
+    };
+    let mut histogram = series(vec![1, 2, 3, 4], 0);
+    histogram.samples.clear();
+    histogram.histograms = vec![vec![0x08, 0x01]];
+    let request = Request {
+        symbols: ["", "__name__", "up", "job", "rw2"]
+            .map(String::from)
+            .to_vec(),
+        timeseries: vec![
+            series(vec![1, 2, 3, 4], 1_700_000_000_000),
+            series(vec![1, 2, 3, 9], 1_700_000_000_000),
+            histogram,
+        ],
+    };
+    let response = server
+        .post_write(RW2_CONTENT_TYPE, encode_request(&request))
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(written(&response), [Some("1"), Some("0"), Some("0")]);
+    let text = response.text().await.unwrap();
+    assert!(
+        text.contains("label value reference 9 is out of range"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 native histogram samples not written"),
+        "{text}"
+    );
+    let (_, body) = server.get("/api/v1/query?query=up&time=1700000000").await;
+    assert_eq!(
+        body["data"]["result"],
+        json!([{"metric": {"__name__": "up", "job": "rw2"}, "value": [1700000000, "1"]}])
+    );
+
+    let response = server
+        .post_write(RW2_CONTENT_TYPE, b"not snappy".to_vec())
+        .await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(written(&response), [Some("0"), Some("0"), Some("0")]);
+}
