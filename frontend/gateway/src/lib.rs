@@ -52,6 +52,13 @@ pub(crate) enum SnappyError {
 
 /// Decompresses a raw snappy block, refusing before any work when the announced size is
 /// above `max_decompressed_bytes`.
+/// Raw (block format) snappy compression, as remote write bodies use.
+pub fn compress_snappy_block(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new()
+        .compress_vec(raw)
+        .expect("compressing into memory cannot fail")
+}
+
 pub(crate) fn decompress_snappy_block(
     body: &[u8],
     max_decompressed_bytes: usize,

@@ -288,9 +288,7 @@ pub fn encode_with_metadata(batch: &WriteBatch, metadata: &[MetricMetadata]) -> 
             })
             .collect(),
     };
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .expect("compressing into memory cannot fail")
+    crate::compress_snappy_block(&request.encode_to_vec())
 }
 
 #[cfg(test)]

@@ -305,9 +305,7 @@ pub fn encode(batch: &WriteBatch, metadata: &[MetricMetadata]) -> Vec<u8> {
 
 /// Serializes and snappy-compresses a request as it is (for tests that need a malformed one).
 pub fn encode_request(request: &Request) -> Vec<u8> {
-    snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .expect("compressing into memory cannot fail")
+    crate::compress_snappy_block(&request.encode_to_vec())
 }
 
 #[cfg(test)]

@@ -347,8 +347,25 @@ struct Incoming {
     body: Bytes,
 }
 
+/// Counts the request for `protocol` and reads its body up to the limit; a larger one is a
+/// 413, counted as refused.
+async fn incoming(
+    state: &GatewayState,
+    protocol: Protocol,
+    request: Request,
+) -> Result<Incoming, Response> {
+    state
+        .stats
+        .update(protocol, |counters| counters.requests += 1);
+    let incoming = read_incoming(request, &state.limits).await;
+    if incoming.is_err() {
+        state.stats.refused(protocol, "body_too_large");
+    }
+    incoming
+}
+
 /// Reads the body up to the limit; a larger one is a 413.
-async fn incoming(request: Request, limits: &Limits) -> Result<Incoming, Response> {
+async fn read_incoming(request: Request, limits: &Limits) -> Result<Incoming, Response> {
     let (parts, body) = request.into_parts();
     let peer_ip = parts
         .extensions
@@ -398,15 +415,9 @@ async fn datas_probe() -> &'static str {
 /// `POST /datas`: an SDK report.
 async fn datas(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::LookoutSdk;
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     if incoming.body.is_empty() {
         return StatusCode::OK.into_response();
@@ -433,15 +444,9 @@ async fn datas(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
 /// `/lookout/metrics/{k}/{v}/...`: the SDK body with tags from the path.
 async fn lookout_metrics(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::LookoutMetrics;
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     if incoming.body.is_empty() {
         return StatusCode::OK.into_response();
@@ -470,15 +475,9 @@ async fn lookout_metrics(State(state): State<Arc<GatewayState>>, request: Reques
 async fn prom_push(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::PrometheusPush;
     let arrival = TimestampMs(now_ms());
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     if incoming.body.is_empty() {
         return StatusCode::OK.into_response();

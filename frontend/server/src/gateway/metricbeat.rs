@@ -55,15 +55,9 @@ pub(super) async fn template_put() -> Response {
 pub(super) async fn bulk(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::Metricbeat;
     let started = Instant::now();
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     if incoming.path.starts_with("/beat/") {
         let checked = token(

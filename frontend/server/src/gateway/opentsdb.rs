@@ -47,15 +47,9 @@ const TAG_HEADERS: [&str; 3] = ["app", "step", "ip"];
 /// `POST /api/put` and `POST /opentsdb/api/put`.
 pub(super) async fn put(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::OpenTsdbHttp;
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     let extra_tags: Tags = TAG_HEADERS
         .iter()

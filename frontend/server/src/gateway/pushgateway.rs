@@ -22,20 +22,14 @@ use super::{
 /// `PUT`, `POST` and `DELETE /metrics/job/...`.
 pub(super) async fn push(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::Pushgateway;
-    state
-        .stats
-        .update(protocol, |counters| counters.requests += 1);
     let method = match *request.method() {
         Method::PUT => PushMethod::Put,
         Method::POST => PushMethod::Post,
         _ => PushMethod::Delete,
     };
-    let incoming = match incoming(request, &state.limits).await {
+    let incoming = match incoming(&state, protocol, request).await {
         Ok(incoming) => incoming,
-        Err(response) => {
-            state.stats.refused(protocol, "body_too_large");
-            return response;
-        }
+        Err(response) => return response,
     };
     let rest = incoming.path.strip_prefix("/metrics/").unwrap_or("");
     let grouping = match decoder::grouping_key(rest) {
