@@ -64,7 +64,8 @@ fn http_and_telnet_puts_are_queryable() {
     let body = format!(
         r#"[{{"metric":"sys.cpu.user","timestamp":{now},"value":30,"tags":{{"host":"web02"}}}},
             {{"metric":"sys.cpu.user","timestamp":{},"value":"42.5","tags":{{"host":"web01"}}}}]"#,
-        now * 1000 + 250
+        // Milliseconds, in the past: a query at "now" must already see the sample.
+        (now - 1) * 1000 + 250
     );
     let response = server
         .client
