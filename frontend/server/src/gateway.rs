@@ -430,15 +430,7 @@ async fn datas(State(state): State<Arc<GatewayState>>, request: Request) -> Resp
         )
             .into_response();
     }
-    let enrichment = Enrichment {
-        client_ip: sdk_client_ip(&incoming),
-        extra_tags: Tags::new(),
-    };
-    let snappy = is_snappy(&incoming.headers);
-    let limits = state.limits;
-    let body = incoming.body;
-    let decoded = decode_off_runtime(move || sdk::decode(&body, snappy, &enrichment, &limits));
-    store(&state, protocol, decoded.await, StatusCode::OK).await
+    store_sdk_body(&state, protocol, incoming, Tags::new()).await
 }
 
 /// `/lookout/metrics/{k}/{v}/...`: the SDK body with tags from the path.
@@ -460,6 +452,16 @@ async fn lookout_metrics(State(state): State<Arc<GatewayState>>, request: Reques
             return response;
         }
     };
+    store_sdk_body(&state, protocol, incoming, extra_tags).await
+}
+
+/// Decodes an SDK body (`/datas`, `/lookout/metrics`) off the async workers and stores it.
+async fn store_sdk_body(
+    state: &GatewayState,
+    protocol: Protocol,
+    incoming: Incoming,
+    extra_tags: Tags,
+) -> Response {
     let enrichment = Enrichment {
         client_ip: sdk_client_ip(&incoming),
         extra_tags,
@@ -468,7 +470,7 @@ async fn lookout_metrics(State(state): State<Arc<GatewayState>>, request: Reques
     let limits = state.limits;
     let body = incoming.body;
     let decoded = decode_off_runtime(move || sdk::decode(&body, snappy, &enrichment, &limits));
-    store(&state, protocol, decoded.await, StatusCode::OK).await
+    store(state, protocol, decoded.await, StatusCode::OK).await
 }
 
 /// `POST|PUT /prom/metrics/job/{job}/...`: a Prometheus text push.
