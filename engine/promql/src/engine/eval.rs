@@ -282,14 +282,13 @@ impl Plan {
             cancel,
             held: data.samples,
             peak: data.samples,
-            checks: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
             query: &self.query,
         };
         let value = ev.eval(&self.expr, grid)?;
         let value = if instant {
-            instant_value(value, grid, &self.expr)
+            instant_value(value, grid)
         } else {
             range_value(value, grid)?
         };
@@ -442,7 +441,7 @@ fn selector_fetch(
 }
 
 /// Turns the value of an instant query into the API's shape.
-fn instant_value(value: Val, grid: Grid, expr: &Expr) -> QueryValue {
+fn instant_value(value: Val, grid: Grid) -> QueryValue {
     let t = grid.start;
     match value {
         Val::Scalar(values) => QueryValue::Scalar { t, v: values[0] },
@@ -473,7 +472,6 @@ fn instant_value(value: Val, grid: Grid, expr: &Expr) -> QueryValue {
                     (!points.is_empty()).then_some(RangeSeries { labels, points })
                 })
                 .collect();
-            let _ = expr;
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
             QueryValue::Matrix(out)
         }
@@ -552,7 +550,6 @@ pub(crate) struct Evaluator<'a> {
     cancel: &'a AtomicBool,
     held: u64,
     peak: u64,
-    checks: u32,
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
     query: &'a str,
@@ -561,14 +558,7 @@ pub(crate) struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     /// Stops the query when it ran out of time or its caller went away.
     pub(crate) fn check(&mut self) -> Result<(), QueryError> {
-        self.checks = self.checks.wrapping_add(1);
-        if self.cancel.load(Ordering::Relaxed) {
-            return Err(QueryError::Canceled("query execution"));
-        }
-        if Instant::now() > self.deadline {
-            return Err(QueryError::Timeout("query execution"));
-        }
-        Ok(())
+        self.guard().check()
     }
 
     /// Accounts for `points` computed values against `max_samples`.
