@@ -345,3 +345,80 @@ async fn labels_only_selects_agree_with_full_selects_across_blocks() {
         assert!(labels_only.iter().all(|s| s.samples.is_empty()));
     }
 }
+
+fn dir_bytes(path: &Path) -> u64 {
+    fs::read_dir(path)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dir_bytes(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn close_can_persist_the_head_into_blocks_and_the_next_cut_merges_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let persisting = |dir: &Path| options(dir).persist_head_on_close(true);
+    {
+        let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
+        // 2 h 15 min: one 1 h block cut while writing, then a head of 1 h 15 min.
+        fill_range(&tsdb, 5, 0, 2 * HOUR + 15 * 60_000);
+        assert_eq!(tsdb.blocks().len(), 1);
+        tsdb.close().unwrap();
+        // The head went into two columnar blocks, the last ending just after its newest
+        // sample; the WAL holds nothing of it any more.
+        let ranges: Vec<(i64, i64)> = tsdb
+            .blocks()
+            .iter()
+            .map(|b| (b.meta().min_time, b.meta().max_time))
+            .collect();
+        let last = 2 * HOUR + 15 * 60_000 - STEP;
+        assert_eq!(
+            ranges,
+            [(0, HOUR), (HOUR, 2 * HOUR), (2 * HOUR, last + 1)],
+            "blocks after close"
+        );
+        assert!(tsdb.head().time_range().is_none());
+        assert!(
+            dir_bytes(&dir.path().join("wal")) < 1024,
+            "WAL after close: {} bytes",
+            dir_bytes(&dir.path().join("wal"))
+        );
+    }
+    let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
+    assert_eq!(tsdb.replay_report().records, 0, "nothing to replay");
+    let read = read_all;
+    let before = read(&tsdb);
+    assert_eq!(before.len(), 5);
+    assert!(before.iter().all(|(_, samples)| samples.len() == 540));
+    // Writing goes on in order right after the newest persisted sample; the next cut of the
+    // window [2 h, 3 h) overlaps the persisted block and compaction merges them.
+    fill_range(&tsdb, 5, 2 * HOUR + 15 * 60_000, 4 * HOUR);
+    tsdb.compact().unwrap();
+    let after = read(&tsdb);
+    assert!(after.iter().all(|(_, samples)| samples.len() == 960
+        && samples
+            .windows(2)
+            .all(|pair| pair[1].timestamp.0 - pair[0].timestamp.0 == STEP)));
+    let metas: Vec<(i64, i64)> = tsdb
+        .blocks()
+        .iter()
+        .map(|b| (b.meta().min_time, b.meta().max_time))
+        .collect();
+    for pair in metas.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "no overlapping blocks left: {metas:?}"
+        );
+    }
+    drop(tsdb);
+    // And a crash (drop without close) after that still replays the WAL as before.
+    let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
+    assert_eq!(read(&tsdb), after);
+}

@@ -8,6 +8,7 @@
 //! retention_bytes = 0
 //! wal_fsync_always = false
 //! out_of_order_window_minutes = 60
+//! persist_head_on_shutdown = true
 //!
 //! [web]
 //! listen_address = "0.0.0.0:9090"
@@ -73,6 +74,11 @@ pub struct Args {
     /// [default: 60].
     #[arg(long = "storage.tsdb.out-of-order-window-minutes")]
     pub out_of_order_minutes: Option<i64>,
+    /// At a graceful stop, write the in-memory head into compact blocks and empty the WAL, so
+    /// the data takes less disk and the next start replays nothing (`false`: keep the WAL and
+    /// replay it at start, as Prometheus does) [default: true].
+    #[arg(long = "storage.tsdb.persist-head-on-shutdown", value_name = "BOOL")]
+    pub persist_head_on_shutdown: Option<bool>,
     /// Longest a query may run, e.g. `2m` [default: 2m].
     #[arg(long = "query.timeout")]
     pub query_timeout: Option<String>,
@@ -123,6 +129,8 @@ pub struct StorageConfig {
     pub wal_fsync_always: bool,
     /// `--storage.tsdb.out-of-order-window-minutes`
     pub out_of_order_window_minutes: i64,
+    /// `--storage.tsdb.persist-head-on-shutdown`
+    pub persist_head_on_shutdown: bool,
 }
 
 impl Default for StorageConfig {
@@ -133,6 +141,7 @@ impl Default for StorageConfig {
             retention_bytes: 0,
             wal_fsync_always: false,
             out_of_order_window_minutes: 60,
+            persist_head_on_shutdown: true,
         }
     }
 }
@@ -259,6 +268,10 @@ impl Config {
             &mut self.storage.out_of_order_window_minutes,
             &args.out_of_order_minutes,
         );
+        set(
+            &mut self.storage.persist_head_on_shutdown,
+            &args.persist_head_on_shutdown,
+        );
         self.storage.wal_fsync_always |= args.fsync_always;
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
@@ -354,6 +367,10 @@ impl Config {
             flag(
                 "storage.tsdb.out-of-order-window-minutes",
                 self.storage.out_of_order_window_minutes.to_string(),
+            ),
+            flag(
+                "storage.tsdb.persist-head-on-shutdown",
+                self.storage.persist_head_on_shutdown.to_string(),
             ),
             flag("query.timeout", self.query.timeout.clone()),
             flag("query.max-samples", self.query.max_samples.to_string()),

@@ -59,7 +59,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .fsync(fsync)
         .retention_ms(retention)
         .retention_bytes(retention_bytes)
-        .out_of_order_window_ms(storage.out_of_order_window_minutes * 60_000);
+        .out_of_order_window_ms(storage.out_of_order_window_minutes * 60_000)
+        .persist_head_on_close(storage.persist_head_on_shutdown);
     let data_dir = storage.path.clone();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(options))
         .await?

@@ -12,7 +12,11 @@ use lookout_storage::WriteBatch;
 use support::free_port;
 
 fn start(data: &std::path::Path, port: u16) -> Child {
-    start_with(&[
+    start_with(&start_args(data, port))
+}
+
+fn start_args(data: &std::path::Path, port: u16) -> Vec<String> {
+    vec![
         "--storage.tsdb.path".into(),
         data.display().to_string(),
         "--web.listen-address".into(),
@@ -21,7 +25,7 @@ fn start(data: &std::path::Path, port: u16) -> Child {
         format!("127.0.0.1:{}", free_port()),
         "--opentsdb.listen-address".into(),
         format!("127.0.0.1:{}", free_port()),
-    ])
+    ]
 }
 
 fn start_with(args: &[String]) -> Child {
@@ -102,23 +106,83 @@ fn serves_writes_stops_on_sigterm_and_keeps_data() {
         "{metrics}"
     );
     terminate(server);
+    // A graceful stop wrote the head into a block (the default).
+    assert_eq!(block_count(&data), 1, "one block after a graceful stop");
 
     let port = free_port();
     let server = start(&data, port);
     wait_ready(&client, port);
-    let body: serde_json::Value = client
-        .get(format!(
-            "http://127.0.0.1:{port}/api/v1/series?match[]=lookout_test"
-        ))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let series = |port: u16| -> serde_json::Value {
+        client
+            .get(format!(
+                "http://127.0.0.1:{port}/api/v1/series?match[]=lookout_test&start=0"
+            ))
+            .send()
+            .unwrap()
+            .json::<serde_json::Value>()
+            .unwrap()["data"]
+            .clone()
+    };
     assert_eq!(
-        body["data"],
+        series(port),
         serde_json::json!([{"__name__": "lookout_test", "job": "binary"}])
     );
+    assert!(
+        metric_text(&client, port).contains("lookout_tsdb_head_series 0\n"),
+        "nothing replayed into the head"
+    );
     terminate(server);
+
+    // With persisting off, a stop leaves the head in the WAL and the next start replays it.
+    let keep_wal = |port: u16| {
+        let mut args = start_args(&data, port);
+        args.extend([
+            "--storage.tsdb.persist-head-on-shutdown".into(),
+            "false".into(),
+        ]);
+        start_with(&args)
+    };
+    let port = free_port();
+    let server = keep_wal(port);
+    wait_ready(&client, port);
+    let mut batch = WriteBatch::new();
+    batch.push(
+        Labels::from_pairs([("__name__", "lookout_test"), ("job", "wal")]).unwrap(),
+        vec![Sample::new(1_700_000_060_000, 43.0)],
+    );
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .body(lookout_gateway::remote_write::encode(&batch))
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    terminate(server);
+    assert_eq!(block_count(&data), 1, "the new sample stayed in the WAL");
+    let port = free_port();
+    let server = keep_wal(port);
+    wait_ready(&client, port);
+    assert_eq!(
+        series(port),
+        serde_json::json!([
+            {"__name__": "lookout_test", "job": "binary"},
+            {"__name__": "lookout_test", "job": "wal"}
+        ])
+    );
+    assert!(metric_text(&client, port).contains("lookout_tsdb_head_series 1\n"));
+    terminate(server);
+}
+
+fn block_count(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("blocks")).unwrap().count()
+}
+
+fn metric_text(client: &reqwest::blocking::Client, port: u16) -> String {
+    client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
 }
 
 fn one_sample_batch(name: &str) -> WriteBatch {

@@ -174,49 +174,54 @@ fn write_block_files(
     let mut stats = BlockStats::default();
     let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
     let mut previous: Option<Labels> = None;
-    for item in series {
-        let (labels, samples) = item?;
-        if samples.is_empty() {
-            continue;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_chunk = match encoding {
+        ChunkEncoding::Xor => chunk_samples,
+        ChunkEncoding::Columnar => COLUMNAR_CHUNK_SAMPLES,
+    };
+    let mut series = series.into_iter();
+    loop {
+        // A batch of series is read in order, encoded on every core, then written in order.
+        let mut batch: Vec<(Labels, Vec<Sample>)> = Vec::with_capacity(ENCODE_BATCH_SERIES);
+        let mut batch_samples = 0;
+        for item in series.by_ref() {
+            let (labels, samples) = item?;
+            if samples.is_empty() {
+                continue;
+            }
+            debug_assert!(
+                previous.as_ref().is_none_or(|p| *p < labels),
+                "series sorted and unique"
+            );
+            debug_assert!(samples
+                .iter()
+                .all(|s| (min_time..max_time).contains(&s.timestamp.0)));
+            previous = Some(labels.clone());
+            batch_samples += samples.len();
+            batch.push((labels, samples));
+            if batch.len() == ENCODE_BATCH_SERIES || batch_samples >= ENCODE_BATCH_SAMPLES {
+                break;
+            }
         }
-        debug_assert!(
-            previous.as_ref().is_none_or(|p| *p < labels),
-            "series sorted and unique"
-        );
-        debug_assert!(samples
-            .iter()
-            .all(|s| (min_time..max_time).contains(&s.timestamp.0)));
-        let per_chunk = match encoding {
-            ChunkEncoding::Xor => chunk_samples,
-            ChunkEncoding::Columnar => COLUMNAR_CHUNK_SAMPLES,
-        };
-        let mut metas = Vec::with_capacity(samples.len().div_ceil(per_chunk));
-        for group in samples.chunks(per_chunk) {
-            let reference = match encoding {
-                ChunkEncoding::Xor => {
-                    let mut appender = XorAppender::new();
-                    for sample in group {
-                        appender.append(sample.timestamp.0, sample.value);
-                    }
-                    chunk_files.append(CHUNK_ENCODING_XOR, appender.finish().bytes())?
-                }
-                ChunkEncoding::Columnar => {
-                    let pairs: Vec<(i64, f64)> =
-                        group.iter().map(|s| (s.timestamp.0, s.value)).collect();
-                    chunk_files.append(CHUNK_ENCODING_COLUMNAR, &columnar::encode(&pairs))?
-                }
-            };
-            metas.push(ChunkMeta {
-                min_t: group[0].timestamp.0,
-                max_t: group[group.len() - 1].timestamp.0,
-                reference,
-            });
+        if batch.is_empty() {
+            break;
         }
-        stats.series += 1;
-        stats.samples += samples.len() as u64;
-        stats.chunks += metas.len() as u64;
-        previous = Some(labels.clone());
-        entries.push((labels, metas));
+        let encoded = encode_batch(&batch, encoding, per_chunk, workers);
+        for ((labels, samples), chunks) in batch.into_iter().zip(encoded) {
+            let mut metas = Vec::with_capacity(chunks.len());
+            for chunk in chunks {
+                let reference = chunk_files.append(chunk.encoding, &chunk.bytes)?;
+                metas.push(ChunkMeta {
+                    min_t: chunk.min_t,
+                    max_t: chunk.max_t,
+                    reference,
+                });
+            }
+            stats.series += 1;
+            stats.samples += samples.len() as u64;
+            stats.chunks += metas.len() as u64;
+            entries.push((labels, metas));
+        }
     }
     chunk_files.finish_current()?;
     sync_dir(&chunks_dir)?;
@@ -237,6 +242,81 @@ fn write_block_files(
     write_file(&temporary.join(META_FILE), &meta.encode())?;
     sync_dir(temporary)?;
     Ok(meta)
+}
+
+/// Series encoded together (one batch per round of the encoding threads).
+const ENCODE_BATCH_SERIES: usize = 1024;
+/// A batch also ends once it holds this many samples, bounding the memory it takes.
+const ENCODE_BATCH_SAMPLES: usize = 1 << 20;
+
+/// One encoded chunk, before it has a place in a file.
+struct EncodedChunk {
+    encoding: u8,
+    bytes: Vec<u8>,
+    min_t: i64,
+    max_t: i64,
+}
+
+/// Encodes the chunks of every series of `batch`, splitting the series over `workers`
+/// threads; the result is in the batch's order.
+fn encode_batch(
+    batch: &[(Labels, Vec<Sample>)],
+    encoding: ChunkEncoding,
+    per_chunk: usize,
+    workers: usize,
+) -> Vec<Vec<EncodedChunk>> {
+    let encode_series = |samples: &[Sample]| -> Vec<EncodedChunk> {
+        samples
+            .chunks(per_chunk)
+            .map(|group| {
+                let (encoding, bytes) = match encoding {
+                    ChunkEncoding::Xor => {
+                        let mut appender = XorAppender::new();
+                        for sample in group {
+                            appender.append(sample.timestamp.0, sample.value);
+                        }
+                        (CHUNK_ENCODING_XOR, appender.finish().bytes().to_vec())
+                    }
+                    ChunkEncoding::Columnar => {
+                        let pairs: Vec<(i64, f64)> =
+                            group.iter().map(|s| (s.timestamp.0, s.value)).collect();
+                        (CHUNK_ENCODING_COLUMNAR, columnar::encode(&pairs))
+                    }
+                };
+                EncodedChunk {
+                    encoding,
+                    bytes,
+                    min_t: group[0].timestamp.0,
+                    max_t: group[group.len() - 1].timestamp.0,
+                }
+            })
+            .collect()
+    };
+    let samples: usize = batch.iter().map(|(_, samples)| samples.len()).sum();
+    // Small batches are not worth a thread.
+    if workers <= 1 || samples < 4096 {
+        return batch
+            .iter()
+            .map(|(_, samples)| encode_series(samples))
+            .collect();
+    }
+    let share = batch.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(share)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, samples)| encode_series(samples))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("chunk encoding does not panic"))
+            .collect()
+    })
 }
 
 /// Writes `bytes` to a new file and syncs it.
