@@ -1,12 +1,13 @@
 //! `codec/xor/encode` and `codec/xor/decode`: the chunk codec on node_exporter-like chunks
-//! (120 samples, 15 s apart with jitter; counters, gauges and constants).
+//! (120 samples, 15 s apart with jitter; counters, gauges and constants); `codec/columnar/*`:
+//! the compacted blocks' encoding on chunks of 480 such samples (2 h).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookout_benches::codec_chunks;
-use lookout_tsdb::chunk::{XorAppender, XorChunk, MAX_SAMPLES_PER_CHUNK};
+use lookout_tsdb::chunk::{columnar, XorAppender, XorChunk, MAX_SAMPLES_PER_CHUNK};
 
 /// Chunks per iteration: 1000 × 120 = 120k samples.
 const CHUNKS: usize = 1000;
@@ -76,5 +77,57 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec);
+/// Samples per columnar chunk here: one series over a 2 h block at 15 s.
+const COLUMNAR_SAMPLES: usize = 480;
+/// Columnar chunks per iteration: 250 × 480 = 120k samples, as the Gorilla group.
+const COLUMNAR_CHUNKS: usize = 250;
+
+fn columnar_codec(c: &mut Criterion) {
+    let chunks = codec_chunks(COLUMNAR_CHUNKS, COLUMNAR_SAMPLES, 0x5EED);
+    let samples: usize = chunks.iter().map(Vec::len).sum();
+    let encoded: Vec<Vec<u8>> = chunks.iter().map(|chunk| columnar::encode(chunk)).collect();
+    for (bytes, original) in encoded.iter().zip(&chunks) {
+        let decoded = columnar::decode(bytes).expect("a chunk just encoded");
+        assert_eq!(decoded.len(), original.len());
+        for (got, want) in decoded.iter().zip(original) {
+            assert!(got.0 == want.0 && got.1.to_bits() == want.1.to_bits());
+        }
+    }
+    let encoded_bytes: usize = encoded.iter().map(Vec::len).sum();
+    eprintln!(
+        "codec/columnar: {COLUMNAR_CHUNKS} chunks, {samples} samples, {encoded_bytes} bytes \
+         encoded ({:.2} bytes/sample)",
+        encoded_bytes as f64 / samples as f64
+    );
+    let mut group = c.benchmark_group("codec/columnar");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(samples as u64));
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            for chunk in black_box(&chunks) {
+                black_box(columnar::encode(chunk));
+            }
+        })
+    });
+    group.bench_function("encode_fast", |b| {
+        b.iter(|| {
+            for chunk in black_box(&chunks) {
+                black_box(columnar::encode_fast(chunk));
+            }
+        })
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            for bytes in black_box(&encoded) {
+                black_box(columnar::decode(bytes).expect("valid"));
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, codec, columnar_codec);
 criterion_main!(benches);

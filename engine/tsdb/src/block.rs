@@ -54,6 +54,9 @@ pub enum ChunkEncoding {
     /// Columnar zstd chunks of up to [`writer::COLUMNAR_CHUNK_SAMPLES`] samples (compacted,
     /// cold blocks).
     Columnar,
+    /// The same format compressed faster (the head written into blocks at close, where a
+    /// stop waits for it).
+    ColumnarFast,
 }
 
 /// The samples of one block chunk, whatever its encoding.

@@ -614,7 +614,11 @@ impl Tsdb {
                 // The newest sample sits at the very end of the time axis.
                 break;
             }
-            written.push(self.write_head_range(block_min, block_max, ChunkEncoding::Columnar)?);
+            written.push(self.write_head_range(
+                block_min,
+                block_max,
+                ChunkEncoding::ColumnarFast,
+            )?);
         }
         Ok(written)
     }

@@ -97,9 +97,9 @@ pub struct Dataset {
 impl Dataset {
     /// Generates `series` series over `hours` hours, ending about now, encoded for
     /// `connections` connections, using every core.
-    pub fn generate(series_count: usize, hours: u64, connections: usize) -> Dataset {
+    pub fn generate(series_count: usize, hours: f64, connections: usize) -> Dataset {
         let series = mixed_series(series_count);
-        let rounds = hours * 3600 * 1000 / SCRAPE_INTERVAL_MS as u64;
+        let rounds = ((hours * 3_600_000.0 / SCRAPE_INTERVAL_MS as f64).round() as u64).max(1);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)

@@ -5,8 +5,8 @@
 //! loopback with a fresh data directory (the peers through `../shared/peers/peers.sh`,
 //! Lookout from the release build), sends each the same remote-write requests (targets take
 //! turns segment by segment, so that a noisy machine hurts all of them alike), then measures
-//! memory, a fixed query set (targets interleaved run by run), bytes on disk after a graceful
-//! stop, and a cold start. It prints a table with Lookout/peer ratios and can write JSON.
+//! memory, a fixed query set (targets interleaved run by run), a restart after SIGKILL (crash
+//! recovery), bytes on disk after a graceful stop, and a cold start. It prints a table with Lookout/peer ratios and can write JSON.
 //! Every server it starts is stopped when it ends, fails, panics or is interrupted.
 //!
 //! ```sh
@@ -65,9 +65,9 @@ struct Args {
     /// Override the scale's number of series.
     #[arg(long)]
     series: Option<usize>,
-    /// Override the scale's hours of data.
+    /// Override the scale's hours of data (fractions allowed: `0.25` is 15 minutes).
     #[arg(long)]
-    hours: Option<u64>,
+    hours: Option<f64>,
     /// Remote-write connections per target.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
 
     let (scale_series, scale_hours) = args.scale.size();
     let series = args.series.unwrap_or(scale_series);
-    let hours = args.hours.unwrap_or(scale_hours).max(1);
+    let hours = args.hours.unwrap_or(scale_hours as f64).max(0.01);
     let connections = args.connections.max(1);
     eprintln!("compare: generating {series} series × {hours} h at 15 s ...");
     let generating = Instant::now();
@@ -162,6 +162,16 @@ fn main() -> anyhow::Result<()> {
     let warnings = query_all(&dataset, &client, &live, &mut figures, args.query_runs);
     for (target, index) in &mut live {
         figures[*index].peak_rss_overall_bytes = target.pid().and_then(procfs::peak_rss_bytes);
+        // A crash first: what the target keeps only in memory must come back from its log.
+        eprintln!("compare: killing {}", target.kind.name());
+        target.kill();
+        match cold_start(target, &programs, &client, &dataset) {
+            Ok(elapsed) => figures[*index].restart_after_kill_seconds = Some(elapsed.as_secs_f64()),
+            Err(error) => eprintln!(
+                "compare: restart after kill of {}: {error:#}",
+                target.kind.name()
+            ),
+        }
         eprintln!("compare: stopping {}", target.kind.name());
         target.stop();
         let bytes = procfs::dir_bytes(&target.data_dir());

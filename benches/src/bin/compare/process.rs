@@ -158,6 +158,29 @@ impl ServerProcess {
         self.stop_now();
     }
 
+    /// Kills the server with SIGKILL (a crash: nothing is flushed) and waits for it to exit.
+    pub fn kill(mut self) {
+        self.stopped = true;
+        let mut registry = running();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match &mut self.child {
+            Some(child) => {
+                let _ = child.wait();
+            }
+            None => {
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                while procfs::alive(self.pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        registry.retain(|registered| registered.pid != self.pid);
+    }
+
     fn stop_now(&mut self) {
         if self.stopped {
             return;

@@ -71,6 +71,9 @@ pub struct TargetFigures {
     pub disk_bytes_per_sample: Option<f64>,
     /// Restart on the same data until the probe query saw every last sample.
     pub cold_start_seconds: Option<f64>,
+    /// After the queries, SIGKILL (a crash: nothing flushed) and a restart, until the probe
+    /// query saw every last sample (before the graceful stop and the cold start).
+    pub restart_after_kill_seconds: Option<f64>,
     /// The query set.
     pub queries: Vec<QueryFigures>,
 }
@@ -96,6 +99,7 @@ impl TargetFigures {
             disk_bytes: None,
             disk_bytes_per_sample: None,
             cold_start_seconds: None,
+            restart_after_kill_seconds: None,
             queries: Vec::new(),
         }
     }
@@ -200,6 +204,9 @@ fn rows(report: &Report) -> Vec<Row> {
         }),
         row("cold start s", Better::Lower, &|t| {
             float(t.cold_start_seconds, 2)
+        }),
+        row("restart after kill s", Better::Lower, &|t| {
+            float(t.restart_after_kill_seconds, 2)
         }),
     ];
     let case_names: Vec<String> = targets

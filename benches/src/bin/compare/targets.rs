@@ -194,6 +194,13 @@ impl Target {
         Ok(())
     }
 
+    /// Kills the server (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.kill();
+        }
+    }
+
     /// Stops the server gracefully (each flushes what it flushes at shutdown).
     pub fn stop(&mut self) {
         if let Some(server) = self.server.take() {

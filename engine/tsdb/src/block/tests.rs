@@ -71,7 +71,7 @@ fn written_block_with(dir: &Path, encoding: ChunkEncoding) -> PathBuf {
     assert_eq!(meta.stats.samples, 900);
     let chunks_per_series = match encoding {
         ChunkEncoding::Xor => 3,
-        ChunkEncoding::Columnar => 1,
+        ChunkEncoding::Columnar | ChunkEncoding::ColumnarFast => 1,
     };
     assert_eq!(meta.stats.chunks, 3 * chunks_per_series);
     dir.join(&meta.id)
@@ -159,6 +159,12 @@ fn a_columnar_block_reads_back_exactly_and_is_smaller() {
         bits(&xor.select(&matchers, 10_500, 12_000).unwrap())
     );
     assert!(columnar.size_bytes() < xor.size_bytes());
+    let fast = Block::open(&written_block_with(dir.path(), ChunkEncoding::ColumnarFast)).unwrap();
+    assert_eq!(
+        bits(&fast.select(&matchers, i64::MIN, i64::MAX).unwrap()),
+        bits(&xor.select(&matchers, i64::MIN, i64::MAX).unwrap())
+    );
+    assert!(fast.size_bytes() < xor.size_bytes());
 }
 
 #[test]

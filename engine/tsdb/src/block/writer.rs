@@ -177,7 +177,7 @@ fn write_block_files(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_chunk = match encoding {
         ChunkEncoding::Xor => chunk_samples,
-        ChunkEncoding::Columnar => COLUMNAR_CHUNK_SAMPLES,
+        ChunkEncoding::Columnar | ChunkEncoding::ColumnarFast => COLUMNAR_CHUNK_SAMPLES,
     };
     let mut series = series.into_iter();
     loop {
@@ -277,10 +277,15 @@ fn encode_batch(
                         }
                         (CHUNK_ENCODING_XOR, appender.finish().bytes().to_vec())
                     }
-                    ChunkEncoding::Columnar => {
+                    ChunkEncoding::Columnar | ChunkEncoding::ColumnarFast => {
                         let pairs: Vec<(i64, f64)> =
                             group.iter().map(|s| (s.timestamp.0, s.value)).collect();
-                        (CHUNK_ENCODING_COLUMNAR, columnar::encode(&pairs))
+                        let bytes = if encoding == ChunkEncoding::Columnar {
+                            columnar::encode(&pairs)
+                        } else {
+                            columnar::encode_fast(&pairs)
+                        };
+                        (CHUNK_ENCODING_COLUMNAR, bytes)
                     }
                 };
                 EncodedChunk {
