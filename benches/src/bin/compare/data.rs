@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn every_sample_is_sent_once_in_time_order_per_series() {
-        let dataset = Dataset::generate(1_000, 1, 3);
+        let dataset = Dataset::generate(1_000, 1.0, 3);
         assert_eq!(dataset.samples, 1_000 * 240);
         assert_eq!(dataset.segments.len(), 2);
         let mut last_seen = std::collections::HashMap::new();
