@@ -471,7 +471,7 @@ struct DirListing {
     checkpoints: Vec<u64>,
 }
 
-fn list_dir(dir: &Path) -> Result<DirListing> {
+fn list_dir(dir: &Path, repair: bool) -> Result<DirListing> {
     let mut listing = DirListing::default();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -487,7 +487,7 @@ fn list_dir(dir: &Path) -> Result<DirListing> {
         } else if let Some(rest) = name.strip_prefix(CHECKPOINT_PREFIX) {
             if let Some(number) = parse_segment_name(rest) {
                 listing.checkpoints.push(number);
-            } else if rest.ends_with(".tmp") {
+            } else if repair && rest.ends_with(".tmp") {
                 // An interrupted checkpoint; its sources are all still present.
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(|error| TsdbError::io(&path, error))?;
@@ -560,13 +560,25 @@ fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, Se
 
 /// Replays the log in `dir`: newest checkpoint first, then the segments after it. Repairs a
 /// torn tail and sets aside damaged data as described in the module docs.
-pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayReport> {
-    let listing = list_dir(dir)?;
+pub fn replay(dir: &Path, handler: impl FnMut(Record)) -> Result<ReplayReport> {
+    replay_with(dir, handler, true)
+}
+
+/// Reads the log in `dir` as [`replay`] does, but changes nothing on disk: no repair, no
+/// end marker added, nothing deleted or set aside. For tools that read a data directory a
+/// server may be writing: a torn tail (or a record still being written) ends the read and is
+/// reported in `torn_tail`; damage ends it and is reported in `corruption`.
+pub fn replay_read_only(dir: &Path, handler: impl FnMut(Record)) -> Result<ReplayReport> {
+    replay_with(dir, handler, false)
+}
+
+fn replay_with(dir: &Path, mut handler: impl FnMut(Record), repair: bool) -> Result<ReplayReport> {
+    let listing = list_dir(dir, repair)?;
     let mut report = ReplayReport::default();
     let checkpoint = listing.checkpoints.last().copied();
     if let Some(number) = checkpoint {
         let path = checkpoint_dir(dir, number);
-        let mut files: Vec<u64> = list_dir(&path)?.segments;
+        let mut files: Vec<u64> = list_dir(&path, repair)?.segments;
         files.sort_unstable();
         for file in files {
             let file_path = path.join(segment_name(file));
@@ -596,7 +608,7 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
     for &stale in listing
         .segments
         .iter()
-        .filter(|number| **number < first_live)
+        .filter(|number| repair && **number < first_live)
     {
         // Left behind by a crash between writing a checkpoint and deleting its sources.
         let path = dir.join(segment_name(stale));
@@ -620,11 +632,15 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
                     live[position - 1]
                 ),
             };
-            set_aside(dir, &live[position..], None)?;
+            if repair {
+                set_aside(dir, &live[position..], None)?;
+            }
             // The previous segment was read as closed (it is not the last one), so it has
             // its end marker already.
             report.next_segment = live[position - 1] + 1;
-            log_corruption(&corruption);
+            if repair {
+                log_corruption(&corruption);
+            }
             report.corruption = Some(corruption);
             return Ok(report);
         }
@@ -636,7 +652,9 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
             SegmentEnd::Closed => continue,
             SegmentEnd::Open { .. } if is_last => {
                 // The segment a previous process was writing: close it, a new one follows.
-                close_segment_file(&path)?;
+                if repair {
+                    close_segment_file(&path)?;
+                }
                 continue;
             }
             SegmentEnd::Open { len } => FrameError::Corrupt {
@@ -653,17 +671,23 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
         };
         match error {
             FrameError::Torn { .. } if is_last => {
-                tracing::warn!(file = %path.display(), offset, reason = %corruption.reason,
-                    "wal ends with a torn record; truncating it");
-                truncate_file(&path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
-                close_segment_file(&path)?;
+                if repair {
+                    tracing::warn!(file = %path.display(), offset, reason = %corruption.reason,
+                        "wal ends with a torn record; truncating it");
+                    truncate_file(&path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
+                    close_segment_file(&path)?;
+                }
                 report.torn_tail = Some(corruption);
             }
             _ => {
-                set_aside(dir, &live[position + 1..], Some((&path, offset)))?;
-                close_segment_file(&path)?;
+                if repair {
+                    set_aside(dir, &live[position + 1..], Some((&path, offset)))?;
+                    close_segment_file(&path)?;
+                }
                 report.next_segment = number + 1;
-                log_corruption(&corruption);
+                if repair {
+                    log_corruption(&corruption);
+                }
                 report.corruption = Some(corruption);
                 return Ok(report);
             }
@@ -763,7 +787,7 @@ pub fn checkpoint(
     keep: impl Fn(u32) -> bool,
     mint: i64,
 ) -> Result<CheckpointReport> {
-    let listing = list_dir(dir)?;
+    let listing = list_dir(dir, true)?;
     let previous = listing
         .checkpoints
         .iter()
@@ -773,7 +797,7 @@ pub fn checkpoint(
     let mut sources: Vec<PathBuf> = Vec::new();
     if let Some(number) = previous {
         let path = checkpoint_dir(dir, number);
-        for file in list_dir(&path)?.segments {
+        for file in list_dir(&path, true)?.segments {
             sources.push(path.join(segment_name(file)));
         }
     }
