@@ -52,8 +52,8 @@ pub const SEGMENT_VERSION: u8 = 1;
 /// Size of the segment header: magic, version, two reserved zero bytes.
 pub const SEGMENT_HEADER_LEN: usize = 8;
 
-const CHECKPOINT_PREFIX: &str = "checkpoint.";
-const CORRUPT_SUFFIX: &str = ".corrupt";
+pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint.";
+pub(crate) const CORRUPT_SUFFIX: &str = ".corrupt";
 
 /// When the log calls `fdatasync`; see the module docs for what each policy makes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +388,7 @@ pub fn segment_name(number: u64) -> String {
     format!("{number:08}")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     if name.len() == 8 && name.bytes().all(|byte| byte.is_ascii_digit()) {
         name.parse().ok()
     } else {
@@ -508,7 +508,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// How a segment's frames ended.
-enum SegmentEnd {
+pub(crate) enum SegmentEnd {
     /// At its end marker: the segment was closed.
     Closed,
     /// At the end of the file without a marker: the open segment, or one that lost its tail.
@@ -518,7 +518,10 @@ enum SegmentEnd {
 }
 
 /// Feeds every record of one segment file to `handler`.
-fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, SegmentEnd)> {
+pub(crate) fn read_segment(
+    path: &Path,
+    handler: &mut dyn FnMut(Record),
+) -> Result<(u64, SegmentEnd)> {
     let bytes = read_file(path)?;
     if bytes.len() < SEGMENT_HEADER_LEN {
         return Ok((
