@@ -17,8 +17,11 @@ const STEP_MS: i64 = 15_000;
 /// 7 h 30 min: four 2-hour block ranges.
 const POINTS: i64 = 1_800;
 
-/// Deterministic series: (labels in OpenMetrics order, value of point i).
-fn generated() -> Vec<(Vec<(&'static str, String)>, Vec<(i64, f64)>)> {
+/// Label pairs, `__name__` first, then the others by name.
+type LabelPairs = Vec<(&'static str, String)>;
+
+/// Deterministic series in label order: labels and (time, value) samples.
+fn generated() -> Vec<(LabelPairs, Vec<(i64, f64)>)> {
     let mut out = Vec::new();
     for (metric, count) in [
         ("http_requests_total", 4),
