@@ -24,8 +24,8 @@ pub mod wal;
 
 pub use db::{TruncateReport, Tsdb, TsdbOptions, DEFAULT_FSYNC_INTERVAL};
 pub use error::{Result, TsdbError};
-pub use read_only::ReadOnlyStore;
 pub use head::{
     Head, HeadOptions, HeadStats, SeriesRef, DEFAULT_MAX_FUTURE_MS, DEFAULT_OUT_OF_ORDER_WINDOW_MS,
 };
+pub use read_only::ReadOnlyStore;
 pub use wal::{FsyncPolicy, ReplayReport, WalCorruption, WalOptions};

@@ -63,8 +63,7 @@ impl ReadOnlyStore {
         loop {
             match ReadOnlyStore::open_once(dir, attempt == OPEN_ATTEMPTS) {
                 Err(TsdbError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && attempt < OPEN_ATTEMPTS =>
+                    if source.kind() == std::io::ErrorKind::NotFound && attempt < OPEN_ATTEMPTS =>
                 {
                     attempt += 1;
                 }

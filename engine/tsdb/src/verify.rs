@@ -13,8 +13,7 @@ use crate::block::verify_block_dir;
 use crate::db::{BLOCKS_DIR, DELETING_SUFFIX, QUARANTINE_DIR};
 use crate::error::{Result, TsdbError};
 use crate::wal::{
-    parse_segment_name, read_segment, segment_name, SegmentEnd, CHECKPOINT_PREFIX,
-    CORRUPT_SUFFIX,
+    parse_segment_name, read_segment, segment_name, SegmentEnd, CHECKPOINT_PREFIX, CORRUPT_SUFFIX,
 };
 
 /// How bad a finding is.
@@ -166,7 +165,10 @@ fn verify_wal(
                 None => report.warn(path, "interrupted checkpoint (removed at the next open)"),
             }
         } else if name.ends_with(CORRUPT_SUFFIX) {
-            report.warn(path, "WAL bytes set aside by an earlier repair (not replayed)");
+            report.warn(
+                path,
+                "WAL bytes set aside by an earlier repair (not replayed)",
+            );
         }
     }
     segments.sort_unstable();

@@ -523,3 +523,34 @@ pub fn render(analysis: &Analysis) -> String {
     out.push_str(&table(&["HOUR", "SERIES"], &rows));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(pairs: &[(&str, &[&str])]) -> RangeValues {
+        pairs
+            .iter()
+            .map(|(name, values)| {
+                (
+                    (*name).to_owned(),
+                    values.iter().map(|value| (*value).to_owned()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn churn_counts_values_gained_and_lost_between_ranges() {
+        let mut churn = BTreeMap::new();
+        let first = range(&[("pod", &["a", "b"]), ("job", &["api"])]);
+        let second = range(&[("pod", &["b", "c", "d"]), ("job", &["api"])]);
+        let third = range(&[("job", &["api", "web"])]);
+        compare_ranges(&mut churn, None, &first);
+        compare_ranges(&mut churn, Some(&first), &second);
+        compare_ranges(&mut churn, Some(&second), &third);
+        // pod: +c +d -a, then -b -c -d; job: +web.
+        assert_eq!(churn["pod"], (2, 4));
+        assert_eq!(churn["job"], (1, 0));
+    }
+}

@@ -377,12 +377,19 @@ fn read_only_replay_reads_what_replay_reads_and_changes_nothing() {
 
     let mut read_only = Vec::new();
     let report = replay_read_only(dir.path(), |record| read_only.push(record)).unwrap();
-    assert_eq!(snapshot_files(dir.path()), before, "nothing changed on disk");
+    assert_eq!(
+        snapshot_files(dir.path()),
+        before,
+        "nothing changed on disk"
+    );
     assert!(dir.path().join("checkpoint.00000001.tmp").exists());
     assert!(report.torn_tail.is_some());
 
     let (repaired, repair_report) = replay_all(dir.path());
-    assert_eq!(read_only, repaired, "the same records as a repairing replay");
+    assert_eq!(
+        read_only, repaired,
+        "the same records as a repairing replay"
+    );
     assert_eq!(report.torn_tail, repair_report.torn_tail);
     assert_ne!(snapshot_files(dir.path()), before, "replay does repair");
 }
