@@ -30,7 +30,7 @@ use crate::chunk::{columnar, XorIter};
 use crate::encoding::{put_uvarint, put_varint, Decoder};
 use crate::error::{Result, TsdbError};
 use crate::index::{postings_for_matchers, PostingsIndex};
-use crate::mmap::map_file;
+use crate::mmap::{map_file, release_pages};
 use footer::{append_footer, verify_footer, FOOTER_LEN};
 
 /// Version of every block file format written by this code.
@@ -235,6 +235,7 @@ impl IndexReader {
             Ok(body) => body,
             Err(error) => return Err(locate_index_damage(path, &map).unwrap_or(error)),
         };
+        release_pages(&map);
         if body.len() < SECTION_COUNT * TOC_ENTRY_LEN {
             return Err(corruption(0, "index too short for its table of contents"));
         }
@@ -554,6 +555,7 @@ impl Block {
             }
             let map = map_file(&path)?;
             verify_chunk_file(&path, &map)?;
+            release_pages(&map);
             chunks.push(map);
         }
         let tombstones_path = dir.join(TOMBSTONES_FILE);
