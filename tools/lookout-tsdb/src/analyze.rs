@@ -67,7 +67,10 @@ pub struct Summary {
 pub struct MetricRow {
     pub metric: String,
     pub series: u64,
+    /// Samples in blocks and head (deleted ranges not subtracted).
     pub samples: u64,
+    /// Samples in blocks: what `chunk_bytes` holds.
+    pub block_samples: u64,
     pub chunk_bytes: u64,
     pub bytes_per_sample: Option<f64>,
 }
@@ -202,15 +205,14 @@ pub fn analyze(store: &ReadOnlyStore, top: usize) -> anyhow::Result<Analysis> {
             metric,
             series: 0,
             samples: 0,
+            block_samples: 0,
             chunk_bytes: 0,
             bytes_per_sample: None,
         });
         row.series += 1;
         row.samples += facts.samples;
+        row.block_samples += facts.block_samples;
         row.chunk_bytes += facts.chunk_bytes;
-        // Bytes per sample counts block samples only (the head's chunks are in memory).
-        row.bytes_per_sample =
-            Some(row.bytes_per_sample.unwrap_or(0.0) + facts.block_samples as f64);
         for label in labels.iter() {
             let entry = names.entry(label.name.clone()).or_default();
             entry.0.insert(&label.value);
@@ -229,8 +231,9 @@ pub fn analyze(store: &ReadOnlyStore, top: usize) -> anyhow::Result<Analysis> {
     let mut metric_rows: Vec<MetricRow> = metrics
         .into_values()
         .map(|mut row| {
-            let in_blocks = row.bytes_per_sample.unwrap_or(0.0);
-            row.bytes_per_sample = (in_blocks > 0.0).then(|| row.chunk_bytes as f64 / in_blocks);
+            // Blocks only: the head's chunks are in memory, not on disk.
+            row.bytes_per_sample =
+                (row.block_samples > 0).then(|| row.chunk_bytes as f64 / row.block_samples as f64);
             row
         })
         .collect();

@@ -16,11 +16,25 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
 /// Opens `dir` read-only (no lock, nothing changed), with a spinner while the WAL is read.
 pub fn open_read_only(dir: &Path) -> anyhow::Result<ReadOnlyStore> {
+    require_store_dir(dir)?;
     let spinner = spinner("reading blocks and WAL");
     let store = ReadOnlyStore::open(dir)
         .with_context(|| format!("cannot read data directory {}", dir.display()))?;
     spinner.finish_and_clear();
     Ok(store)
+}
+
+/// Refuses a directory with neither `blocks/` nor `wal/`: a mistyped path would otherwise
+/// read as an empty store.
+pub fn require_store_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() && !dir.join("blocks").is_dir() && !dir.join("wal").is_dir() {
+        anyhow::bail!(
+            "{} has neither blocks/ nor wal/: not a Lookout data directory; give the server's \
+             --storage.tsdb.path",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// The `list` output.

@@ -10,6 +10,7 @@ use lookout_tsdb::verify::{bytes_to_verify, verify_dir, Finding, Severity, Verif
 use crate::common::{bytes_bar, format_bytes};
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    crate::list::require_store_dir(dir)?;
     let bar = bytes_bar(bytes_to_verify(dir), "verifying");
     let report = verify_dir(dir, &mut |bytes| bar.inc(bytes))
         .with_context(|| format!("cannot verify {}", dir.display()))?;

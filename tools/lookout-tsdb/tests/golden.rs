@@ -88,3 +88,17 @@ fn bad_arguments_are_one_clear_line() {
         result.stderr
     );
 }
+
+#[test]
+fn a_directory_that_is_not_a_store_is_refused() {
+    let empty = tempfile::tempdir().unwrap();
+    for command in ["list", "analyze", "dump", "verify"] {
+        let result = run(&[command, path_str(empty.path())]);
+        assert_eq!(result.code, 2, "{command}");
+        assert!(
+            result.stderr.contains("not a Lookout data directory"),
+            "{command}: {}",
+            result.stderr
+        );
+    }
+}
