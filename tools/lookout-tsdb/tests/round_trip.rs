@@ -187,7 +187,7 @@ fn import(format: &str, text: &str, buffer_samples: &str) -> tempfile::TempDir {
     std::fs::write(&input, text).unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let stdout = run_ok(&[
+    let result = run(&[
         "import",
         format,
         path_str(&input),
@@ -195,7 +195,12 @@ fn import(format: &str, text: &str, buffer_samples: &str) -> tempfile::TempDir {
         "--buffer-samples",
         buffer_samples,
     ]);
-    assert!(stdout.starts_with("imported "), "{stdout}");
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert!(result.stdout.starts_with("imported "), "{}", result.stdout);
+    assert_eq!(
+        result.stderr, "",
+        "no progress output when not on a terminal"
+    );
     dir
 }
 
