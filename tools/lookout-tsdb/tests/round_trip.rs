@@ -227,6 +227,17 @@ fn openmetrics_import_dumps_back_identical() {
     assert!(levels.iter().all(|level| *level != "1"), "{list}");
     let verify = run(&["verify", path_str(&data)]);
     assert_eq!(verify.code, 0, "{}", verify.stdout);
+
+    // The store opens the imported blocks as a server would and serves every sample.
+    let tsdb = Tsdb::open(TsdbOptions::new(&data).max_future_ms(None)).unwrap();
+    assert!(tsdb.quarantined().is_empty());
+    let served: usize = tsdb
+        .select_blocking(&[], i64::MIN, i64::MAX)
+        .iter()
+        .map(|series| series.samples.len())
+        .sum();
+    let generated: usize = generated().iter().map(|(_, samples)| samples.len()).sum();
+    assert_eq!(served, generated);
 }
 
 #[test]
