@@ -474,3 +474,31 @@ fn delete_removes_the_range_offline() {
     assert!(compacted.contains("blocks rewritten"), "{compacted}");
     assert!(!run_ok(&["dump", path_str(&data)]).contains("node_load1"));
 }
+
+#[test]
+fn offline_compaction_merges_imported_blocks_and_keeps_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.om");
+    let expected = openmetrics_text();
+    std::fs::write(&input, &expected).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    run_ok(&[
+        "import",
+        "openmetrics",
+        path_str(&input),
+        path_str(&data),
+        "--no-compact",
+    ]);
+    let block_count = |data: &Path| std::fs::read_dir(data.join("blocks")).unwrap().count();
+    assert_eq!(block_count(&data), 4, "one block per 2 h range");
+    let stdout = run_ok(&["compact", path_str(&data)]);
+    assert!(stdout.contains("4 blocks before"), "{stdout}");
+    assert!(block_count(&data) < 4, "{stdout}");
+    assert_same(
+        &run_ok(&["dump", path_str(&data)]),
+        &expected,
+        "after compact",
+    );
+    assert_eq!(run(&["verify", path_str(&data)]).code, 0);
+}
