@@ -30,7 +30,7 @@ use crate::chunk::{columnar, XorIter};
 use crate::encoding::{put_uvarint, put_varint, Decoder};
 use crate::error::{Result, TsdbError};
 use crate::index::{postings_for_matchers, PostingsIndex};
-use crate::mmap::map_file;
+use crate::mmap::{map_file, release_pages};
 use footer::{append_footer, verify_footer, FOOTER_LEN};
 
 /// Version of every block file format written by this code.
@@ -220,6 +220,8 @@ struct IndexReader {
     series_offsets: (usize, usize),
     series_count: u32,
     postings: (usize, usize),
+    symbols_section_len: usize,
+    table_section_len: usize,
     /// Label name -> (value symbol, postings offset, length), values in sorted order.
     table: HashMap<String, Vec<(u32, usize, usize)>>,
 }
@@ -236,6 +238,7 @@ impl IndexReader {
             Ok(body) => body,
             Err(error) => return Err(locate_index_damage(path, &map).unwrap_or(error)),
         };
+        release_pages(&map);
         if body.len() < SECTION_COUNT * TOC_ENTRY_LEN {
             return Err(corruption(0, "index too short for its table of contents"));
         }
@@ -322,6 +325,8 @@ impl IndexReader {
             series_offsets: (offsets_section.0 + 4, offsets_section.1),
             series_count,
             postings: sections[3],
+            symbols_section_len: sections[0].1 - sections[0].0,
+            table_section_len: sections[4].1 - sections[4].0,
             table,
             map,
         })
@@ -484,6 +489,39 @@ fn verify_chunk_file(path: &Path, map: &Mmap) -> Result<()> {
     Err(error)
 }
 
+/// What a tool needs to know about one chunk of a block: its range, encoding, size on disk
+/// and sample count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
+    /// First sample time.
+    pub min_t: i64,
+    /// Last sample time.
+    pub max_t: i64,
+    /// The encoding byte: 1 XOR, 2 columnar.
+    pub encoding: u8,
+    /// Bytes of the chunk entry in its file (length, encoding byte, data and checksum).
+    pub bytes: u64,
+    /// Samples in the chunk (deleted ranges not subtracted).
+    pub samples: u64,
+}
+
+/// Sizes of the parts of a block's index file, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IndexSizes {
+    /// The whole file.
+    pub total: u64,
+    /// Section 0: symbols.
+    pub symbols: u64,
+    /// Section 1: series with their chunk references.
+    pub series: u64,
+    /// Section 2: series offsets.
+    pub series_offsets: u64,
+    /// Section 3: postings bitmaps.
+    pub postings: u64,
+    /// Section 4: the postings table.
+    pub postings_table: u64,
+}
+
 /// An open block.
 #[derive(Debug)]
 pub struct Block {
@@ -520,6 +558,7 @@ impl Block {
             }
             let map = map_file(&path)?;
             verify_chunk_file(&path, &map)?;
+            release_pages(&map);
             chunks.push(map);
         }
         let tombstones_path = dir.join(TOMBSTONES_FILE);
@@ -548,17 +587,87 @@ impl Block {
         &self.dir
     }
 
-    /// Whether the block's time range overlaps `[mint, maxt]`.
-    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
-        self.meta.min_time <= maxt && mint < self.meta.max_time
+    /// Number of series in the index (deleted ones included).
+    pub fn series_count(&self) -> u32 {
+        self.index.series_count
     }
 
-    fn chunk(&self, reference: u64) -> Result<ChunkSamples<'_>> {
+    /// Labels of series `id` (0-based, in label order) and facts about each of its chunks.
+    /// Reads the chunk headers (and decodes columnar chunks to count their samples).
+    pub fn series_chunks(&self, id: u32) -> Result<(Labels, Vec<ChunkInfo>)> {
+        let (labels, metas) = self.index.series(id)?;
+        let mut infos = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let (encoding, bytes) = self.chunk_entry(meta.reference)?;
+            let corruption = |reason: String| TsdbError::Corruption {
+                file: self.chunk_path(meta.reference),
+                offset: meta.reference & 0xffff_ffff,
+                reason,
+            };
+            let samples = match encoding {
+                CHUNK_ENCODING_XOR => bytes
+                    .get(1..3)
+                    .map(|count| u64::from(u16::from_be_bytes([count[0], count[1]])))
+                    .ok_or_else(|| corruption("chunk shorter than its header".into()))?,
+                CHUNK_ENCODING_COLUMNAR => columnar::decode(bytes)
+                    .map_err(|error| corruption(error.to_string()))?
+                    .len() as u64,
+                _ => return Err(corruption("unknown chunk encoding".into())),
+            };
+            infos.push(ChunkInfo {
+                min_t: meta.min_t,
+                max_t: meta.max_t,
+                encoding,
+                bytes: bytes.len() as u64 + 9,
+                samples,
+            });
+        }
+        Ok((labels, infos))
+    }
+
+    /// Sizes of the index file and its sections.
+    pub fn index_sizes(&self) -> IndexSizes {
+        let index = &self.index;
+        let len = |(start, end): (usize, usize)| (end - start) as u64;
+        IndexSizes {
+            total: index.map.len() as u64,
+            symbols: index.symbols_section_len as u64,
+            series: len(index.series),
+            series_offsets: len(index.series_offsets) + 4,
+            postings: len(index.postings),
+            postings_table: index.table_section_len as u64,
+        }
+    }
+
+    /// Matching series with their samples in `[mint, maxt]` (deleted ranges removed), in
+    /// label order, decoded one at a time (for reads too large to hold at once).
+    pub fn select_iter<'a>(
+        &'a self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> impl Iterator<Item = Result<Series>> + 'a {
+        let ids = if self.overlaps(mint, maxt) {
+            postings_for_matchers(&self.index, matchers)
+        } else {
+            RoaringBitmap::new()
+        };
+        ids.into_iter()
+            .filter_map(move |id| self.read_series(id, mint, maxt).transpose())
+    }
+
+    fn chunk_path(&self, reference: u64) -> PathBuf {
+        self.dir
+            .join(CHUNKS_DIR)
+            .join(format!("{:06}", reference >> 32))
+    }
+
+    /// The encoding byte and data of the chunk entry at `reference`, checksum verified.
+    fn chunk_entry(&self, reference: u64) -> Result<(u8, &[u8])> {
         let file = (reference >> 32) as usize;
         let offset = (reference & 0xffff_ffff) as usize;
-        let path = || self.dir.join(CHUNKS_DIR).join(format!("{file:06}"));
         let corruption = |reason: &str| TsdbError::Corruption {
-            file: path(),
+            file: self.chunk_path(reference),
             offset: offset as u64,
             reason: reason.to_owned(),
         };
@@ -577,11 +686,26 @@ impl Block {
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(corruption("chunk checksum mismatch"));
         }
-        match body[0] {
-            CHUNK_ENCODING_XOR => XorIter::new(&body[1..])
+        Ok((body[0], &body[1..]))
+    }
+
+    /// Whether the block's time range overlaps `[mint, maxt]`.
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.meta.min_time <= maxt && mint < self.meta.max_time
+    }
+
+    fn chunk(&self, reference: u64) -> Result<ChunkSamples<'_>> {
+        let (encoding, data) = self.chunk_entry(reference)?;
+        let corruption = |reason: &str| TsdbError::Corruption {
+            file: self.chunk_path(reference),
+            offset: reference & 0xffff_ffff,
+            reason: reason.to_owned(),
+        };
+        match encoding {
+            CHUNK_ENCODING_XOR => XorIter::new(data)
                 .map(ChunkSamples::Xor)
                 .map_err(|error| corruption(&error.to_string())),
-            CHUNK_ENCODING_COLUMNAR => columnar::decode(&body[1..])
+            CHUNK_ENCODING_COLUMNAR => columnar::decode(data)
                 .map(|samples| ChunkSamples::Decoded(samples.into_iter()))
                 .map_err(|error| corruption(&error.to_string())),
             _ => Err(corruption("unknown chunk encoding")),
@@ -801,6 +925,111 @@ impl Block {
         *tombstones = updated;
         Ok(ids.len())
     }
+}
+
+/// Checks every file of the block in `dir` on its own, so that each damaged file is named:
+/// `meta.json`, the index (footer, section checksums, structure), every entry of every chunk
+/// file and its footer, the tombstones. If all pass, every series is read and every chunk
+/// decoded. Returns the problems found and the bytes read.
+pub(crate) fn verify_block_dir(dir: &Path) -> (Vec<TsdbError>, u64) {
+    let mut problems = Vec::new();
+    let mut bytes_read = 0u64;
+    let meta_path = dir.join(META_FILE);
+    match fs::read(&meta_path) {
+        Ok(bytes) => {
+            bytes_read += bytes.len() as u64;
+            if let Err(error) = BlockMeta::decode(&meta_path, &bytes) {
+                problems.push(error);
+            }
+        }
+        Err(error) => problems.push(TsdbError::io(&meta_path, error)),
+    }
+    let index_path = dir.join(INDEX_FILE);
+    match IndexReader::open(&index_path) {
+        Ok(index) => bytes_read += index.map.len() as u64,
+        Err(error) => problems.push(error),
+    }
+    let chunks_dir = dir.join(CHUNKS_DIR);
+    match fs::read_dir(&chunks_dir) {
+        Ok(entries) => {
+            let mut numbers: Vec<u32> = entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            numbers.sort_unstable();
+            for (position, number) in numbers.iter().enumerate() {
+                let path = chunks_dir.join(format!("{number:06}"));
+                if *number as usize != position + 1 {
+                    problems.push(TsdbError::Corruption {
+                        file: path.clone(),
+                        offset: 0,
+                        reason: "chunk files are not numbered 1, 2, ...".into(),
+                    });
+                }
+                match map_file(&path) {
+                    Ok(map) => {
+                        bytes_read += map.len() as u64;
+                        problems.extend(verify_every_chunk(&path, &map));
+                    }
+                    Err(error) => problems.push(error),
+                }
+            }
+        }
+        Err(error) => problems.push(TsdbError::io(&chunks_dir, error)),
+    }
+    let tombstones_path = dir.join(TOMBSTONES_FILE);
+    match read_tombstones(&tombstones_path) {
+        Ok(_) => bytes_read += fs::metadata(&tombstones_path).map_or(0, |m| m.len()),
+        Err(error) => problems.push(error),
+    }
+    if problems.is_empty() {
+        match Block::open(dir) {
+            Ok(block) => {
+                for id in 0..block.series_count() {
+                    if let Err(error) = block.read_series(id, i64::MIN, i64::MAX) {
+                        problems.push(error);
+                    }
+                }
+            }
+            Err(error) => problems.push(error),
+        }
+    }
+    (problems, bytes_read)
+}
+
+/// Every chunk entry whose checksum fails, then the footer if it fails while the entries
+/// pass.
+fn verify_every_chunk(path: &Path, map: &[u8]) -> Vec<TsdbError> {
+    let mut problems = Vec::new();
+    let footer = verify_footer(path, map, CHUNKS_MAGIC, FORMAT_VERSION).err();
+    let body = &map[..map.len().saturating_sub(FOOTER_LEN)];
+    let mut offset = 0;
+    while offset < body.len() {
+        let corruption = |reason: &str| TsdbError::Corruption {
+            file: path.to_path_buf(),
+            offset: offset as u64,
+            reason: reason.to_owned(),
+        };
+        let Some(len) = body.get(offset..offset + 4) else {
+            problems.push(corruption("truncated chunk entry header"));
+            break;
+        };
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let Some(entry) = body.get(offset + 4..offset + 4 + 1 + len + 4) else {
+            problems.push(corruption(
+                "chunk entry runs past the end of the file (damaged length)",
+            ));
+            break;
+        };
+        let (data, crc) = entry.split_at(entry.len() - 4);
+        if crc32fast::hash(data) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            problems.push(corruption("chunk checksum mismatch"));
+        }
+        offset += 9 + len;
+    }
+    if problems.is_empty() {
+        problems.extend(footer);
+    }
+    problems
 }
 
 fn read_tombstones(path: &Path) -> Result<HashMap<u32, Vec<(i64, i64)>>> {

@@ -623,6 +623,26 @@ impl Tsdb {
         Ok(written)
     }
 
+    /// Opens the block `blocks/<id>` written next to the store (by an offline import) and
+    /// serves it from now on. Reads de-duplicate where it overlaps other blocks or the head;
+    /// compaction merges overlapping blocks first.
+    pub fn add_block(&self, id: &str) -> Result<BlockMeta> {
+        let dir = self
+            .inner
+            .dir
+            .as_ref()
+            .ok_or_else(|| TsdbError::InvalidOptions {
+                reason: "a store without a directory has no blocks".into(),
+            })?;
+        let _cutting = self.inner.cutting.lock();
+        let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(id))?);
+        let meta = block.meta().clone();
+        let mut blocks = self.inner.blocks.write();
+        blocks.push(block);
+        blocks.sort_by_key(|block| (block.meta().min_time, block.meta().id.clone()));
+        Ok(meta)
+    }
+
     /// Merges blocks as the compaction plan says until nothing is left to do; returns the
     /// blocks written.
     pub fn compact(&self) -> Result<Vec<BlockMeta>> {
@@ -1202,9 +1222,9 @@ fn read_batch(
     out
 }
 
-const BLOCKS_DIR: &str = "blocks";
+pub(crate) const BLOCKS_DIR: &str = "blocks";
 const HEAD_CHUNKS_DIR: &str = "chunks_head";
-const QUARANTINE_DIR: &str = "quarantine";
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 
 fn validate_block_duration(millis: i64) -> Result<()> {
     if millis < 1000 {
@@ -1264,14 +1284,7 @@ fn open_blocks(dir: &Path) -> Result<(Vec<Arc<Block>>, Vec<QuarantinedBlock>)> {
 fn remove_superseded(blocks: Vec<Arc<Block>>) -> Result<Vec<Arc<Block>>> {
     let mut kept = Vec::with_capacity(blocks.len());
     for block in &blocks {
-        let sources: BTreeSet<String> = block.effective_sources().into_iter().collect();
-        let superseded = blocks.iter().any(|other| {
-            other.meta().compaction.level > block.meta().compaction.level
-                && sources
-                    .iter()
-                    .all(|source| other.meta().compaction.sources.contains(source))
-        });
-        if superseded {
+        if is_superseded(block, &blocks) {
             tracing::warn!(id = %block.meta().id, "block already compacted into another; deleting it");
             delete_block_dir(block.dir())?;
         } else {
@@ -1281,11 +1294,22 @@ fn remove_superseded(blocks: Vec<Arc<Block>>) -> Result<Vec<Arc<Block>>> {
     Ok(kept)
 }
 
-const DELETING_SUFFIX: &str = ".deleting";
+/// Whether another block of a higher level already holds all of `block`'s data.
+pub(crate) fn is_superseded(block: &Block, blocks: &[Arc<Block>]) -> bool {
+    let sources: BTreeSet<String> = block.effective_sources().into_iter().collect();
+    blocks.iter().any(|other| {
+        other.meta().compaction.level > block.meta().compaction.level
+            && sources
+                .iter()
+                .all(|source| other.meta().compaction.sources.contains(source))
+    })
+}
+
+pub(crate) const DELETING_SUFFIX: &str = ".deleting";
 
 /// Removes from the head every sample some block already holds (same series, same
 /// timestamp). Only the head's range below the newest block's end is looked at.
-fn remove_samples_in_blocks(head: &Head, blocks: &[Arc<Block>]) -> Result<()> {
+pub(crate) fn remove_samples_in_blocks(head: &Head, blocks: &[Arc<Block>]) -> Result<()> {
     let Some(blocks_end) = blocks.iter().map(|block| block.meta().max_time).max() else {
         return Ok(());
     };

@@ -17,7 +17,9 @@ mod error;
 pub mod head;
 pub mod index;
 mod mmap;
+pub mod read_only;
 pub mod symbols;
+pub mod verify;
 pub mod wal;
 
 pub use db::{TruncateReport, Tsdb, TsdbOptions, DEFAULT_FSYNC_INTERVAL};
@@ -25,4 +27,5 @@ pub use error::{Result, TsdbError};
 pub use head::{
     Head, HeadOptions, HeadStats, SeriesRef, DEFAULT_MAX_FUTURE_MS, DEFAULT_OUT_OF_ORDER_WINDOW_MS,
 };
+pub use read_only::ReadOnlyStore;
 pub use wal::{FsyncPolicy, ReplayReport, WalCorruption, WalOptions};

@@ -19,3 +19,16 @@ pub fn map_file(path: &Path) -> Result<Mmap> {
     // mmap-based database; the data directory lock keeps other Lookout processes out.
     unsafe { Mmap::map(&file) }.map_err(|error| TsdbError::io(path, error))
 }
+
+/// Drops this process's resident pages of `map` after a pass over the whole file (the
+/// checksum at open), so that opening blocks does not leave every byte of them counted in the
+/// resident set. The pages stay in the page cache and fault back in cheaply when read.
+pub fn release_pages(map: &Mmap) {
+    if map.is_empty() {
+        return;
+    }
+    // SAFETY: MADV_DONTNEED on a read-only shared file mapping only removes page table
+    // entries; the next read of any address faults in the same file contents (the files are
+    // immutable, see `map_file`), so no value the program can observe changes.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+}

@@ -52,8 +52,8 @@ pub const SEGMENT_VERSION: u8 = 1;
 /// Size of the segment header: magic, version, two reserved zero bytes.
 pub const SEGMENT_HEADER_LEN: usize = 8;
 
-const CHECKPOINT_PREFIX: &str = "checkpoint.";
-const CORRUPT_SUFFIX: &str = ".corrupt";
+pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint.";
+pub(crate) const CORRUPT_SUFFIX: &str = ".corrupt";
 
 /// When the log calls `fdatasync`; see the module docs for what each policy makes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +388,7 @@ pub fn segment_name(number: u64) -> String {
     format!("{number:08}")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     if name.len() == 8 && name.bytes().all(|byte| byte.is_ascii_digit()) {
         name.parse().ok()
     } else {
@@ -471,7 +471,7 @@ struct DirListing {
     checkpoints: Vec<u64>,
 }
 
-fn list_dir(dir: &Path) -> Result<DirListing> {
+fn list_dir(dir: &Path, repair: bool) -> Result<DirListing> {
     let mut listing = DirListing::default();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -487,7 +487,7 @@ fn list_dir(dir: &Path) -> Result<DirListing> {
         } else if let Some(rest) = name.strip_prefix(CHECKPOINT_PREFIX) {
             if let Some(number) = parse_segment_name(rest) {
                 listing.checkpoints.push(number);
-            } else if rest.ends_with(".tmp") {
+            } else if repair && rest.ends_with(".tmp") {
                 // An interrupted checkpoint; its sources are all still present.
                 let path = entry.path();
                 fs::remove_dir_all(&path).map_err(|error| TsdbError::io(&path, error))?;
@@ -508,7 +508,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// How a segment's frames ended.
-enum SegmentEnd {
+pub(crate) enum SegmentEnd {
     /// At its end marker: the segment was closed.
     Closed,
     /// At the end of the file without a marker: the open segment, or one that lost its tail.
@@ -518,7 +518,10 @@ enum SegmentEnd {
 }
 
 /// Feeds every record of one segment file to `handler`.
-fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, SegmentEnd)> {
+pub(crate) fn read_segment(
+    path: &Path,
+    handler: &mut dyn FnMut(Record),
+) -> Result<(u64, SegmentEnd)> {
     let bytes = read_file(path)?;
     if bytes.len() < SEGMENT_HEADER_LEN {
         return Ok((
@@ -560,13 +563,25 @@ fn read_segment(path: &Path, handler: &mut dyn FnMut(Record)) -> Result<(u64, Se
 
 /// Replays the log in `dir`: newest checkpoint first, then the segments after it. Repairs a
 /// torn tail and sets aside damaged data as described in the module docs.
-pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayReport> {
-    let listing = list_dir(dir)?;
+pub fn replay(dir: &Path, handler: impl FnMut(Record)) -> Result<ReplayReport> {
+    replay_with(dir, handler, true)
+}
+
+/// Reads the log in `dir` as [`replay`] does, but changes nothing on disk: no repair, no
+/// end marker added, nothing deleted or set aside. For tools that read a data directory a
+/// server may be writing: a torn tail (or a record still being written) ends the read and is
+/// reported in `torn_tail`; damage ends it and is reported in `corruption`.
+pub fn replay_read_only(dir: &Path, handler: impl FnMut(Record)) -> Result<ReplayReport> {
+    replay_with(dir, handler, false)
+}
+
+fn replay_with(dir: &Path, mut handler: impl FnMut(Record), repair: bool) -> Result<ReplayReport> {
+    let listing = list_dir(dir, repair)?;
     let mut report = ReplayReport::default();
     let checkpoint = listing.checkpoints.last().copied();
     if let Some(number) = checkpoint {
         let path = checkpoint_dir(dir, number);
-        let mut files: Vec<u64> = list_dir(&path)?.segments;
+        let mut files: Vec<u64> = list_dir(&path, repair)?.segments;
         files.sort_unstable();
         for file in files {
             let file_path = path.join(segment_name(file));
@@ -596,7 +611,7 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
     for &stale in listing
         .segments
         .iter()
-        .filter(|number| **number < first_live)
+        .filter(|number| repair && **number < first_live)
     {
         // Left behind by a crash between writing a checkpoint and deleting its sources.
         let path = dir.join(segment_name(stale));
@@ -620,11 +635,15 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
                     live[position - 1]
                 ),
             };
-            set_aside(dir, &live[position..], None)?;
+            if repair {
+                set_aside(dir, &live[position..], None)?;
+            }
             // The previous segment was read as closed (it is not the last one), so it has
             // its end marker already.
             report.next_segment = live[position - 1] + 1;
-            log_corruption(&corruption);
+            if repair {
+                log_corruption(&corruption);
+            }
             report.corruption = Some(corruption);
             return Ok(report);
         }
@@ -636,7 +655,9 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
             SegmentEnd::Closed => continue,
             SegmentEnd::Open { .. } if is_last => {
                 // The segment a previous process was writing: close it, a new one follows.
-                close_segment_file(&path)?;
+                if repair {
+                    close_segment_file(&path)?;
+                }
                 continue;
             }
             SegmentEnd::Open { len } => FrameError::Corrupt {
@@ -653,17 +674,23 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record)) -> Result<ReplayRepor
         };
         match error {
             FrameError::Torn { .. } if is_last => {
-                tracing::warn!(file = %path.display(), offset, reason = %corruption.reason,
-                    "wal ends with a torn record; truncating it");
-                truncate_file(&path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
-                close_segment_file(&path)?;
+                if repair {
+                    tracing::warn!(file = %path.display(), offset, reason = %corruption.reason,
+                        "wal ends with a torn record; truncating it");
+                    truncate_file(&path, offset.max(SEGMENT_HEADER_LEN as u64), offset == 0)?;
+                    close_segment_file(&path)?;
+                }
                 report.torn_tail = Some(corruption);
             }
             _ => {
-                set_aside(dir, &live[position + 1..], Some((&path, offset)))?;
-                close_segment_file(&path)?;
+                if repair {
+                    set_aside(dir, &live[position + 1..], Some((&path, offset)))?;
+                    close_segment_file(&path)?;
+                }
                 report.next_segment = number + 1;
-                log_corruption(&corruption);
+                if repair {
+                    log_corruption(&corruption);
+                }
                 report.corruption = Some(corruption);
                 return Ok(report);
             }
@@ -763,7 +790,7 @@ pub fn checkpoint(
     keep: impl Fn(u32) -> bool,
     mint: i64,
 ) -> Result<CheckpointReport> {
-    let listing = list_dir(dir)?;
+    let listing = list_dir(dir, true)?;
     let previous = listing
         .checkpoints
         .iter()
@@ -773,7 +800,7 @@ pub fn checkpoint(
     let mut sources: Vec<PathBuf> = Vec::new();
     if let Some(number) = previous {
         let path = checkpoint_dir(dir, number);
-        for file in list_dir(&path)?.segments {
+        for file in list_dir(&path, true)?.segments {
             sources.push(path.join(segment_name(file)));
         }
     }
