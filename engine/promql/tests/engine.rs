@@ -254,3 +254,106 @@ async fn dropped_queries_are_canceled() {
         "{metrics}"
     );
 }
+
+/// An aggregation of a range function takes the function's output batch by batch: the result
+/// equals the same aggregation of a materialized input (`* 1` stops the folding), across
+/// batches, for every reducing operator; the input never counts against the sample limit as
+/// a whole; and two inputs that end up with the same labels are still an error.
+#[tokio::test]
+async fn aggregations_fold_range_functions_batch_by_batch() {
+    let tsdb = Tsdb::in_memory(HeadOptions {
+        max_future_ms: None,
+        ..HeadOptions::default()
+    })
+    .expect("store");
+    let mut batch = WriteBatch::new();
+    // More series than one fold batch (4096), in 7 groups.
+    for s in 0..5000 {
+        let samples = (0..=80)
+            .map(|k| Sample::new(k * 15_000, ((k % 53) * (s % 11 + 1)) as f64 * 0.1))
+            .collect();
+        let group = (s % 7).to_string();
+        batch.push(
+            labels(&[("__name__", "c"), ("g", &group), ("s", &s.to_string())]),
+            samples,
+        );
+    }
+    tsdb.write(batch).await.expect("write");
+    let engine = Engine::default();
+    let matrix = |value: QueryValue| -> Vec<(String, Vec<(i64, u64)>)> {
+        let QueryValue::Matrix(series) = value else {
+            panic!("a matrix");
+        };
+        series
+            .into_iter()
+            .map(|s| {
+                let points = s.points.iter().map(|p| (p.t, p.v.to_bits())).collect();
+                (s.labels.to_string(), points)
+            })
+            .collect()
+    };
+    for aggregation in ["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"] {
+        for function in ["rate", "max_over_time", "last_over_time"] {
+            let folded = format!("{aggregation} by (g) ({function}(c[2m]))");
+            let materialized = format!("{aggregation} by (g) ({function}(c[2m]) * 1)");
+            let run = |query: String| {
+                let engine = &engine;
+                let tsdb = &tsdb;
+                async move {
+                    engine
+                        .range_query(tsdb, &query, 300_000, 1_200_000, 30_000)
+                        .await
+                        .unwrap_or_else(|error| panic!("{query}: {error}"))
+                }
+            };
+            let folded_value = matrix(run(folded.clone()).await.value);
+            assert_eq!(folded_value.len(), 7, "{folded}");
+            assert_eq!(
+                folded_value,
+                matrix(run(materialized).await.value),
+                "{folded}"
+            );
+        }
+    }
+    // The rates (5000 series × 31 steps) are never all held: at most one batch of them.
+    let stats = engine
+        .range_query(&tsdb, "sum by (g) (rate(c[2m]))", 300_000, 1_200_000, 30_000)
+        .await
+        .expect("query")
+        .stats;
+    assert!(
+        stats.peak_samples <= stats.samples_loaded + 4096 * 31 + 7 * 31,
+        "{stats:?}"
+    );
+    let limited = Engine::new(EngineOptions {
+        max_samples: stats.samples_loaded + 4096 * 31 + 7 * 31,
+        ..EngineOptions::default()
+    });
+    limited
+        .range_query(&tsdb, "sum by (g) (rate(c[2m]))", 300_000, 1_200_000, 30_000)
+        .await
+        .expect("folded: within the limit");
+    let error = limited
+        .range_query(&tsdb, "sum by (g) (rate(c[2m]) * 1)", 300_000, 1_200_000, 30_000)
+        .await
+        .expect_err("materialized: over the limit");
+    assert!(matches!(error, QueryError::TooManySamples(_)), "{error}");
+    // `rate` drops the name: c and d with the same other labels collide.
+    let mut batch = WriteBatch::new();
+    for name in ["d", "e"] {
+        let samples = (0..=80).map(|k| Sample::new(k * 15_000, k as f64)).collect();
+        batch.push(labels(&[("__name__", name), ("g", "x")]), samples);
+    }
+    tsdb.write(batch).await.expect("write");
+    let error = engine
+        .range_query(
+            &tsdb,
+            "sum(rate({__name__=~\"d|e\"}[2m]))",
+            300_000,
+            1_200_000,
+            30_000,
+        )
+        .await
+        .expect_err("same labelset");
+    assert!(error.to_string().contains("same labelset"), "{error}");
+}

@@ -13,7 +13,7 @@ use futures::future::try_join_all;
 use lookout_model::{is_stale_nan, Labels, Matcher, METRIC_NAME_LABEL};
 use lookout_storage::{collect_series, SelectRequest, Series, Storage};
 
-use super::functions;
+use super::functions::{self, GroupFold};
 use super::value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
 use super::{EngineOptions, QueryError};
 use crate::ast::{
@@ -285,6 +285,7 @@ impl Plan {
             warnings: Vec::new(),
             infos: Vec::new(),
             query: &self.query,
+            fold: None,
         };
         let value = ev.eval(&self.expr, grid)?;
         let value = if instant {
@@ -553,6 +554,8 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) warnings: Vec<String>,
     pub(crate) infos: Vec<String>,
     query: &'a str,
+    /// An aggregation waiting for its argument's series (see [`GroupFold`]).
+    pub(crate) fold: Option<GroupFold>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -611,6 +614,11 @@ impl<'a> Evaluator<'a> {
             self.check()?;
         }
         Ok(())
+    }
+
+    /// Gives back points accounted by [`Evaluator::hold`] that are no longer kept.
+    pub(crate) fn release(&mut self, points: usize) {
+        self.held = self.held.saturating_sub(points as u64);
     }
 
     pub(crate) fn hold(&mut self, points: usize) -> Result<(), QueryError> {
@@ -1027,11 +1035,47 @@ impl<'a> Evaluator<'a> {
             Some(param) => Param::Scalar(self.eval_scalar(param, grid)?),
             None => Param::None,
         };
-        let input = self.eval_vector_lazy(&aggregate.expr, grid)?;
+        let input = if super::functions::is_reducing(aggregate.op)
+            && folds_into_aggregation(&aggregate.expr)
+        {
+            // The argument's series go straight into the groups as they are computed.
+            self.fold = Some(GroupFold::new(aggregate, steps));
+            let value = self.eval(&aggregate.expr, grid);
+            let fold = self.fold.take().expect("the fold is put back after use");
+            match value? {
+                Val::Vector(_) if fold.fed => {
+                    let out = fold.finish();
+                    self.hold(out.len() * steps)?;
+                    return Ok(Val::Vector(out));
+                }
+                Val::Vector(series) => series,
+                other => {
+                    return Err(QueryError::Execution(format!(
+                        "expected instant vector, got {}",
+                        other.type_name()
+                    )))
+                }
+            }
+        } else {
+            self.eval_vector_lazy(&aggregate.expr, grid)?
+        };
         let out = super::functions::aggregate(self, aggregate, param, input, steps)?;
         self.hold(out.len() * steps)?;
         Ok(Val::Vector(out))
     }
+}
+
+/// Whether an aggregation's argument is a range function of a matrix selector and nothing
+/// else (`rate(x[5m])`, `max_over_time(x[1h])`): then that function is the only one evaluated
+/// before it hands its output to the aggregation's [`GroupFold`].
+fn folds_into_aggregation(expr: &Expr) -> bool {
+    let Expr::Call(call) = expr.unwrap_parens() else {
+        return false;
+    };
+    matches!(
+        call.args.as_slice(),
+        [arg] if matches!(arg.unwrap_parens(), Expr::MatrixSelector(m) if m.vector.extended_range.is_none())
+    ) && super::functions::is_range_reducer(call.func.name)
 }
 
 /// The parameter of an aggregation.

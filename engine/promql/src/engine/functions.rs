@@ -691,6 +691,11 @@ pub(crate) struct Bounds {
 type Reducer = fn(&[Point], Bounds) -> Option<f64>;
 
 /// The functions that reduce one window of one series to a value.
+/// Whether `name` is a function of one range vector computed window by window.
+pub(crate) fn is_range_reducer(name: &str) -> bool {
+    range_reducer(name).is_some()
+}
+
 fn range_reducer(name: &str) -> Option<Reducer> {
     let f: Reducer = match name {
         "rate" => |w, b| extrapolated_rate(w, b, true, true),
@@ -1070,45 +1075,67 @@ fn range_function(
         .map(|(_, points)| points.len() + steps)
         .sum();
     let guard = ev.guard();
-    let results: Vec<Result<Option<VSeries>, QueryError>> =
-        parallel_map(&range.series, work, |(labels, points)| {
-            guard.check()?;
-            let no_resets = points.windows(2).all(|pair| pair[1].v >= pair[0].v);
-            let mut values: Column = vec![None; steps];
-            // Long series over many steps check the guard as they go, not only per series.
-            let mut stopped = None;
-            for_each_window(range, points, |i, window| {
-                if stopped.is_some() || window.is_empty() || (fixed && i > 0) {
+    let one = |(labels, points): &(Labels, Vec<Point>)| -> Result<Option<VSeries>, QueryError> {
+        guard.check()?;
+        let no_resets = points.windows(2).all(|pair| pair[1].v >= pair[0].v);
+        let mut values: Column = vec![None; steps];
+        // Long series over many steps check the guard as they go, not only per series.
+        let mut stopped = None;
+        for_each_window(range, points, |i, window| {
+            if stopped.is_some() || window.is_empty() || (fixed && i > 0) {
+                return;
+            }
+            if i % 1024 == 1023 {
+                if let Err(error) = guard.check() {
+                    stopped = Some(error);
                     return;
                 }
-                if i % 1024 == 1023 {
-                    if let Err(error) = guard.check() {
-                        stopped = Some(error);
-                        return;
+            }
+            let end = range.ends[i];
+            let bounds = Bounds {
+                start: end - range.range,
+                end,
+                range: range.range,
+                no_resets,
+            };
+            values[i] = f(i, window, bounds);
+        });
+        if let Some(error) = stopped {
+            return Err(error);
+        }
+        if fixed {
+            let first = values[0];
+            values.fill(first);
+        }
+        Ok(values.iter().any(Option::is_some).then(|| VSeries {
+            labels: labels.clone(),
+            drop_name: !keep_name,
+            values,
+        }))
+    };
+    if let Some(mut fold) = ev.fold.take() {
+        // An aggregation takes the output batch by batch (see `GroupFold`).
+        fold.fed = true;
+        let result: Result<(), QueryError> = (|| {
+            for part in range.series.chunks(FOLD_BATCH_SERIES) {
+                let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
+                let mut batch = Vec::with_capacity(part.len());
+                for result in parallel_map(part, work, &one) {
+                    if let Some(series) = result? {
+                        batch.push(series);
                     }
                 }
-                let end = range.ends[i];
-                let bounds = Bounds {
-                    start: end - range.range,
-                    end,
-                    range: range.range,
-                    no_resets,
-                };
-                values[i] = f(i, window, bounds);
-            });
-            if let Some(error) = stopped {
-                return Err(error);
+                ev.hold(batch.len() * steps)?;
+                fold.add(&batch, !keep_name)?;
+                ev.release(batch.len() * steps);
             }
-            if fixed {
-                let first = values[0];
-                values.fill(first);
-            }
-            Ok(values.iter().any(Option::is_some).then(|| VSeries {
-                labels: labels.clone(),
-                drop_name: !keep_name,
-                values,
-            }))
-        });
+            Ok(())
+        })();
+        ev.fold = Some(fold);
+        result?;
+        return Ok(Val::Vector(Vec::new()));
+    }
+    let results: Vec<Result<Option<VSeries>, QueryError>> = parallel_map(&range.series, work, one);
     let mut out = Vec::with_capacity(results.len());
     for result in results {
         if let Some(series) = result? {
@@ -1126,6 +1153,9 @@ fn range_function(
     }
     Ok(Val::Vector(out))
 }
+
+/// Series per batch a range function hands to an aggregation folding its output.
+const FOLD_BATCH_SERIES: usize = 4096;
 
 /// Work (points plus steps) below which splitting across threads costs more than it saves.
 const PARALLEL_WORK: usize = 200_000;
@@ -1768,11 +1798,70 @@ fn reduce_group<'a>(
     columns: impl Iterator<Item = &'a Column>,
     steps: usize,
 ) -> Column {
-    let mut count = vec![0u32; steps];
-    match op {
-        AggregateOp::Sum => {
-            let mut sum = vec![(0.0, 0.0); steps];
-            for column in columns {
+    let mut group = GroupReducer::new(op, steps);
+    for column in columns {
+        group.add(column);
+    }
+    group.finish()
+}
+
+/// Whether [`reduce_group`] (and so [`GroupFold`]) computes `op`.
+pub(crate) fn is_reducing(op: AggregateOp) -> bool {
+    matches!(
+        op,
+        AggregateOp::Sum
+            | AggregateOp::Avg
+            | AggregateOp::Min
+            | AggregateOp::Max
+            | AggregateOp::Count
+            | AggregateOp::Group
+            | AggregateOp::Stddev
+            | AggregateOp::Stdvar
+    )
+}
+
+/// The running state of one group of a reducing aggregation: member columns are added one at
+/// a time, in input order.
+#[derive(Debug)]
+struct GroupReducer {
+    op: AggregateOp,
+    count: Vec<u32>,
+    state: ReducerState,
+}
+
+#[derive(Debug)]
+enum ReducerState {
+    /// Kahan sum and compensation.
+    Sum(Vec<(f64, f64)>),
+    Avg(Vec<Mean>),
+    /// Min or max so far.
+    Extreme(Column),
+    /// `count` and `group` need only the counts.
+    Count,
+    /// stddev / stdvar: Welford's online algorithm (mean, M2).
+    Variance(Vec<(f64, f64)>),
+}
+
+impl GroupReducer {
+    fn new(op: AggregateOp, steps: usize) -> GroupReducer {
+        let state = match op {
+            AggregateOp::Sum => ReducerState::Sum(vec![(0.0, 0.0); steps]),
+            AggregateOp::Avg => ReducerState::Avg(vec![Mean::default(); steps]),
+            AggregateOp::Min | AggregateOp::Max => ReducerState::Extreme(vec![None; steps]),
+            AggregateOp::Count | AggregateOp::Group => ReducerState::Count,
+            _ => ReducerState::Variance(vec![(0.0, 0.0); steps]),
+        };
+        GroupReducer {
+            op,
+            count: vec![0; steps],
+            state,
+        }
+    }
+
+    fn add(&mut self, column: &Column) {
+        let count = &mut self.count;
+        match &mut self.state {
+            ReducerState::Sum(sum) => {
                 for (i, v) in column.iter().enumerate() {
                     if let Some(v) = v {
                         count[i] += 1;
@@ -1780,14 +1869,7 @@ fn reduce_group<'a>(
                     }
                 }
             }
-            sum.iter()
-                .zip(&count)
-                .map(|((s, c), n)| (*n > 0).then(|| if s.is_infinite() { *s } else { s + c }))
-                .collect()
-        }
-        AggregateOp::Avg => {
-            let mut mean = vec![Mean::default(); steps];
-            for column in columns {
+            ReducerState::Avg(mean) => {
                 for (i, v) in column.iter().enumerate() {
                     if let Some(v) = v {
                         count[i] += 1;
@@ -1795,15 +1877,8 @@ fn reduce_group<'a>(
                     }
                 }
             }
-            mean.iter()
-                .zip(&count)
-                .map(|(m, n)| (*n > 0).then(|| m.value()))
-                .collect()
-        }
-        AggregateOp::Min | AggregateOp::Max => {
-            let max = op == AggregateOp::Max;
-            let mut out: Column = vec![None; steps];
-            for column in columns {
+            ReducerState::Extreme(out) => {
+                let max = self.op == AggregateOp::Max;
                 for (slot, v) in out.iter_mut().zip(column) {
                     let Some(v) = *v else { continue };
                     *slot = Some(match *slot {
@@ -1814,31 +1889,12 @@ fn reduce_group<'a>(
                     });
                 }
             }
-            out
-        }
-        AggregateOp::Count | AggregateOp::Group => {
-            for column in columns {
+            ReducerState::Count => {
                 for (i, v) in column.iter().enumerate() {
                     count[i] += u32::from(v.is_some());
                 }
             }
-            count
-                .iter()
-                .map(|n| {
-                    (*n > 0).then(|| {
-                        if op == AggregateOp::Count {
-                            f64::from(*n)
-                        } else {
-                            1.0
-                        }
-                    })
-                })
-                .collect()
-        }
-        _ => {
-            // stddev / stdvar: Welford's online algorithm.
-            let mut state = vec![(0.0f64, 0.0f64); steps];
-            for column in columns {
+            ReducerState::Variance(state) => {
                 for (i, v) in column.iter().enumerate() {
                     if let Some(v) = v {
                         count[i] += 1;
@@ -1850,21 +1906,132 @@ fn reduce_group<'a>(
                     }
                 }
             }
-            state
+        }
+    }
+
+    fn finish(self) -> Column {
+        let count = self.count;
+        match self.state {
+            ReducerState::Sum(sum) => sum
+                .iter()
+                .zip(&count)
+                .map(|((s, c), n)| (*n > 0).then(|| if s.is_infinite() { *s } else { s + c }))
+                .collect(),
+            ReducerState::Avg(mean) => mean
+                .iter()
+                .zip(&count)
+                .map(|(m, n)| (*n > 0).then(|| m.value()))
+                .collect(),
+            ReducerState::Extreme(out) => out,
+            ReducerState::Count => count
+                .iter()
+                .map(|n| {
+                    (*n > 0).then(|| {
+                        if self.op == AggregateOp::Count {
+                            f64::from(*n)
+                        } else {
+                            1.0
+                        }
+                    })
+                })
+                .collect(),
+            ReducerState::Variance(state) => state
                 .iter()
                 .zip(&count)
                 .map(|((_, m2), n)| {
                     (*n > 0).then(|| {
                         let variance = m2 / f64::from(*n);
-                        if op == AggregateOp::Stddev {
+                        if self.op == AggregateOp::Stddev {
                             variance.sqrt()
                         } else {
                             variance
                         }
                     })
                 })
-                .collect()
+                .collect(),
         }
+    }
+}
+
+/// A reducing aggregation (`sum by (...)`, `avg`, `max`, ...) that takes its input series as
+/// they are computed, a batch at a time, so that the whole input never exists at once.
+/// [`range_function`] feeds it when the aggregation's argument is a range function of a
+/// matrix selector (`sum by (mode) (rate(x[5m]))`): over many series and steps that input
+/// is the largest value of the query. Groups, their order and every sum come out exactly as
+/// from [`aggregate`]: members are added in input order.
+#[derive(Debug)]
+pub(crate) struct GroupFold {
+    op: AggregateOp,
+    grouping: Vec<String>,
+    without: bool,
+    steps: usize,
+    ids: HashMap<Labels, usize>,
+    groups: Vec<(Labels, GroupReducer)>,
+    /// 128-bit hashes of the input series' labels as seen through a pending name drop, to
+    /// report two inputs that end up with the same labels (as the unfused path does).
+    seen: std::collections::HashSet<u128>,
+    /// Whether a range function fed it (otherwise the argument was evaluated normally).
+    pub(crate) fed: bool,
+}
+
+impl GroupFold {
+    pub(crate) fn new(aggregate: &Aggregate, steps: usize) -> GroupFold {
+        GroupFold {
+            op: aggregate.op,
+            grouping: aggregate.grouping.clone(),
+            without: aggregate.without,
+            steps,
+            ids: HashMap::new(),
+            groups: Vec::new(),
+            seen: std::collections::HashSet::new(),
+            fed: false,
+        }
+    }
+
+    /// Adds a batch of input series, in input order. `check_duplicates`: fail as the range
+    /// function would when two of its outputs have the same labels.
+    fn add(&mut self, batch: &[VSeries], check_duplicates: bool) -> Result<(), QueryError> {
+        for series in batch {
+            if check_duplicates {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                for label in series.label_iter() {
+                    hasher.update(label.name.as_bytes());
+                    hasher.update(&[0xff]);
+                    hasher.update(label.value.as_bytes());
+                    hasher.update(&[0xff]);
+                }
+                if !self.seen.insert(hasher.digest128()) {
+                    return Err(QueryError::Execution(
+                        "vector cannot contain metrics with the same labelset".into(),
+                    ));
+                }
+            }
+            let key = group_key(series, &self.grouping, self.without);
+            let id = match self.ids.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = self.groups.len();
+                    self.ids.insert(key.clone(), id);
+                    self.groups
+                        .push((key, GroupReducer::new(self.op, self.steps)));
+                    id
+                }
+            };
+            self.groups[id].1.add(&series.values);
+        }
+        Ok(())
+    }
+
+    /// The aggregation's output, one series per group in order of first appearance.
+    pub(crate) fn finish(self) -> Vec<VSeries> {
+        self.groups
+            .into_iter()
+            .map(|(labels, group)| VSeries {
+                drop_name: false,
+                labels,
+                values: group.finish(),
+            })
+            .collect()
     }
 }
 
