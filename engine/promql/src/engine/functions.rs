@@ -1120,7 +1120,7 @@ fn range_function(
             for part in range.series.chunks(FOLD_BATCH_SERIES) {
                 let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
                 let mut batch = Vec::with_capacity(part.len());
-                for result in parallel_map(part, work, &one) {
+                for result in parallel_map(part, work, one) {
                     if let Some(series) = result? {
                         batch.push(series);
                     }
