@@ -192,45 +192,138 @@ async fn write_index(client: &Client, names: &Names) -> StorageResult<String> {
     })
 }
 
-/// Rolls the write alias over to `metrics-<today>-<next>` when the configured age, document
-/// count or size is reached. Returns the new index when it rolled over.
+/// Rolls the write alias over to `<base>-<today>-<next>` when the configured age, document
+/// count or primary size of its index is reached. Returns the new index when it rolled over.
+///
+/// Done by hand rather than with `_rollover`: a new index, then one atomic `_aliases` call
+/// moving the write alias to it. That names the new index after the current day (so
+/// retention by name is right), and works the same on servers without the rollover API or
+/// that mishandle `is_write_index`.
 pub(crate) async fn rollover(
     client: &Client,
     names: &Names,
     options: &EsOptions,
 ) -> StorageResult<Option<String>> {
+    let max_age_ms = match &options.rollover_max_age {
+        Some(text) => Some(parse_age_ms(text).ok_or_else(|| StorageError::BadRequest {
+            reason: format!("invalid rollover max age {text:?} (use e.g. 1d, 12h, 30m)"),
+        })?),
+        None => None,
+    };
+    let max_bytes = match &options.rollover_max_size {
+        Some(text) => Some(
+            parse_size_bytes(text).ok_or_else(|| StorageError::BadRequest {
+                reason: format!("invalid rollover max size {text:?} (use e.g. 50gb, 500mb)"),
+            })?,
+        ),
+        None => None,
+    };
+    if max_age_ms.is_none() && max_bytes.is_none() && options.rollover_max_docs.is_none() {
+        return Ok(None);
+    }
     let current = write_index(client, names).await?;
+    let stats = client
+        .json(
+            Method::GET,
+            &format!(
+                "/_cat/indices/{current}?format=json&bytes=b&h=index,creation.date,pri.store.size"
+            ),
+            None,
+            "reading the write index' figures",
+        )
+        .await?;
+    let entry = stats
+        .as_array()
+        .and_then(|rows| rows.first())
+        .cloned()
+        .unwrap_or_default();
+    let number = |field: &str| -> Option<u64> {
+        match entry.get(field)? {
+            Value::String(text) => text.parse().ok(),
+            other => other.as_u64(),
+        }
+    };
+    let count = client
+        .json(
+            Method::GET,
+            &format!("/{current}/_count"),
+            None,
+            "counting the write index",
+        )
+        .await?;
+    let docs = count.get("count").and_then(Value::as_u64).unwrap_or(0);
+    let age_ms = number("creation.date").map(|created| now_ms() - created as i64);
+    let due_to_docs = options.rollover_max_docs.is_some_and(|max| docs >= max);
+    let due_to_age = matches!((max_age_ms, age_ms), (Some(max), Some(age)) if age >= max);
+    let due_to_size =
+        matches!((max_bytes, number("pri.store.size")), (Some(max), Some(size)) if size >= max);
+    if !(due_to_docs || due_to_age || due_to_size) {
+        return Ok(None);
+    }
     let counter = names
         .parse_index_name(&current)
         .map_or(1, |(_, counter)| counter);
     let today = now_ms().div_euclid(86_400_000);
-    let next = names.index_name(today, counter + 1);
-    let mut conditions = serde_json::Map::new();
-    if let Some(age) = &options.rollover_max_age {
-        conditions.insert("max_age".into(), json!(age));
+    for next_counter in counter + 1..counter + 50 {
+        let next = names.index_name(today, next_counter);
+        let created = client.send(Method::PUT, &format!("/{next}"), None).await?;
+        if !created.is_success() {
+            if created.error_type() == "resource_already_exists_exception" {
+                continue;
+            }
+            return created.into_result("creating the next index").map(|_| None);
+        }
+        let actions = json!({"actions": [
+            {"remove": {"index": current, "alias": names.write_alias}},
+            {"add": {"index": next, "alias": names.write_alias, "is_write_index": true}}
+        ]});
+        client
+            .json(
+                Method::POST,
+                "/_aliases",
+                Some(actions),
+                "moving the write alias",
+            )
+            .await?;
+        tracing::info!(from = %current, to = %next, docs, due_to_docs, due_to_age, due_to_size, "rolled over");
+        return Ok(Some(next));
     }
-    if let Some(docs) = options.rollover_max_docs {
-        conditions.insert("max_docs".into(), json!(docs));
-    }
-    if let Some(size) = &options.rollover_max_size {
-        conditions.insert("max_size".into(), json!(size));
-    }
-    if conditions.is_empty() {
-        return Ok(None);
-    }
-    let body = client
-        .json(
-            Method::POST,
-            &format!("/{}/_rollover/{next}", names.write_alias),
-            Some(json!({"conditions": conditions})),
-            "rolling over",
-        )
-        .await?;
-    let rolled = body.get("rolled_over").and_then(Value::as_bool) == Some(true);
-    if rolled {
-        tracing::info!(from = %current, to = %next, "rolled over");
-    }
-    Ok(rolled.then_some(next))
+    Err(StorageError::Internal {
+        reason: format!("no free index name to roll {current} over to"),
+    })
+}
+
+/// `1d`, `12h`, `30m`, `45s`, `500ms` in milliseconds.
+fn parse_age_ms(text: &str) -> Option<i64> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    number.checked_mul(unit_ms)
+}
+
+/// `50gb`, `500mb`, `1024kb`, `100b` (case-insensitive) in bytes.
+fn parse_size_bytes(text: &str) -> Option<u64> {
+    let lower = text.to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = lower.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit_bytes: u64 = match unit {
+        "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        "tb" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(unit_bytes)
 }
 
 /// Deletes every physical index whose day is before today (in the configured time zone)
@@ -330,5 +423,14 @@ mod tests {
         assert_eq!(parse_time_zone("-05:30"), Some(-330));
         assert_eq!(parse_time_zone("+0800"), Some(480));
         assert_eq!(parse_time_zone("Mars/Base"), None);
+    }
+
+    #[test]
+    fn rollover_conditions_parse() {
+        assert_eq!(parse_age_ms("1d"), Some(86_400_000));
+        assert_eq!(parse_age_ms("30m"), Some(1_800_000));
+        assert_eq!(parse_age_ms("1y"), None);
+        assert_eq!(parse_size_bytes("50GB"), Some(50 << 30));
+        assert_eq!(parse_size_bytes("12"), None);
     }
 }
