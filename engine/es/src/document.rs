@@ -2,8 +2,9 @@
 //!
 //! We write `time` as an RFC 3339 UTC string with milliseconds (SOFALookout truncates to
 //! seconds; ES's default date format reads both) and add `vbits`, the hexadecimal bits of the
-//! value, only when the value is not a finite JSON number (NaN payloads, ±Inf), so special
-//! floats round-trip exactly while ordinary documents keep SOFALookout's shape. Document ids
+//! value, only when the value is not a finite JSON number (NaN payloads, ±Inf) or needs all
+//! 17 significant digits (some servers re-render `_source` numbers with 16), so every value
+//! round-trips exactly while ordinary documents keep SOFALookout's shape. Document ids
 //! are derived from the series and timestamp, which makes a repeated write idempotent.
 
 use lookout_model::time::{civil_from_days, parse_iso8601};
@@ -90,9 +91,21 @@ pub(crate) fn source(id: &str, tags: &[String], sample: &Sample) -> Value {
         document[VALUE_FIELD] = json!(value);
     } else {
         document[VALUE_FIELD] = Value::Null;
+    }
+    if needs_bits(value) {
         document[VBITS_FIELD] = json!(format!("{:016x}", value.to_bits()));
     }
     document
+}
+
+/// Whether the value cannot be carried exactly by a JSON number of at most 16 significant
+/// digits.
+fn needs_bits(value: f64) -> bool {
+    if !value.is_finite() {
+        return true;
+    }
+    let sixteen_digits = format!("{value:.15e}");
+    sixteen_digits.parse::<f64>().map(f64::to_bits) != Ok(value.to_bits())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -175,7 +188,9 @@ mod tests {
     fn written_documents_round_trip() {
         let labels = Labels::from_pairs([("__name__", "x"), ("a", "b=c")]).unwrap();
         let (id, tags) = id_and_tags(&labels);
-        for value in [1.5, f64::NAN, f64::NEG_INFINITY, -0.0] {
+        assert!(!needs_bits(0.4) && !needs_bits(-0.0) && !needs_bits(12.0));
+        assert!(needs_bits(21.937789571673594) && needs_bits(f64::NAN));
+        for value in [1.5, f64::NAN, f64::NEG_INFINITY, -0.0, 21.937789571673594] {
             let sample = Sample::new(1_559_199_870_123, value);
             let document = source(&id, &tags, &sample);
             let text = serde_json::to_string(&document).unwrap();
