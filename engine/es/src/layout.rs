@@ -252,7 +252,15 @@ pub(crate) async fn rollover(
         )
         .await?;
     let docs = count.get("count").and_then(Value::as_u64).unwrap_or(0);
-    let age_ms = number("creation.date").map(|created| now_ms() - created as i64);
+    // The creation time, or else the start of the day the index is named after.
+    let created_ms = number("creation.date")
+        .map(|created| created as i64)
+        .or_else(|| {
+            names
+                .parse_index_name(&current)
+                .map(|(day, _)| day * 86_400_000)
+        });
+    let age_ms = created_ms.map(|created| now_ms() - created);
     let due_to_docs = options.rollover_max_docs.is_some_and(|max| docs >= max);
     let due_to_age = matches!((max_age_ms, age_ms), (Some(max), Some(age)) if age >= max);
     let due_to_size =

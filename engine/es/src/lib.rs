@@ -519,7 +519,7 @@ impl EsStorage {
             .client
             .json(
                 Method::POST,
-                &self.search_path("_search?scroll=1m"),
+                &self.search_path("_search?scroll=2m"),
                 Some(body),
                 "searching",
             )
@@ -593,7 +593,7 @@ impl EsStorage {
                     .json(
                         Method::POST,
                         "/_search/scroll",
-                        Some(json!({"scroll": "1m", "scroll_id": scroll_id})),
+                        Some(json!({"scroll": "2m", "scroll_id": scroll_id})),
                         "scrolling",
                     )
                     .await?;
@@ -704,8 +704,32 @@ impl EsStorage {
         Ok(answer.get("count").and_then(Value::as_u64).unwrap_or(0) > 0)
     }
 
+    /// Label names of the selection, read document by document.
+    async fn label_names_by_scan(&self, request: &LabelRequest) -> StorageResult<Vec<String>> {
+        let mut names = BTreeSet::new();
+        for labels in self.label_sets(request).await? {
+            names.extend(labels.iter().map(|label| label.name.clone()));
+        }
+        Ok(apply_limit(names.into_iter().collect(), request.limit))
+    }
+
+    /// Values of label `name` in the selection, read document by document.
+    async fn label_values_by_scan(
+        &self,
+        name: &str,
+        request: &LabelRequest,
+    ) -> StorageResult<Vec<String>> {
+        let values: BTreeSet<String> = self
+            .label_sets(request)
+            .await?
+            .iter()
+            .filter_map(|labels| labels.get(name).map(str::to_owned))
+            .collect();
+        Ok(apply_limit(values.into_iter().collect(), request.limit))
+    }
+
     /// Label sets of the selection, read document by document (for matchers the cluster
-    /// cannot evaluate exactly).
+    /// cannot evaluate exactly, and servers that ignore `include`/`exclude`).
     async fn label_sets(&self, request: &LabelRequest) -> StorageResult<Vec<Labels>> {
         let select = SelectRequest::new(request.matchers.clone(), request.mint.0, request.maxt.0);
         let stream = self.select(select).await?;
@@ -788,7 +812,7 @@ impl Storage for EsStorage {
 
     async fn write(&self, batch: WriteBatch) -> StorageResult<WriteOutcome> {
         let mut outcome = WriteOutcome::default();
-        let mut docs = Vec::with_capacity(batch.sample_count());
+        let mut docs: Vec<PendingDoc> = Vec::with_capacity(batch.sample_count());
         for series in &batch.series {
             if let Err(reason) = document::check_series(&series.labels) {
                 outcome.reject(
@@ -821,11 +845,24 @@ impl Storage for EsStorage {
                 });
             }
         }
-        let chunk_size = self.inner.options.bulk_max_docs;
-        while !docs.is_empty() {
-            let rest = docs.split_off(chunk_size.min(docs.len()));
-            self.bulk(docs, &mut outcome).await?;
-            docs = rest;
+        // Requests of at most `bulk_max_docs` documents and about BULK_MAX_BYTES (ES refuses
+        // bodies over 100 MB by default).
+        const BULK_MAX_BYTES: usize = 8 << 20;
+        let max_docs = self.inner.options.bulk_max_docs;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for doc in docs {
+            if !chunk.is_empty()
+                && (chunk.len() == max_docs || chunk_bytes + doc.lines.len() > BULK_MAX_BYTES)
+            {
+                self.bulk(std::mem::take(&mut chunk), &mut outcome).await?;
+                chunk_bytes = 0;
+            }
+            chunk_bytes += doc.lines.len();
+            chunk.push(doc);
+        }
+        if !chunk.is_empty() {
+            self.bulk(chunk, &mut outcome).await?;
         }
         Ok(outcome)
     }
@@ -843,11 +880,7 @@ impl Storage for EsStorage {
         request.validate()?;
         let translated = query::translate(&request.matchers, request.mint, request.maxt);
         if !translated.exact {
-            let mut names = BTreeSet::new();
-            for labels in self.label_sets(&request).await? {
-                names.extend(labels.iter().map(|label| label.name.clone()));
-            }
-            return Ok(apply_limit(names.into_iter().collect(), request.limit));
+            return self.label_names_by_scan(&request).await;
         }
         let mut names = BTreeSet::new();
         if self.any_match(&translated.query).await? {
@@ -862,6 +895,14 @@ impl Storage for EsStorage {
             let (keys, more) = self
                 .terms(&translated.query, query::TAGS_FIELD, None, exclude, size)
                 .await?;
+            let exclusion_ignored = before > 1
+                && keys.iter().any(|key| {
+                    document::split_tag(key).is_some_and(|label| names.contains(&label.name))
+                });
+            if exclusion_ignored {
+                // The server ignores `exclude`: paging cannot progress; read the documents.
+                return self.label_names_by_scan(&request).await;
+            }
             for key in &keys {
                 if let Some(label) = document::split_tag(key) {
                     names.insert(label.name);
@@ -884,13 +925,7 @@ impl Storage for EsStorage {
         request.validate()?;
         let translated = query::translate(&request.matchers, request.mint, request.maxt);
         if !translated.exact {
-            let values: BTreeSet<String> = self
-                .label_sets(&request)
-                .await?
-                .iter()
-                .filter_map(|labels| labels.get(name).map(str::to_owned))
-                .collect();
-            return Ok(apply_limit(values.into_iter().collect(), request.limit));
+            return self.label_values_by_scan(name, &request).await;
         }
         let size = request
             .limit
@@ -911,6 +946,10 @@ impl Storage for EsStorage {
                     size,
                 )
                 .await?;
+            if more && keys.iter().any(|key| !key.starts_with(&prefix)) {
+                // The server ignores `include`: the buckets are not this label's values.
+                return self.label_values_by_scan(name, &request).await;
+            }
             let values = keys
                 .iter()
                 .filter_map(|key| key.strip_prefix(&prefix))

@@ -245,3 +245,64 @@ async fn noida_stops_and_comes_back() {
 async fn osmem_stops_and_comes_back() {
     server_stops_and_comes_back("osmem").await;
 }
+
+/// Label names and values come out right when the terms aggregation must be paged (tiny
+/// bucket size), and a label with more values than one aggregation returns is never a
+/// silently short list.
+async fn label_aggregations_page(kind: &'static str) {
+    let Some(peer) = EsPeer::start(kind) else {
+        return;
+    };
+    let storage = EsStorage::open(peer.options("agg").max_buckets(2))
+        .await
+        .unwrap();
+    let mut batch = WriteBatch::new();
+    for (a, b) in [("1", "x"), ("2", "y"), ("3", "z")] {
+        batch.push(
+            labels(&[("__name__", "m"), ("alpha", a), ("beta", b), ("gamma", "g")]),
+            vec![Sample::new(1_700_000_000_000, 1.0)],
+        );
+    }
+    batch.push(
+        labels(&[("__name__", "m"), ("delta", "d")]),
+        vec![Sample::new(1_700_000_000_000, 1.0)],
+    );
+    assert_eq!(storage.write(batch).await.unwrap().accepted, 4);
+    let names = storage
+        .label_names(lookout_storage::LabelRequest::all())
+        .await
+        .unwrap();
+    assert_eq!(names, ["__name__", "alpha", "beta", "delta", "gamma"]);
+    // More values than one aggregation returns: a limit error, or (on a server that ignores
+    // `include`, read document by document) the full list; never a short one.
+    match storage
+        .label_values("alpha", lookout_storage::LabelRequest::all())
+        .await
+    {
+        Ok(values) => assert_eq!(values, ["1", "2", "3"]),
+        Err(error) => assert!(matches!(error, StorageError::Limit { .. }), "{error}"),
+    }
+    let mut limited = lookout_storage::LabelRequest::all();
+    limited.limit = Some(2);
+    assert_eq!(
+        storage.label_values("alpha", limited).await.unwrap(),
+        ["1", "2"]
+    );
+    assert_eq!(
+        storage
+            .label_values("gamma", lookout_storage::LabelRequest::all())
+            .await
+            .unwrap(),
+        ["g"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_label_aggregations_page() {
+    label_aggregations_page("noida").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmem_label_aggregations_page() {
+    label_aggregations_page("osmem").await;
+}
