@@ -306,3 +306,94 @@ async fn noida_label_aggregations_page() {
 async fn osmem_label_aggregations_page() {
     label_aggregations_page("osmem").await;
 }
+
+/// Label names that sort before `__name__` (upper case) still come back in label order, and
+/// a regex Lucene cannot express exactly (`\b`) is re-checked locally for selects and label
+/// queries, and refused for deletes rather than deleting a superset.
+async fn unusual_labels_and_inexact_regexes(kind: &'static str) {
+    let Some(peer) = EsPeer::start(kind) else {
+        return;
+    };
+    let storage = peer.open("odd").await;
+    let sets = [
+        labels(&[
+            ("__name__", "a_metric"),
+            ("Zone", "z1"),
+            ("job", "api server"),
+        ]),
+        labels(&[("__name__", "b_metric"), ("job", "api")]),
+        labels(&[
+            ("__name__", "b_metric"),
+            ("Zone", "z0"),
+            ("job", "apiserver"),
+        ]),
+        labels(&[("__name__", "c_metric"), ("job", "db")]),
+    ];
+    let mut batch = WriteBatch::new();
+    for set in &sets {
+        batch.push(set.clone(), vec![Sample::new(1_700_000_000_000, 1.0)]);
+    }
+    assert_eq!(storage.write(batch).await.unwrap().accepted, 4);
+    let stream = storage
+        .select(SelectRequest::new(
+            vec![Matcher::new(lookout_model::MatchKind::Regex, METRIC_NAME_LABEL, ".+").unwrap()],
+            i64::MIN,
+            i64::MAX,
+        ))
+        .await
+        .unwrap();
+    let got: Vec<Labels> = collect_series(stream)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|series| series.labels)
+        .collect();
+    let mut expected = sets.to_vec();
+    expected.sort();
+    assert_eq!(got, expected, "sorted by labels, Zone before __name__");
+
+    let word_api = Matcher::new(lookout_model::MatchKind::Regex, "job", r"api\b.*").unwrap();
+    let stream = storage
+        .select(SelectRequest::new(
+            vec![word_api.clone()],
+            i64::MIN,
+            i64::MAX,
+        ))
+        .await
+        .unwrap();
+    let jobs: Vec<String> = collect_series(stream)
+        .await
+        .unwrap()
+        .iter()
+        .map(|series| series.labels.get("job").unwrap().to_owned())
+        .collect();
+    assert_eq!(jobs, ["api server", "api"]);
+    let request = lookout_storage::LabelRequest::new(vec![word_api.clone()], i64::MIN, i64::MAX);
+    assert_eq!(
+        storage.label_values("job", request.clone()).await.unwrap(),
+        ["api", "api server"]
+    );
+    assert_eq!(
+        storage.label_names(request).await.unwrap(),
+        ["Zone", "__name__", "job"]
+    );
+    let error = storage
+        .delete(lookout_storage::DeleteRequest::new(
+            vec![word_api],
+            i64::MIN,
+            i64::MAX,
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::BadRequest { .. }), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noida_unusual_labels_and_inexact_regexes() {
+    unusual_labels_and_inexact_regexes("noida").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osmem_unusual_labels_and_inexact_regexes() {
+    unusual_labels_and_inexact_regexes("osmem").await;
+}
