@@ -52,11 +52,31 @@ impl Fixture {
     }
 }
 
+/// What a factory returns: a [`Fixture`], or `Option<Fixture>` for backends that need a peer
+/// program and skip (the factory prints why) when it is missing.
+pub trait IntoFixture {
+    /// The fixture, or `None` to skip the case.
+    fn into_fixture(self) -> Option<Fixture>;
+}
+
+impl IntoFixture for Fixture {
+    fn into_fixture(self) -> Option<Fixture> {
+        Some(self)
+    }
+}
+
+impl IntoFixture for Option<Fixture> {
+    fn into_fixture(self) -> Option<Fixture> {
+        self
+    }
+}
+
 /// Runs one case on a fresh multi-threaded runtime (used by the generated tests).
 pub fn run<F, Fut, C, CFut>(factory: F, case: C)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Fixture>,
+    Fut: Future,
+    Fut::Output: IntoFixture,
     C: FnOnce(Arc<dyn Storage>) -> CFut,
     CFut: Future<Output = ()>,
 {
@@ -66,7 +86,9 @@ where
         .build()
         .expect("a test runtime starts");
     runtime.block_on(async move {
-        let fixture = factory().await;
+        let Some(fixture) = factory().await.into_fixture() else {
+            return;
+        };
         case(fixture.storage.clone()).await;
         drop(fixture);
     });

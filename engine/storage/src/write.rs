@@ -60,17 +60,21 @@ pub enum RejectReason {
     OutOfBounds,
     /// A per-tenant or global series limit refused a new series.
     SeriesLimit,
+    /// A remote backend refused the sample (e.g. an Elasticsearch mapping conflict); the
+    /// message names the index and the backend's reason.
+    BackendRejected,
 }
 
 impl RejectReason {
     /// Every reason, for metrics that are exported with zero counts.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::InvalidLabels,
         RejectReason::DuplicateSampleForTimestamp,
         RejectReason::OutOfOrder,
         RejectReason::OutOfWindow,
         RejectReason::OutOfBounds,
         RejectReason::SeriesLimit,
+        RejectReason::BackendRejected,
     ];
 
     /// The stable snake_case name.
@@ -82,6 +86,7 @@ impl RejectReason {
             RejectReason::OutOfWindow => "out_of_window",
             RejectReason::OutOfBounds => "out_of_bounds",
             RejectReason::SeriesLimit => "series_limit",
+            RejectReason::BackendRejected => "backend_rejected",
         }
     }
 }

@@ -9,6 +9,25 @@
 //! wal_fsync_always = false
 //! out_of_order_window_minutes = 60
 //! persist_head_on_shutdown = true
+//! backend = "tsdb"            # or "es": Elasticsearch, settings in [storage.es]
+//!
+//! [storage.es]                 # only read with backend = "es"
+//! url = "http://127.0.0.1:9200"
+//! index = "metrics"            # indices metrics-YYYY.MM.DD-N, alias lookout-active-metrics
+//! username = ""                # basic auth when non-empty
+//! password = ""
+//! auto_operations = true       # create template, first index and alias at start
+//! maintenance = true           # rollover and retention every maintenance_interval
+//! maintenance_interval = "10m"
+//! shards = 3
+//! replicas = 0
+//! refresh = "wait_for"         # or "true", "false"
+//! retry_budget = "10s"
+//! rollover_max_age = "1d"      # "" disables a condition
+//! rollover_max_docs = 100000000
+//! rollover_max_size = ""
+//! retention_days = 7           # 0 keeps every index
+//! time_zone = "Asia/Shanghai"  # or "UTC", "+08:00"
 //!
 //! [web]
 //! listen_address = "0.0.0.0:9090"
@@ -92,6 +111,20 @@ pub struct Args {
     /// How far back an instant selector looks for a sample, e.g. `5m` [default: 5m].
     #[arg(long = "query.lookback-delta")]
     pub query_lookback_delta: Option<String>,
+    /// Storage backend: `tsdb` (the embedded native store) or `es` (Elasticsearch)
+    /// [default: tsdb].
+    #[arg(long = "storage", env = "LOOKOUT_STORAGE")]
+    pub storage_backend: Option<String>,
+    /// Elasticsearch URL for `--storage es` [default: http://127.0.0.1:9200].
+    #[arg(long = "es-url", env = "LOOKOUT_ES_URL")]
+    pub es_url: Option<String>,
+    /// Base index name for `--storage es` [default: metrics].
+    #[arg(long = "es-index")]
+    pub es_index: Option<String>,
+    /// Run no Elasticsearch rollover or retention in this process (a gateway-only process
+    /// beside a server that does).
+    #[arg(long = "es-no-maintenance")]
+    pub es_no_maintenance: bool,
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long = "log.level")]
     pub log_level: Option<tracing::Level>,
@@ -131,6 +164,104 @@ pub struct StorageConfig {
     pub out_of_order_window_minutes: i64,
     /// `--storage.tsdb.persist-head-on-shutdown`
     pub persist_head_on_shutdown: bool,
+    /// `--storage`: `tsdb` or `es`.
+    pub backend: String,
+    /// `[storage.es]`
+    pub es: EsConfig,
+}
+
+/// `[storage.es]`: the Elasticsearch backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EsConfig {
+    /// `--es-url`
+    pub url: String,
+    /// `--es-index`
+    pub index: String,
+    pub username: String,
+    pub password: String,
+    pub auto_operations: bool,
+    /// `--es-no-maintenance` turns it off.
+    pub maintenance: bool,
+    pub maintenance_interval: String,
+    pub shards: u32,
+    pub replicas: u32,
+    pub refresh: String,
+    pub retry_budget: String,
+    pub rollover_max_age: String,
+    pub rollover_max_docs: u64,
+    pub rollover_max_size: String,
+    pub retention_days: u32,
+    pub time_zone: String,
+}
+
+impl Default for EsConfig {
+    fn default() -> Self {
+        EsConfig {
+            url: "http://127.0.0.1:9200".into(),
+            index: "metrics".into(),
+            username: String::new(),
+            password: String::new(),
+            auto_operations: true,
+            maintenance: true,
+            maintenance_interval: "10m".into(),
+            shards: 3,
+            replicas: 0,
+            refresh: "wait_for".into(),
+            retry_budget: "10s".into(),
+            rollover_max_age: "1d".into(),
+            rollover_max_docs: 100_000_000,
+            rollover_max_size: String::new(),
+            retention_days: 7,
+            time_zone: "Asia/Shanghai".into(),
+        }
+    }
+}
+
+impl EsConfig {
+    /// The backend's options.
+    pub fn options(&self) -> anyhow::Result<lookout_es::EsOptions> {
+        let refresh = match self.refresh.as_str() {
+            "wait_for" => lookout_es::RefreshPolicy::WaitFor,
+            "true" => lookout_es::RefreshPolicy::Immediate,
+            "false" => lookout_es::RefreshPolicy::None,
+            other => {
+                anyhow::bail!("invalid storage.es.refresh {other:?}: use wait_for, true or false")
+            }
+        };
+        let time_zone = lookout_es::parse_time_zone(&self.time_zone).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid storage.es.time_zone {:?}: use UTC, Asia/Shanghai or an offset like +08:00",
+                self.time_zone
+            )
+        })?;
+        let retry_budget = positive_duration_ms("storage.es.retry_budget", &self.retry_budget)?;
+        let interval = positive_duration_ms(
+            "storage.es.maintenance_interval",
+            &self.maintenance_interval,
+        )?;
+        let non_empty = |text: &str| (!text.is_empty()).then(|| text.to_owned());
+        let mut options = lookout_es::EsOptions::new(self.url.clone())
+            .index(self.index.clone())
+            .auto_operations(self.auto_operations)
+            .shards(self.shards, self.replicas)
+            .refresh(refresh)
+            .retry_budget(std::time::Duration::from_millis(retry_budget as u64))
+            .maintenance_interval(std::time::Duration::from_millis(interval as u64))
+            .rollover(
+                non_empty(&self.rollover_max_age),
+                (self.rollover_max_docs > 0).then_some(self.rollover_max_docs),
+                non_empty(&self.rollover_max_size),
+            )
+            .retention(
+                (self.retention_days > 0).then_some(self.retention_days),
+                time_zone,
+            );
+        if !self.username.is_empty() {
+            options = options.credentials(self.username.clone(), self.password.clone());
+        }
+        Ok(options)
+    }
 }
 
 impl Default for StorageConfig {
@@ -142,6 +273,8 @@ impl Default for StorageConfig {
             wal_fsync_always: false,
             out_of_order_window_minutes: 60,
             persist_head_on_shutdown: true,
+            backend: "tsdb".into(),
+            es: EsConfig::default(),
         }
     }
 }
@@ -273,6 +406,12 @@ impl Config {
             &args.persist_head_on_shutdown,
         );
         self.storage.wal_fsync_always |= args.fsync_always;
+        set(&mut self.storage.backend, &args.storage_backend);
+        set(&mut self.storage.es.url, &args.es_url);
+        set(&mut self.storage.es.index, &args.es_index);
+        if args.es_no_maintenance {
+            self.storage.es.maintenance = false;
+        }
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
         set(&mut self.gateway.listen_address, &args.gateway_listen);
@@ -297,6 +436,13 @@ impl Config {
             self.storage.out_of_order_window_minutes >= 0,
             "storage.out_of_order_window_minutes must not be negative"
         );
+        match self.storage.backend.as_str() {
+            "tsdb" => {}
+            "es" => {
+                self.storage.es.options()?;
+            }
+            other => anyhow::bail!("unknown storage backend {other:?}: use tsdb or es"),
+        }
         Ok(())
     }
 
@@ -338,6 +484,8 @@ impl Config {
                 "config.file",
                 config_file.map_or(String::new(), |path| path.display().to_string()),
             ),
+            flag("storage", self.storage.backend.clone()),
+            flag("es-url", self.storage.es.url.clone()),
             flag("storage.tsdb.path", self.storage.path.display().to_string()),
             flag("web.listen-address", self.web.listen_address.to_string()),
             flag(
@@ -385,7 +533,11 @@ impl Config {
 
     /// The effective configuration as TOML, for `/api/v1/status/config`.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
+        let mut shown = self.clone();
+        if !shown.storage.es.password.is_empty() {
+            shown.storage.es.password = "<secret>".into();
+        }
+        toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
     /// Retention as Prometheus' runtime info shows it: `15d`, `512MiB`, `15d or 512MiB`.
@@ -491,5 +643,47 @@ mod tests {
             ..Args::default()
         };
         assert!(Config::load(&args).is_err());
+    }
+
+    #[test]
+    fn elasticsearch_backend_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "[storage]\nbackend = \"es\"\n[storage.es]\nurl = \"http://127.0.0.1:1\"\n\
+             password = \"hunter2\"\nusername = \"lookout\"\ntime_zone = \"+08:00\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config_file: Some(path.clone()),
+            es_index: Some("lk".into()),
+            ..Args::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.storage.backend, "es");
+        assert_eq!(config.storage.es.url, "http://127.0.0.1:1");
+        assert_eq!(config.storage.es.index, "lk");
+        assert!(
+            !config.to_toml().contains("hunter2"),
+            "the password is not shown"
+        );
+        let args = Args {
+            storage_backend: Some("cassandra".into()),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("cassandra"), "{error}");
+        std::fs::write(
+            &path,
+            "[storage]\nbackend = \"es\"\n[storage.es]\ntime_zone = \"Mars\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config_file: Some(path),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("time_zone"), "{error}");
     }
 }

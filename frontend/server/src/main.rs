@@ -1,5 +1,6 @@
 //! `lookout-server`: one process serving the Prometheus HTTP API (with the remote-write
-//! receiver) and SOFALookout's push protocols over the embedded native store.
+//! receiver) and SOFALookout's push protocols over the embedded native store, or over an
+//! Elasticsearch cluster in SOFALookout's layout (`--storage es --es-url URL`).
 //!
 //! With no flags it stores data under `./data`, serves the query API on port 9090 as
 //! Prometheus does and the gateway port 7200 (remote write at `/api/v1/write`, SOFALookout's
@@ -44,7 +45,15 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args, config))
 }
 
-async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+/// The store the process serves from.
+enum Backend {
+    /// The embedded native store.
+    Native(Tsdb),
+    /// An Elasticsearch cluster, with the task running rollover and retention (if any).
+    Elasticsearch(lookout_es::EsStorage, Option<tokio::task::JoinHandle<()>>),
+}
+
+async fn open_native(config: &Config) -> anyhow::Result<Tsdb> {
     let storage = &config.storage;
     let retention =
         (storage.retention_hours > 0).then(|| storage.retention_hours as i64 * 3_600_000);
@@ -68,28 +77,59 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     for block in tsdb.quarantined() {
         tracing::error!(block = %block.id, error = %block.error, "a damaged block was quarantined");
     }
-    let metrics_source = tsdb.clone();
+    Ok(tsdb)
+}
+
+async fn open_backend(config: &Config) -> anyhow::Result<Backend> {
+    if config.storage.backend != "es" {
+        return Ok(Backend::Native(open_native(config).await?));
+    }
+    let es = &config.storage.es;
+    let storage = lookout_es::EsStorage::open(es.options()?)
+        .await
+        .with_context(|| format!("opening the Elasticsearch store at {}", es.url))?;
+    let maintenance = es.maintenance.then(|| storage.spawn_maintenance());
+    tracing::info!(url = %es.url, alias = storage.write_alias(), reads = storage.read_pattern(),
+        maintenance = es.maintenance, "using Elasticsearch");
+    Ok(Backend::Elasticsearch(storage, maintenance))
+}
+
+async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    let backend = open_backend(&config).await?;
+    let data_dir = config.storage.path.clone();
+    let native = match &backend {
+        Backend::Native(tsdb) => Some(tsdb.clone()),
+        Backend::Elasticsearch(..) => None,
+    };
+    let metrics_source = native.clone();
     let gateway_stats = Arc::new(gateway::GatewayStats::default());
     let gateway_metrics = gateway_stats.clone();
     let options = ApiOptions {
         metrics: Some(Arc::new(move |out: &mut String| {
-            metrics_source.render_metrics(out);
+            if let Some(tsdb) = &metrics_source {
+                tsdb.render_metrics(out);
+            }
             gateway_metrics.render(out);
         })),
         engine: config.engine_options()?,
-        admin: config
-            .web
-            .enable_admin_api
-            .then(|| Arc::new(store::TsdbAdmin::new(tsdb.clone(), &data_dir)) as _),
+        admin: native
+            .as_ref()
+            .filter(|_| config.web.enable_admin_api)
+            .map(|tsdb| Arc::new(store::TsdbAdmin::new(tsdb.clone(), &data_dir)) as _),
         status: StatusInfo {
             flags: config.flags(args.config_file.as_deref()),
             config: config.to_toml(),
             storage_retention: config.retention_text(),
-            store: Some(Arc::new(store::TsdbStatus(tsdb.clone()))),
+            store: native
+                .as_ref()
+                .map(|tsdb| Arc::new(store::TsdbStatus(tsdb.clone())) as _),
         },
         ..ApiOptions::default()
     };
-    let storage: Arc<dyn lookout_storage::Storage> = Arc::new(tsdb.clone());
+    let storage: Arc<dyn lookout_storage::Storage> = match &backend {
+        Backend::Native(tsdb) => Arc::new(tsdb.clone()),
+        Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
+    };
     let api = lookout_api::router(storage.clone(), options.clone());
     let lookout_limits = lookout_gateway::lookout::Limits {
         decode: options.decode_limits,
@@ -116,6 +156,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         gateway = %gateway_listener.local_addr()?,
         opentsdb = %telnet_listener.local_addr()?,
         data = %data_dir.display(),
+        storage = %config.storage.backend,
         "lookout-server ready"
     );
     // One signal stops both listeners.
@@ -146,8 +187,18 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             Ok(())
         },
     )?;
-    tracing::info!("shutting down: flushing the store");
-    tokio::task::spawn_blocking(move || tsdb.close()).await??;
+    match backend {
+        Backend::Native(tsdb) => {
+            tracing::info!("shutting down: flushing the store");
+            tokio::task::spawn_blocking(move || tsdb.close()).await??;
+        }
+        Backend::Elasticsearch(_, maintenance) => {
+            if let Some(task) = maintenance {
+                task.abort();
+            }
+            tracing::info!("shutting down");
+        }
+    }
     Ok(())
 }
 

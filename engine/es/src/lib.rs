@@ -1,0 +1,1005 @@
+//! The Elasticsearch backend: Lookout's [`Storage`] trait over a real Elasticsearch (or
+//! OpenSearch) cluster, reading and writing SOFALookout's index layout (spec §6 with the
+//! §6.4 corrections), so years of SOFALookout data stay queryable and a cluster can take over
+//! when one machine is not enough.
+//!
+//! Owns: the document format ([`document`]), matcher translation ([`query`], [`regexp`]), the
+//! layout and its automated operations ([`layout`]), bulk writes checked item by item, and
+//! sorted scrolling reads streamed as series batches. Depends on `lookout-model` and
+//! `lookout-storage` only (plus an HTTP client); it must not depend on the native engine or
+//! any frontend.
+
+mod client;
+mod document;
+mod layout;
+mod query;
+mod regexp;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lookout_model::{Labels, Sample, METRIC_NAME_LABEL};
+use lookout_storage::{
+    Capabilities, DeleteRequest, LabelRequest, OutOfOrderPolicy, RejectReason, SelectRequest,
+    Series, SeriesStream, Storage, StorageError, StorageResult, WriteBatch, WriteOutcome,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use client::{Body, Client};
+pub use layout::parse_time_zone;
+use layout::Names;
+
+/// When a write becomes visible to searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefreshPolicy {
+    /// The bulk request waits until its documents are searchable (`refresh=wait_for`).
+    #[default]
+    WaitFor,
+    /// Every bulk request refreshes at once (`refresh=true`; for tests, costly on a cluster).
+    Immediate,
+    /// Searchable after the index's next periodic refresh.
+    None,
+}
+
+impl RefreshPolicy {
+    fn parameter(self) -> &'static str {
+        match self {
+            RefreshPolicy::WaitFor => "wait_for",
+            RefreshPolicy::Immediate => "true",
+            RefreshPolicy::None => "false",
+        }
+    }
+}
+
+/// How to reach the cluster and run the layout. Build with [`EsOptions::new`] and the
+/// setters; checked once by [`EsStorage::open`].
+#[derive(Debug, Clone)]
+pub struct EsOptions {
+    url: String,
+    credentials: Option<(String, String)>,
+    index: String,
+    auto_operations: bool,
+    shards: u32,
+    replicas: u32,
+    refresh: RefreshPolicy,
+    request_timeout: Duration,
+    retry_budget: Duration,
+    bulk_max_docs: usize,
+    scroll_page: usize,
+    max_select_samples: usize,
+    max_buckets: usize,
+    rollover_max_age: Option<String>,
+    rollover_max_docs: Option<u64>,
+    rollover_max_size: Option<String>,
+    retention_days: Option<u32>,
+    time_zone_offset_minutes: i64,
+    maintenance_interval: Duration,
+}
+
+impl EsOptions {
+    /// Defaults of SOFALookout (index `metrics`, rollover at 1 day or 100M documents, 7 days
+    /// of retention in Asia/Shanghai time, operations every 10 minutes).
+    pub fn new(url: impl Into<String>) -> EsOptions {
+        EsOptions {
+            url: url.into(),
+            credentials: None,
+            index: "metrics".into(),
+            auto_operations: true,
+            shards: 3,
+            replicas: 0,
+            refresh: RefreshPolicy::WaitFor,
+            request_timeout: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(10),
+            bulk_max_docs: 5_000,
+            scroll_page: 5_000,
+            max_select_samples: 20_000_000,
+            max_buckets: 10_000,
+            rollover_max_age: Some("1d".into()),
+            rollover_max_docs: Some(100_000_000),
+            rollover_max_size: None,
+            retention_days: Some(7),
+            time_zone_offset_minutes: 480,
+            maintenance_interval: Duration::from_secs(600),
+        }
+    }
+
+    /// Basic-auth credentials.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Base index name (`metrics`): indices `<base>-YYYY.MM.DD-N`, alias `lookout-active-<base>`.
+    pub fn index(mut self, base: impl Into<String>) -> Self {
+        self.index = base.into();
+        self
+    }
+
+    /// Whether to create the template, first index and alias at open (SOFALookout's
+    /// `operation.auto`); when off they must exist.
+    pub fn auto_operations(mut self, on: bool) -> Self {
+        self.auto_operations = on;
+        self
+    }
+
+    /// Primary shards and replicas of new indices.
+    pub fn shards(mut self, shards: u32, replicas: u32) -> Self {
+        self.shards = shards;
+        self.replicas = replicas;
+        self
+    }
+
+    /// When writes become searchable.
+    pub fn refresh(mut self, policy: RefreshPolicy) -> Self {
+        self.refresh = policy;
+        self
+    }
+
+    /// Timeout of one HTTP request.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a write keeps retrying an unreachable cluster or retryable items before it
+    /// fails as unavailable.
+    pub fn retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// Documents per `_bulk` request.
+    pub fn bulk_max_docs(mut self, docs: usize) -> Self {
+        self.bulk_max_docs = docs;
+        self
+    }
+
+    /// Hits per scroll page.
+    pub fn scroll_page(mut self, hits: usize) -> Self {
+        self.scroll_page = hits;
+        self
+    }
+
+    /// Most samples one select may read before it fails with a limit error.
+    pub fn max_select_samples(mut self, samples: usize) -> Self {
+        self.max_select_samples = samples;
+        self
+    }
+
+    /// Most buckets one terms aggregation asks for (label names and values).
+    pub fn max_buckets(mut self, buckets: usize) -> Self {
+        self.max_buckets = buckets;
+        self
+    }
+
+    /// Rollover conditions; `None` disables a condition.
+    pub fn rollover(
+        mut self,
+        max_age: Option<String>,
+        max_docs: Option<u64>,
+        max_size: Option<String>,
+    ) -> Self {
+        self.rollover_max_age = max_age;
+        self.rollover_max_docs = max_docs;
+        self.rollover_max_size = max_size;
+        self
+    }
+
+    /// Days of indices kept (`None`: keep everything) and the time zone, in minutes east of
+    /// UTC, whose calendar decides what "today" is.
+    pub fn retention(mut self, days: Option<u32>, time_zone_offset_minutes: i64) -> Self {
+        self.retention_days = days;
+        self.time_zone_offset_minutes = time_zone_offset_minutes;
+        self
+    }
+
+    /// Period of the rollover and retention task.
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
+    fn validate(&self) -> StorageResult<()> {
+        let bad = |reason: String| Err(StorageError::BadRequest { reason });
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return bad(format!(
+                "Elasticsearch URL {:?} must start with http://",
+                self.url
+            ));
+        }
+        let index_ok = !self.index.is_empty()
+            && self
+                .index
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !index_ok {
+            return bad(format!(
+                "index base {:?} must be lowercase letters, digits, '_' or '-'",
+                self.index
+            ));
+        }
+        if self.bulk_max_docs == 0 || self.scroll_page == 0 || self.max_buckets == 0 {
+            return bad("bulk, scroll page and bucket sizes must be positive".into());
+        }
+        if self.shards == 0 {
+            return bad("an index needs at least one shard".into());
+        }
+        Ok(())
+    }
+}
+
+/// A store in an Elasticsearch cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EsStorage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    names: Names,
+    options: EsOptions,
+    /// Whether bulk requests carry `require_alias=true` (so a lost alias is not replaced by an
+    /// auto-created index). Turned off for servers that apply it to the alias' own index.
+    require_alias: AtomicBool,
+}
+
+/// What one maintenance run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// The new write index, when the alias rolled over.
+    pub rolled_over_to: Option<String>,
+    /// Indices deleted by retention.
+    pub deleted: Vec<String>,
+}
+
+/// One document waiting for the cluster's acknowledgement.
+struct PendingDoc {
+    lines: String,
+    series: String,
+    timestamp_ms: i64,
+}
+
+impl EsStorage {
+    /// Connects and, with automated operations on, sets the layout up (template with
+    /// mapping, first index, write alias). Fails when the cluster cannot be reached.
+    pub async fn open(options: EsOptions) -> StorageResult<EsStorage> {
+        options.validate()?;
+        let client = Client::new(
+            &options.url,
+            options.request_timeout,
+            options.credentials.clone(),
+        )?;
+        let names = Names::new(&options.index);
+        let storage = EsStorage {
+            inner: Arc::new(Inner {
+                client,
+                names,
+                options,
+                require_alias: AtomicBool::new(true),
+            }),
+        };
+        if storage.inner.options.auto_operations {
+            storage.ensure_layout().await?;
+        } else {
+            storage
+                .inner
+                .client
+                .json(Method::GET, "/", None, "checking the cluster")
+                .await?;
+        }
+        Ok(storage)
+    }
+
+    /// Name of the write alias.
+    pub fn write_alias(&self) -> &str {
+        &self.inner.names.write_alias
+    }
+
+    /// The pattern reads go through (covers every physical index).
+    pub fn read_pattern(&self) -> &str {
+        &self.inner.names.pattern
+    }
+
+    async fn ensure_layout(&self) -> StorageResult<()> {
+        let inner = &self.inner;
+        layout::ensure(&inner.client, &inner.names, &inner.options).await
+    }
+
+    /// One round of SOFALookout's periodic operations: rollover by age, documents or size,
+    /// then deletion of every expired index.
+    pub async fn run_maintenance(&self) -> StorageResult<MaintenanceReport> {
+        let inner = &self.inner;
+        self.ensure_layout().await?;
+        let rolled_over_to = layout::rollover(&inner.client, &inner.names, &inner.options).await?;
+        let deleted = layout::apply_retention(&inner.client, &inner.names, &inner.options).await?;
+        Ok(MaintenanceReport {
+            rolled_over_to,
+            deleted,
+        })
+    }
+
+    /// Runs [`EsStorage::run_maintenance`] now and then every maintenance interval until the
+    /// returned handle is aborted. Failures are logged and retried at the next tick.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let storage = self.clone();
+        let period = self.inner.options.maintenance_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match storage.run_maintenance().await {
+                    Ok(report) => tracing::debug!(?report, "elasticsearch maintenance done"),
+                    Err(error) => tracing::warn!(%error, "elasticsearch maintenance failed"),
+                }
+            }
+        })
+    }
+
+    /// Sends documents in one `_bulk` per chunk, retrying retryable failures with back-off
+    /// within the retry budget. Accepted and rejected items are counted in `outcome`; an
+    /// error means some documents are in an unknown state (the caller retries the batch,
+    /// which is idempotent because document ids derive from series and time).
+    async fn bulk(&self, docs: Vec<PendingDoc>, outcome: &mut WriteOutcome) -> StorageResult<()> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut pending = docs;
+        let mut last_problem;
+        loop {
+            let path = format!(
+                "/{}/_bulk?refresh={}{}",
+                inner.names.write_alias,
+                inner.options.refresh.parameter(),
+                if inner.require_alias.load(Ordering::Relaxed) {
+                    "&require_alias=true"
+                } else {
+                    ""
+                }
+            );
+            let body: String = pending.iter().map(|doc| doc.lines.as_str()).collect();
+            let mut retry = Vec::new();
+            let mut layout_missing = false;
+            match inner
+                .client
+                .send(Method::POST, &path, Some(Body::NdJson(body)))
+                .await
+            {
+                Err(error) => {
+                    last_problem = error.to_string();
+                    retry = pending;
+                }
+                Ok(response) if !response.is_success() => {
+                    let status = response.status;
+                    last_problem = format!("bulk request: {}", response.error_text());
+                    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                        retry = pending;
+                    } else {
+                        // The whole request was refused: nothing was stored.
+                        return Err(StorageError::BadRequest {
+                            reason: last_problem,
+                        });
+                    }
+                }
+                Ok(response) => {
+                    let items = response
+                        .body
+                        .get("items")
+                        .and_then(Value::as_array)
+                        .filter(|items| items.len() == pending.len())
+                        .ok_or_else(|| StorageError::Internal {
+                            reason: format!(
+                                "bulk answer does not list one item per document: {}",
+                                truncate(&response.body.to_string(), 300)
+                            ),
+                        })?;
+                    last_problem = String::new();
+                    for (doc, item) in pending.into_iter().zip(items) {
+                        let result = item.get("index").unwrap_or(item);
+                        let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
+                        if (200..300).contains(&status) {
+                            outcome.accepted += 1;
+                            continue;
+                        }
+                        let index = result.get("_index").and_then(Value::as_str).unwrap_or("?");
+                        let kind = result
+                            .pointer("/error/type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("error");
+                        let reason = result
+                            .pointer("/error/reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("no reason given");
+                        let retryable = matches!(status, 429 | 502 | 503 | 504)
+                            || kind == "index_not_found_exception"
+                            || kind == "es_rejected_execution_exception";
+                        if kind == "index_not_found_exception" {
+                            if index != inner.names.write_alias
+                                && inner.names.parse_index_name(index).is_some()
+                            {
+                                // The alias resolved to its index, then the server refused
+                                // that index for not being an alias: it misapplies the flag.
+                                if inner.require_alias.swap(false, Ordering::Relaxed) {
+                                    tracing::warn!(
+                                        index,
+                                        "the server applies require_alias to the alias' index; \
+                                         bulk requests go without it"
+                                    );
+                                }
+                            } else {
+                                layout_missing = true;
+                            }
+                        }
+                        if retryable {
+                            last_problem = format!("index {index}: {kind}: {reason}");
+                            retry.push(doc);
+                        } else {
+                            outcome.reject(RejectReason::BackendRejected, 1, || {
+                                format!(
+                                    "{} at {}: index {index}: {kind}: {reason}",
+                                    doc.series, doc.timestamp_ms
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+            if retry.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() + backoff > inner.options.retry_budget {
+                return Err(StorageError::Unavailable {
+                    reason: format!(
+                        "Elasticsearch did not accept {} documents within {:?}: {last_problem}",
+                        retry.len(),
+                        inner.options.retry_budget
+                    ),
+                });
+            }
+            tracing::debug!(documents = retry.len(), problem = %last_problem, "retrying bulk");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            if layout_missing && inner.options.auto_operations {
+                // The cluster lost the alias (restarted empty, or deleted by hand).
+                if let Err(error) = self.ensure_layout().await {
+                    tracing::warn!(%error, "re-creating the layout failed");
+                }
+            }
+            pending = retry;
+        }
+    }
+
+    /// The search API path over every index.
+    fn search_path(&self, suffix: &str) -> String {
+        format!(
+            "/{}/{suffix}{}ignore_unavailable=true&allow_no_indices=true",
+            self.inner.names.pattern,
+            if suffix.contains('?') { "&" } else { "?" }
+        )
+    }
+
+    /// Reads every matching document sorted by metric name and time through a scroll and
+    /// sends whole series, sorted by labels, to `sender` in batches.
+    async fn scroll_series(
+        &self,
+        request: SelectRequest,
+        sender: tokio::sync::mpsc::Sender<StorageResult<Vec<Series>>>,
+    ) {
+        let result = self.scroll_series_inner(&request, &sender).await;
+        if let Err(error) = result {
+            let _ = sender.send(Err(error)).await;
+        }
+    }
+
+    async fn scroll_series_inner(
+        &self,
+        request: &SelectRequest,
+        sender: &tokio::sync::mpsc::Sender<StorageResult<Vec<Series>>>,
+    ) -> StorageResult<()> {
+        let inner = &self.inner;
+        let translated = query::translate(&request.matchers, request.mint, request.maxt);
+        // Series are sorted by labels. When `__name__` is the smallest label name of every
+        // matching series, metric-name order is label order and series can be sent as each
+        // name completes; otherwise everything is sorted at the end.
+        let streaming = !self.any_label_before_name(&translated.query).await?;
+        let body = json!({
+            "size": inner.options.scroll_page,
+            "sort": [{query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"}],
+            "query": translated.query,
+            "_source": [query::ID_FIELD, query::TAGS_FIELD, query::TIME_FIELD,
+                        document::VALUE_FIELD, document::VBITS_FIELD],
+        });
+        let mut page = inner
+            .client
+            .json(
+                Method::POST,
+                &self.search_path("_search?scroll=2m"),
+                Some(body),
+                "searching",
+            )
+            .await?;
+        let mut group: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut group_name: Option<String> = None;
+        let mut samples_read = 0usize;
+        let mut series_sent = 0usize;
+        let series_limit = request.hints.limit.unwrap_or(usize::MAX);
+        let mut scroll_ids = BTreeSet::new();
+        let outcome: StorageResult<()> = async {
+            loop {
+                if let Some(id) = page.get("_scroll_id").and_then(Value::as_str) {
+                    scroll_ids.insert(id.to_owned());
+                }
+                let hits = page
+                    .pointer("/hits/hits")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if hits.is_empty() {
+                    break;
+                }
+                for hit in &hits {
+                    let source = hit.get("_source").unwrap_or(&Value::Null);
+                    let (labels, sample) = match document::decode(source) {
+                        Ok(decoded) => decoded,
+                        Err(reason) => {
+                            let index = hit.get("_index").and_then(Value::as_str);
+                            let id = hit.get("_id").and_then(Value::as_str);
+                            tracing::warn!(
+                                index = index.unwrap_or("?"),
+                                id = id.unwrap_or("?"),
+                                %reason,
+                                "skipping an unreadable document"
+                            );
+                            continue;
+                        }
+                    };
+                    if !translated.exact && !query::matches_all(&request.matchers, &labels) {
+                        continue;
+                    }
+                    samples_read += 1;
+                    if samples_read > inner.options.max_select_samples {
+                        return Err(StorageError::Limit {
+                            what: format!(
+                                "the selection reads more than {} samples",
+                                inner.options.max_select_samples
+                            ),
+                        });
+                    }
+                    let name = labels.metric_name().unwrap_or_default();
+                    if streaming && group_name.as_deref() != Some(name) {
+                        let finished = std::mem::take(&mut group);
+                        if !send_group(finished, sender, &mut series_sent, series_limit).await {
+                            return Ok(());
+                        }
+                        group_name = Some(name.to_owned());
+                    }
+                    group.entry(labels).or_default().push(sample);
+                }
+                let scroll_id = page
+                    .get("_scroll_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| StorageError::Internal {
+                        reason: "search answer has no scroll id".into(),
+                    })?
+                    .to_owned();
+                page = inner
+                    .client
+                    .json(
+                        Method::POST,
+                        "/_search/scroll",
+                        Some(json!({"scroll": "2m", "scroll_id": scroll_id})),
+                        "scrolling",
+                    )
+                    .await?;
+            }
+            send_group(
+                std::mem::take(&mut group),
+                sender,
+                &mut series_sent,
+                series_limit,
+            )
+            .await;
+            Ok(())
+        }
+        .await;
+        if !scroll_ids.is_empty() {
+            let ids: Vec<String> = scroll_ids.into_iter().collect();
+            let _ = inner
+                .client
+                .send(
+                    Method::DELETE,
+                    "/_search/scroll",
+                    Some(Body::Json(json!({"scroll_id": ids}))),
+                )
+                .await;
+        }
+        outcome
+    }
+
+    /// Whether a matching document has a label name that sorts before `__name__`.
+    async fn any_label_before_name(&self, query: &Value) -> StorageResult<bool> {
+        let body = json!({"query": {"bool": {"filter": [
+            query,
+            {"range": {query::TAGS_FIELD: {"lt": format!("{METRIC_NAME_LABEL}=")}}}
+        ]}}});
+        let answer = self
+            .inner
+            .client
+            .json(
+                Method::POST,
+                &self.search_path("_count"),
+                Some(body),
+                "counting",
+            )
+            .await?;
+        Ok(answer.get("count").and_then(Value::as_u64).unwrap_or(1) > 0)
+    }
+
+    /// A terms aggregation over `field` of the documents matching `query`, keys in byte
+    /// order. Returns the keys and whether more exist than were returned.
+    async fn terms(
+        &self,
+        query: &Value,
+        field: &str,
+        include: Option<String>,
+        exclude: Option<String>,
+        size: usize,
+    ) -> StorageResult<(Vec<String>, bool)> {
+        let mut terms = json!({"field": field, "size": size, "order": {"_key": "asc"}});
+        if let Some(include) = include {
+            terms["include"] = json!(include);
+        }
+        if let Some(exclude) = exclude {
+            terms["exclude"] = json!(exclude);
+        }
+        let body = json!({"size": 0, "query": query, "aggs": {"keys": {"terms": terms}}});
+        let answer = self
+            .inner
+            .client
+            .json(
+                Method::POST,
+                &self.search_path("_search"),
+                Some(body),
+                "aggregating",
+            )
+            .await?;
+        let aggregation = answer.pointer("/aggregations/keys");
+        let keys = aggregation
+            .and_then(|agg| agg.get("buckets"))
+            .and_then(Value::as_array)
+            .map(|buckets| {
+                buckets
+                    .iter()
+                    .filter_map(|bucket| bucket.get("key").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let more = aggregation
+            .and_then(|agg| agg.get("sum_other_doc_count"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            > 0;
+        Ok((keys, more))
+    }
+
+    /// Whether any document matches.
+    async fn any_match(&self, query: &Value) -> StorageResult<bool> {
+        let answer = self
+            .inner
+            .client
+            .json(
+                Method::POST,
+                &self.search_path("_count"),
+                Some(json!({"query": query})),
+                "counting",
+            )
+            .await?;
+        Ok(answer.get("count").and_then(Value::as_u64).unwrap_or(0) > 0)
+    }
+
+    /// Label names of the selection, read document by document.
+    async fn label_names_by_scan(&self, request: &LabelRequest) -> StorageResult<Vec<String>> {
+        let mut names = BTreeSet::new();
+        for labels in self.label_sets(request).await? {
+            names.extend(labels.iter().map(|label| label.name.clone()));
+        }
+        Ok(apply_limit(names.into_iter().collect(), request.limit))
+    }
+
+    /// Values of label `name` in the selection, read document by document.
+    async fn label_values_by_scan(
+        &self,
+        name: &str,
+        request: &LabelRequest,
+    ) -> StorageResult<Vec<String>> {
+        let values: BTreeSet<String> = self
+            .label_sets(request)
+            .await?
+            .iter()
+            .filter_map(|labels| labels.get(name).map(str::to_owned))
+            .collect();
+        Ok(apply_limit(values.into_iter().collect(), request.limit))
+    }
+
+    /// Label sets of the selection, read document by document (for matchers the cluster
+    /// cannot evaluate exactly, and servers that ignore `include`/`exclude`).
+    async fn label_sets(&self, request: &LabelRequest) -> StorageResult<Vec<Labels>> {
+        let select = SelectRequest::new(request.matchers.clone(), request.mint.0, request.maxt.0);
+        let stream = self.select(select).await?;
+        let series = lookout_storage::collect_series(stream).await?;
+        Ok(series.into_iter().map(|series| series.labels).collect())
+    }
+}
+
+/// Sends one metric name's series, sorted, in batches. `false` when the receiver is gone or
+/// the series limit is reached.
+async fn send_group(
+    group: BTreeMap<Labels, Vec<Sample>>,
+    sender: &tokio::sync::mpsc::Sender<StorageResult<Vec<Series>>>,
+    series_sent: &mut usize,
+    series_limit: usize,
+) -> bool {
+    const BATCH: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH.min(group.len()));
+    for (labels, mut samples) in group {
+        if *series_sent >= series_limit {
+            break;
+        }
+        // Sorted by time already; the same timestamp may come from two indices (a rewrite
+        // after a rollover) or from SOFALookout's own duplicates: keep the last.
+        samples.sort_by_key(|sample| sample.timestamp);
+        samples.dedup_by(|later, earlier| {
+            if later.timestamp == earlier.timestamp {
+                *earlier = *later;
+                true
+            } else {
+                false
+            }
+        });
+        batch.push(Series { labels, samples });
+        *series_sent += 1;
+        if batch.len() == BATCH && sender.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+            return false;
+        }
+    }
+    if !batch.is_empty() && sender.send(Ok(batch)).await.is_err() {
+        return false;
+    }
+    *series_sent < series_limit
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// Lucene regexp matching any of `names` followed by `=` and anything.
+fn names_regex(names: &BTreeSet<String>) -> String {
+    let alternatives: Vec<String> = names
+        .iter()
+        .map(|name| format!("({})", regexp::escape_literal(name)))
+        .collect();
+    format!("({})\\=.*", alternatives.join("|"))
+}
+
+fn apply_limit(mut values: Vec<String>, limit: Option<usize>) -> Vec<String> {
+    if let Some(limit) = limit {
+        values.truncate(limit);
+    }
+    values
+}
+
+#[async_trait]
+impl Storage for EsStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "elasticsearch",
+            out_of_order: OutOfOrderPolicy::Unlimited,
+            delete: true,
+            rejects_conflicting_duplicates: false,
+            pushdown_functions: &[],
+        }
+    }
+
+    async fn write(&self, batch: WriteBatch) -> StorageResult<WriteOutcome> {
+        let mut outcome = WriteOutcome::default();
+        let mut docs: Vec<PendingDoc> = Vec::with_capacity(batch.sample_count());
+        for series in &batch.series {
+            if let Err(reason) = document::check_series(&series.labels) {
+                outcome.reject(
+                    RejectReason::InvalidLabels,
+                    series.samples.len() as u64,
+                    || format!("{}: {reason}", truncate(&series.labels.to_string(), 200)),
+                );
+                continue;
+            }
+            let (id, tags) = document::id_and_tags(&series.labels);
+            for sample in &series.samples {
+                let timestamp_ms = sample.timestamp.0;
+                if !document::time_in_bounds(timestamp_ms) {
+                    outcome.reject(RejectReason::OutOfBounds, 1, || {
+                        format!(
+                            "{} at {timestamp_ms}: outside years 0000-9999",
+                            series.labels
+                        )
+                    });
+                    continue;
+                }
+                let action = json!({"index": {
+                    "_id": document::document_id(&series.labels, timestamp_ms)
+                }});
+                let source = document::source(&id, &tags, sample);
+                docs.push(PendingDoc {
+                    lines: format!("{action}\n{source}\n"),
+                    series: truncate(&series.labels.to_string(), 200).to_owned(),
+                    timestamp_ms,
+                });
+            }
+        }
+        // Requests of at most `bulk_max_docs` documents and about BULK_MAX_BYTES (ES refuses
+        // bodies over 100 MB by default).
+        const BULK_MAX_BYTES: usize = 8 << 20;
+        let max_docs = self.inner.options.bulk_max_docs;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for doc in docs {
+            if !chunk.is_empty()
+                && (chunk.len() == max_docs || chunk_bytes + doc.lines.len() > BULK_MAX_BYTES)
+            {
+                self.bulk(std::mem::take(&mut chunk), &mut outcome).await?;
+                chunk_bytes = 0;
+            }
+            chunk_bytes += doc.lines.len();
+            chunk.push(doc);
+        }
+        if !chunk.is_empty() {
+            self.bulk(chunk, &mut outcome).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn select(&self, request: SelectRequest) -> StorageResult<SeriesStream> {
+        request.validate()?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
+        let storage = self.clone();
+        tokio::spawn(async move { storage.scroll_series(request, sender).await });
+        let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
+        Ok(stream.boxed())
+    }
+
+    async fn label_names(&self, request: LabelRequest) -> StorageResult<Vec<String>> {
+        request.validate()?;
+        let translated = query::translate(&request.matchers, request.mint, request.maxt);
+        if !translated.exact {
+            return self.label_names_by_scan(&request).await;
+        }
+        let mut names = BTreeSet::new();
+        if self.any_match(&translated.query).await? {
+            names.insert(METRIC_NAME_LABEL.to_owned());
+        }
+        // Tags sort by name first, so each round of buckets holds whole names except maybe
+        // the last; every name seen is excluded from the next round.
+        let size = self.inner.options.max_buckets;
+        for _round in 0..1_000 {
+            let exclude = (!names.is_empty()).then(|| names_regex(&names));
+            let before = names.len();
+            let (keys, more) = self
+                .terms(&translated.query, query::TAGS_FIELD, None, exclude, size)
+                .await?;
+            let exclusion_ignored = before > 1
+                && keys.iter().any(|key| {
+                    document::split_tag(key).is_some_and(|label| names.contains(&label.name))
+                });
+            if exclusion_ignored {
+                // The server ignores `exclude`: paging cannot progress; read the documents.
+                return self.label_names_by_scan(&request).await;
+            }
+            for key in &keys {
+                if let Some(label) = document::split_tag(key) {
+                    names.insert(label.name);
+                }
+            }
+            let enough = request.limit.is_some_and(|limit| names.len() > limit);
+            if !more || enough {
+                return Ok(apply_limit(names.into_iter().collect(), request.limit));
+            }
+            if names.len() == before {
+                break;
+            }
+        }
+        Err(StorageError::Limit {
+            what: "label names could not be collected within 1000 aggregation rounds".into(),
+        })
+    }
+
+    async fn label_values(&self, name: &str, request: LabelRequest) -> StorageResult<Vec<String>> {
+        request.validate()?;
+        let translated = query::translate(&request.matchers, request.mint, request.maxt);
+        if !translated.exact {
+            return self.label_values_by_scan(name, &request).await;
+        }
+        let size = request
+            .limit
+            .unwrap_or(self.inner.options.max_buckets)
+            .min(self.inner.options.max_buckets);
+        let (values, more) = if name == METRIC_NAME_LABEL {
+            self.terms(&translated.query, query::ID_FIELD, None, None, size)
+                .await?
+        } else {
+            let prefix = format!("{name}=");
+            let include = format!("{}.+", regexp::escape_literal(&prefix));
+            let (keys, more) = self
+                .terms(
+                    &translated.query,
+                    query::TAGS_FIELD,
+                    Some(include),
+                    None,
+                    size,
+                )
+                .await?;
+            if more && keys.iter().any(|key| !key.starts_with(&prefix)) {
+                // The server ignores `include`: the buckets are not this label's values.
+                return self.label_values_by_scan(name, &request).await;
+            }
+            let values = keys
+                .iter()
+                .filter_map(|key| key.strip_prefix(&prefix))
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (values, more)
+        };
+        if more && request.limit.is_none_or(|limit| values.len() < limit) {
+            return Err(StorageError::Limit {
+                what: format!(
+                    "label {name} has more than {size} values in the selection; narrow it"
+                ),
+            });
+        }
+        Ok(apply_limit(values, request.limit))
+    }
+
+    async fn delete(&self, request: DeleteRequest) -> StorageResult<()> {
+        request.validate()?;
+        let translated = query::translate(&request.matchers, request.mint, request.maxt);
+        if !translated.exact {
+            return Err(StorageError::BadRequest {
+                reason: "a matcher of this delete cannot be evaluated exactly by Elasticsearch \
+                         (regex with assertions or byte classes); refusing to delete a superset"
+                    .into(),
+            });
+        }
+        let answer = self
+            .inner
+            .client
+            .json(
+                Method::POST,
+                &self.search_path("_delete_by_query?conflicts=proceed&refresh=true"),
+                Some(json!({"query": translated.query})),
+                "deleting",
+            )
+            .await?;
+        let failures = answer
+            .get("failures")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if failures > 0 {
+            return Err(StorageError::Unavailable {
+                reason: format!(
+                    "delete by query reported {failures} failures: {}",
+                    truncate(&answer["failures"].to_string(), 300)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
