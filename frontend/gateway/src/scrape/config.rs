@@ -324,7 +324,8 @@ pub fn parse_prometheus(
     };
     let global_timeout = match &raw.global.scrape_timeout {
         Some(text) => positive_duration("global scrape_timeout", text).map_err(invalid)?,
-        None => DEFAULT_SCRAPE_TIMEOUT_MS,
+        // Prometheus: an unset timeout longer than the interval becomes the interval.
+        None => DEFAULT_SCRAPE_TIMEOUT_MS.min(global_interval),
     };
     if global_timeout > global_interval {
         return Err(invalid(
@@ -878,6 +879,13 @@ scrape_configs:
             parse("scrape_configs: [{job_name: a, scrape_interval: 2s, static_configs: []}]")
                 .unwrap();
         assert_eq!(configs[0].scrape_timeout_ms, 2_000);
+        let configs =
+            parse("global: {scrape_interval: 1s}\nscrape_configs: [{job_name: a}]").unwrap();
+        assert_eq!(configs[0].scrape_timeout_ms, 1_000);
+        assert!(parse("global: {scrape_interval: 1s, scrape_timeout: 2s}")
+            .unwrap_err()
+            .to_string()
+            .contains("global scrape timeout greater than scrape interval"));
         assert!(parse("").unwrap().is_empty());
     }
 

@@ -1,0 +1,321 @@
+//! Lookout scraping targets itself, through the `lookout-server` binary: a real
+//! node_exporter (from PATH; skipped with a reason when missing), the server's own `/metrics`,
+//! SIGHUP reloads, SOFALookout's `metric_scrape/` directory, and stale markers when a series
+//! or a target goes away (PromQL stops returning it at once, not after the 5 m lookback).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{free_port, wait_ready, Killed, LookoutServer};
+
+/// How long a condition may take to hold (scrapes run every second).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The node_exporter binary on PATH: Debian names it `prometheus-node-exporter`.
+fn node_exporter_binary() -> Option<&'static str> {
+    ["prometheus-node-exporter", "node_exporter"]
+        .into_iter()
+        .find(|name| Command::new(name).arg("--version").output().is_ok())
+}
+
+/// The instant query's result vector.
+fn query(
+    client: &reqwest::blocking::Client,
+    server: &LookoutServer,
+    expr: &str,
+) -> Vec<serde_json::Value> {
+    let answer: serde_json::Value = client
+        .get(format!("{}/api/v1/query", server.api()))
+        .query(&[("query", expr)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 200 ms until it holds; panics with `what` after [`WAIT`].
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} did not happen within {WAIT:?}");
+}
+
+fn value_of(series: &serde_json::Value) -> String {
+    series["value"][1].as_str().unwrap().to_owned()
+}
+
+fn targets(client: &reqwest::blocking::Client, server: &LookoutServer) -> serde_json::Value {
+    client
+        .get(format!("{}/api/v1/targets", server.api()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn hangup(server: &LookoutServer) {
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(server.process.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn lookout_scrapes_node_exporter() {
+    let Some(binary) = node_exporter_binary() else {
+        println!("SKIPPED: prometheus-node-exporter (or node_exporter) is not on PATH");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let textfile_dir = dir.path().join("textfile");
+    std::fs::create_dir(&textfile_dir).unwrap();
+    let probe_file = textfile_dir.join("probe.prom");
+    write(&probe_file, "lookout_probe{kind=\"a\"} 42\n");
+    let exporter_port = free_port();
+    let _exporter = Killed(
+        Command::new(binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+            .arg("--no-collector.systemd")
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfile_dir.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{exporter_port}/metrics"),
+    );
+    let config = dir.path().join("scrape.yml");
+    write(
+        &config,
+        &format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: node\n  \
+             static_configs: [{{targets: ['127.0.0.1:{exporter_port}'], labels: {{env: test}}}}]\n  \
+             metric_relabel_configs:\n  - {{source_labels: [__name__], regex: 'go_.*', action: drop}}\n"
+        ),
+    );
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &["--scrape.config-file", config.to_str().unwrap()],
+    );
+    wait_until("up{job=\"node\"} == 1", || {
+        query(&client, &server, r#"up{job="node"}"#)
+            .first()
+            .is_some_and(|series| value_of(series) == "1")
+    });
+    let up = &query(&client, &server, r#"up{job="node"}"#)[0];
+    assert_eq!(
+        up["metric"]["instance"],
+        format!("127.0.0.1:{exporter_port}")
+    );
+    assert_eq!(up["metric"]["env"], "test");
+    // A node metric and the textfile probe, with the target's labels.
+    wait_until("node_exporter's own metrics", || {
+        !query(&client, &server, r#"node_exporter_build_info{job="node"}"#).is_empty()
+    });
+    let probe = query(&client, &server, r#"lookout_probe{job="node"}"#);
+    assert_eq!(value_of(&probe[0]), "42");
+    assert_eq!(probe[0]["metric"]["kind"], "a");
+    // metric_relabel_configs dropped the Go runtime metrics.
+    assert!(query(&client, &server, r#"{__name__=~"go_.*",job="node"}"#).is_empty());
+    let scraped = query(&client, &server, r#"scrape_samples_scraped{job="node"}"#);
+    let post = query(
+        &client,
+        &server,
+        r#"scrape_samples_post_metric_relabeling{job="node"}"#,
+    );
+    let scraped: f64 = value_of(&scraped[0]).parse().unwrap();
+    let post: f64 = value_of(&post[0]).parse().unwrap();
+    assert!(
+        scraped > post && post > 100.0,
+        "scraped {scraped}, kept {post}"
+    );
+    // /api/v1/targets in Prometheus' shape.
+    let answer = targets(&client, &server);
+    let target = &answer["data"]["activeTargets"][0];
+    assert_eq!(target["scrapePool"], "node");
+    assert_eq!(target["health"], "up");
+    assert_eq!(target["lastError"], "");
+    assert_eq!(
+        target["scrapeUrl"],
+        format!("http://127.0.0.1:{exporter_port}/metrics")
+    );
+    assert_eq!(target["scrapeInterval"], "1s");
+    assert_eq!(
+        target["discoveredLabels"]["__address__"],
+        format!("127.0.0.1:{exporter_port}")
+    );
+    // The probe leaves the textfile: a stale marker ends it at the next scrape.
+    std::fs::remove_file(&probe_file).unwrap();
+    wait_until("lookout_probe to go stale", || {
+        query(&client, &server, r#"lookout_probe{job="node"}"#).is_empty()
+    });
+    // Self-metrics count the scrapes.
+    let metrics = client
+        .get(format!("{}/metrics", server.api()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let accepted = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("lookout_gateway_samples_accepted_total{protocol=\"scrape\"}")
+        })
+        .unwrap();
+    let count: f64 = accepted.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count > 100.0, "{accepted}");
+}
+
+#[test]
+fn sighup_reloads_and_a_removed_target_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let config = dir.path().join("scrape.yml");
+    // No targets at first; the server's own API port is the target added by the reload.
+    write(&config, "scrape_configs: []\n");
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &["--scrape.config-file", config.to_str().unwrap()],
+    );
+    assert_eq!(
+        targets(&client, &server)["data"]["activeTargets"],
+        serde_json::json!([])
+    );
+    write(
+        &config,
+        &format!(
+            "scrape_configs:\n- job_name: self\n  scrape_interval: 1s\n  \
+             static_configs: [{{targets: ['127.0.0.1:{}']}}]\n- job_name: missing\n  \
+             scrape_interval: 1s\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            server.api_port,
+            free_port()
+        ),
+    );
+    hangup(&server);
+    wait_until("up{job=\"self\"} == 1 after SIGHUP", || {
+        query(&client, &server, r#"up{job="self"}"#)
+            .first()
+            .is_some_and(|series| value_of(series) == "1")
+    });
+    wait_until("up{job=\"missing\"} == 0", || {
+        query(&client, &server, r#"up{job="missing"}"#)
+            .first()
+            .is_some_and(|series| value_of(series) == "0")
+    });
+    let answer = targets(&client, &server);
+    let down = answer["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|target| target["scrapePool"] == "missing")
+        .unwrap()
+        .clone();
+    assert_eq!(down["health"], "down");
+    assert!(!down["lastError"].as_str().unwrap().is_empty());
+    // A configuration that does not load keeps the running one.
+    write(&config, "scrape_configs: [{job_name: self, scheme: ftp}]\n");
+    hangup(&server);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        targets(&client, &server)["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Both targets leave: their series end with stale markers, not after the lookback.
+    write(&config, "scrape_configs: []\n");
+    hangup(&server);
+    wait_until("up of both jobs to go stale", || {
+        query(&client, &server, "up").is_empty()
+    });
+    assert!(query(
+        &client,
+        &server,
+        r#"lookout_gateway_requests_total{job="self"}"#
+    )
+    .is_empty());
+    assert_eq!(
+        targets(&client, &server)["data"]["activeTargets"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn sofalookout_metric_scrape_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let jobs = dir.path().join("metric_scrape");
+    std::fs::create_dir(&jobs).unwrap();
+    // The port is only known once the server runs: start it on the empty directory, write
+    // the job file, then SIGHUP (the 60 s rescan would find it too).
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &["--scrape.sofalookout-dir", jobs.to_str().unwrap()],
+    );
+    write(
+        &jobs.join("lookout.yml"),
+        &format!(
+            "metric_scrape_configs:\n  - job_name: lookout-self\n    scrape_interval: 1s\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            server.api_port
+        ),
+    );
+    write(
+        &jobs.join("broken.yml"),
+        "metric_scrape_configs: [{job_name: x}]\n",
+    );
+    hangup(&server);
+    wait_until("up{app=\"lookout-self\"} == 1", || {
+        query(
+            &client,
+            &server,
+            r#"up{job="lookout-self",app="lookout-self"}"#,
+        )
+        .first()
+        .is_some_and(|series| value_of(series) == "1")
+    });
+    let prom_targets: serde_json::Value = client
+        .get(format!("{}/prom/targets", server.gateway()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let entry = &prom_targets["lookout-self"][0];
+    assert_eq!(
+        entry["endpoint"],
+        format!("http://127.0.0.1:{}/metrics", server.api_port)
+    );
+    assert_eq!(entry["successful"], true);
+    assert_eq!(entry["error"], serde_json::Value::Null);
+    assert!(entry["lastScrapedTime"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        prom_targets.get("x").is_none(),
+        "the broken file is left out"
+    );
+}
