@@ -976,4 +976,110 @@ mod tests {
         assert!(prom["t"][0]["error"].as_str().unwrap().contains("line 1"));
         manager.shutdown().await;
     }
+
+    /// A target that answers `m 1` only with `Authorization: <expected>`, after `delay`.
+    async fn serve_guarded(expected: &'static str, delay: Duration) -> String {
+        let app = Router::new().route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| async move {
+                tokio::time::sleep(delay).await;
+                let given = headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("");
+                if given == expected {
+                    (axum::http::StatusCode::OK, "m 1\n")
+                } else {
+                    (axum::http::StatusCode::UNAUTHORIZED, "")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_file_sd_and_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb =
+            Tsdb::open(TsdbOptions::new(dir.path().join("data")).retention_ms(None)).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(tsdb);
+        // base64("user:secret") = dXNlcjpzZWNyZXQ=
+        let basic = serve_guarded("Basic dXNlcjpzZWNyZXQ=", Duration::ZERO).await;
+        let bearer = serve_guarded("Bearer from-file", Duration::ZERO).await;
+        let wrong = serve_guarded("Bearer other", Duration::ZERO).await;
+        let slow = serve_guarded("", Duration::from_secs(2)).await;
+        std::fs::write(dir.path().join("token"), "from-file\n").unwrap();
+        std::fs::create_dir(dir.path().join("sd")).unwrap();
+        std::fs::write(
+            dir.path().join("sd/a.json"),
+            format!(r#"[{{"targets": ["{bearer}"], "labels": {{"from": "file"}}}}]"#),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("sd/ignored.txt"), "not a target file").unwrap();
+        let config_path = dir.path().join("scrape.yml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "global: {{scrape_interval: 200ms}}\nscrape_configs:\n\
+                 - job_name: basic\n  basic_auth: {{username: user, password: secret}}\n  \
+                   static_configs: [{{targets: ['{basic}']}}]\n\
+                 - job_name: bearer\n  bearer_token_file: token\n  \
+                   file_sd_configs: [{{files: ['sd/*.json'], refresh_interval: 100ms}}]\n  \
+                   static_configs: [{{targets: ['{wrong}']}}]\n\
+                 - job_name: slow\n  scrape_timeout: 100ms\n  static_configs: [{{targets: ['{slow}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let manager = ScrapeManager::start(
+            ScrapeSources {
+                config_file: Some(config_path),
+                sofalookout_dir: None,
+            },
+            storage.clone(),
+            Arc::new(GatewayStats::default()),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(running_counts(&manager)["bearer"], 2, "static + file_sd");
+        let health = |pool: &str, from_file: bool| {
+            manager
+                .targets()
+                .active
+                .into_iter()
+                .find(|target| {
+                    target.scrape_pool == pool && target.labels.contains_key("from") == from_file
+                })
+                .map(|target| (target.health, target.last_error))
+        };
+        eventually("every target scraped once", || async {
+            [
+                ("basic", false),
+                ("bearer", true),
+                ("bearer", false),
+                ("slow", false),
+            ]
+            .into_iter()
+            .all(|(pool, from_file)| {
+                health(pool, from_file).is_some_and(|(health, _)| health != TargetHealth::Unknown)
+            })
+        })
+        .await;
+        assert_eq!(health("basic", false).unwrap().0, TargetHealth::Up);
+        assert_eq!(health("bearer", true).unwrap().0, TargetHealth::Up);
+        let (down, error) = health("bearer", false).unwrap();
+        assert_eq!(down, TargetHealth::Down);
+        assert_eq!(error, "server returned HTTP status 401 Unauthorized");
+        let (down, error) = health("slow", false).unwrap();
+        assert_eq!(down, TargetHealth::Down);
+        assert!(!error.is_empty());
+        // The file_sd file changes: the next refresh picks the new groups up.
+        std::fs::write(dir.path().join("sd/a.json"), "[]").unwrap();
+        assert_eq!(manager.refresh_interval(), Duration::from_millis(100));
+        manager.refresh();
+        assert_eq!(running_counts(&manager)["bearer"], 1);
+        manager.shutdown().await;
+    }
 }
