@@ -100,8 +100,46 @@ fn labels_object(labels: &BTreeMap<String, String>) -> Value {
 /// Go's zero `time.Time`, what Prometheus shows before the first scrape.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
+/// The scrape URL as other hosts reach it: a loopback host (`localhost`, `127.x.y.z`,
+/// `[::1]`) replaced by `hostname`, as Prometheus' `globalUrl`.
+pub fn global_url(scrape_url: &str, hostname: &str) -> String {
+    let Some((scheme, rest)) = scrape_url.split_once("://") else {
+        return scrape_url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (host, port) = if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => authority.split_at(end + 1),
+            None => (authority, ""),
+        }
+    } else {
+        match authority.rfind(':') {
+            Some(colon) => authority.split_at(colon),
+            None => (authority, ""),
+        }
+    };
+    let loopback = host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|address| address.is_loopback());
+    if !loopback || hostname.is_empty() {
+        return scrape_url.to_owned();
+    }
+    format!("{scheme}://{hostname}{port}{tail}")
+}
+
+/// This machine's name, as Prometheus' `os.Hostname`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// The `data` of `/api/v1/targets` for a snapshot and the filters.
 pub fn targets_json(snapshot: &TargetsSnapshot, state: &str, pool: Option<&str>) -> Value {
+    let hostname = hostname();
     let in_pool = |name: &str| pool.is_none_or(|pool| pool == name);
     let show_active = state == "active" || state == "any" || state.is_empty();
     let show_dropped = state == "dropped" || state == "any" || state.is_empty();
@@ -115,7 +153,7 @@ pub fn targets_json(snapshot: &TargetsSnapshot, state: &str, pool: Option<&str>)
                 "labels": labels_object(&target.labels),
                 "scrapePool": target.scrape_pool,
                 "scrapeUrl": target.scrape_url,
-                "globalUrl": target.scrape_url,
+                "globalUrl": global_url(&target.scrape_url, &hostname),
                 "lastError": target.last_error,
                 "lastScrape": target.last_scrape.map_or_else(|| ZERO_TIME.to_owned(), format_rfc3339),
                 "lastScrapeDuration": target.last_scrape_duration_seconds,
@@ -182,6 +220,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn global_urls_name_the_host() {
+        assert_eq!(
+            global_url("http://127.0.0.1:9100/metrics?a=b", "vm"),
+            "http://vm:9100/metrics?a=b"
+        );
+        assert_eq!(
+            global_url("http://localhost/metrics", "vm"),
+            "http://vm/metrics"
+        );
+        assert_eq!(global_url("http://[::1]:9100/m", "vm"), "http://vm:9100/m");
+        assert_eq!(
+            global_url("http://10.1.2.3:9100/metrics", "vm"),
+            "http://10.1.2.3:9100/metrics"
+        );
+        assert_eq!(
+            global_url("http://127.0.0.1:1/m", ""),
+            "http://127.0.0.1:1/m"
+        );
     }
 
     #[test]
