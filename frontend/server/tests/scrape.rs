@@ -1,5 +1,6 @@
 //! Lookout scraping targets itself, through the `lookout-server` binary: a real
-//! node_exporter (from PATH; skipped with a reason when missing), the server's own `/metrics`,
+//! node_exporter (from PATH; skipped with a reason when missing), also scraped by a real
+//! Prometheus with the same relabelling to compare the stored series, the server's own `/metrics`,
 //! SIGHUP reloads, SOFALookout's `metric_scrape/` directory, and stale markers when a series
 //! or a target goes away (PromQL stops returning it at once, not after the 5 m lookback).
 
@@ -318,4 +319,115 @@ fn sofalookout_metric_scrape_directory() {
         prom_targets.get("x").is_none(),
         "the broken file is left out"
     );
+}
+
+/// The series of `matcher` in `/api/v1/series` of `base`, as sorted JSON texts.
+fn series_set(client: &reqwest::blocking::Client, base: &str, matcher: &str) -> Vec<String> {
+    let answer: serde_json::Value = client
+        .get(format!("{base}/api/v1/series"))
+        .query(&[("match[]", matcher)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut series: Vec<String> = answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|labels| labels.to_string())
+        .collect();
+    series.sort();
+    series
+}
+
+#[test]
+fn relabelling_matches_prometheus_on_the_same_target() {
+    let Some(binary) = node_exporter_binary() else {
+        println!("SKIPPED: prometheus-node-exporter (or node_exporter) is not on PATH");
+        return;
+    };
+    if !support::prometheus_installed() {
+        println!("SKIPPED: prometheus is not on PATH");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let textfile_dir = dir.path().join("textfile");
+    std::fs::create_dir(&textfile_dir).unwrap();
+    write(
+        &textfile_dir.join("probe.prom"),
+        "probe_a{kind=\"x\",secret=\"s\",job=\"inner\"} 1\nprobe_b{kind=\"drop\"} 2\n\
+         probe_c{kind=\"Y\",instance=\"other\"} 3\n",
+    );
+    let exporter_port = free_port();
+    let _exporter = Killed(
+        Command::new(binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
+            .arg("--no-collector.systemd")
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfile_dir.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{exporter_port}/metrics"),
+    );
+    // One file for both: Prometheus' syntax is Lookout's.
+    let config_text = format!(
+        r#"global: {{scrape_interval: 1s}}
+scrape_configs:
+- job_name: node
+  static_configs: [{{targets: ['127.0.0.1:{exporter_port}'], labels: {{team: Infra, __meta_zone: eu-1}}}}]
+  relabel_configs:
+  - {{regex: '__meta_(.*)', action: labelmap, replacement: 'meta_$1'}}
+  - {{source_labels: [__address__], modulus: 7, target_label: shard, action: hashmod}}
+  - {{source_labels: [team], target_label: team_lower, action: lowercase}}
+  - {{source_labels: [__address__], regex: '([^:]+):(\d+)', target_label: port, replacement: 'p$2'}}
+  metric_relabel_configs:
+  - {{source_labels: [__name__], regex: 'probe_.*', action: keep}}
+  - {{source_labels: [kind], regex: drop, action: drop}}
+  - {{regex: secret, action: labeldrop}}
+  - {{source_labels: [kind, team], separator: '-', target_label: combo}}
+  - {{source_labels: [kind], target_label: kind_upper, action: uppercase}}
+"#
+    );
+    let config = dir.path().join("scrape.yml");
+    write(&config, &config_text);
+    let prometheus_port = free_port();
+    let prometheus_dir = dir.path().join("prometheus-dir");
+    std::fs::create_dir(&prometheus_dir).unwrap();
+    let _prometheus =
+        support::start_prometheus(&client, &prometheus_dir, prometheus_port, &config_text, &[]);
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &["--scrape.config-file", config.to_str().unwrap()],
+    );
+    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+    let matcher = r#"{__name__=~"probe_.*|up"}"#;
+    wait_until("both to have scraped the probes", || {
+        series_set(&client, &prometheus, matcher).len() == 3
+            && series_set(&client, &server.api(), matcher).len() == 3
+    });
+    let expected = series_set(&client, &prometheus, matcher);
+    assert_eq!(series_set(&client, &server.api(), matcher), expected);
+    // Spot checks that the comparison covers the actions.
+    let joined = expected.join("\n");
+    for needle in [
+        "\"exported_job\":\"inner\"",
+        "\"exported_instance\":\"other\"",
+        "\"meta_zone\":\"eu-1\"",
+        "\"team_lower\":\"infra\"",
+        "\"combo\":\"x-Infra\"",
+        "\"kind_upper\":\"Y\"",
+        &format!("\"port\":\"p{exporter_port}\""),
+        "\"shard\":",
+    ] {
+        assert!(joined.contains(needle), "{needle} not in {joined}");
+    }
+    assert!(!joined.contains("secret"));
 }
