@@ -431,3 +431,88 @@ scrape_configs:
     }
     assert!(!joined.contains("secret"));
 }
+
+/// A Python with the official `prometheus_client` (Debian's python3-prometheus-client).
+fn python_with_prometheus_client() -> Option<&'static str> {
+    ["python3", "/usr/bin/python3"].into_iter().find(|python| {
+        Command::new(python)
+            .args(["-c", "import prometheus_client"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    })
+}
+
+/// The official Python client serves OpenMetrics to a scraper that asks for it (Lookout does,
+/// with Prometheus' `Accept`): counters' `_created` series are creation times, not samples.
+#[test]
+fn scrapes_openmetrics_from_the_python_client() {
+    let Some(python) = python_with_prometheus_client() else {
+        println!("SKIPPED: python3 with prometheus_client (python3-prometheus-client) not found");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let port = free_port();
+    let script = "import sys, time\n\
+        from prometheus_client import start_http_server, Counter, Gauge, Histogram\n\
+        Counter('demo_requests', 'Requests.', ['code']).labels('200').inc(3)\n\
+        Histogram('demo_latency_seconds', 'Latency.').observe(0.2)\n\
+        Gauge('demo_temperature_celsius', 'Temperature.').set(21.5)\n\
+        start_http_server(int(sys.argv[1]), addr='127.0.0.1')\n\
+        time.sleep(120)\n";
+    let _target = Killed(
+        Command::new(python)
+            .args(["-c", script, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&client, &format!("http://127.0.0.1:{port}/metrics"));
+    let served = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .unwrap();
+    let content_type = served.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let config = dir.path().join("scrape.yml");
+    write(
+        &config,
+        &format!(
+            "scrape_configs:\n- job_name: py\n  scrape_interval: 1s\n  \
+             static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ),
+    );
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &["--scrape.config-file", config.to_str().unwrap()],
+    );
+    wait_until("demo_requests_total", || {
+        !query(&client, &server, r#"demo_requests_total{job="py"}"#).is_empty()
+    });
+    let requests = query(&client, &server, r#"demo_requests_total{job="py"}"#);
+    assert_eq!(value_of(&requests[0]), "3");
+    assert_eq!(requests[0]["metric"]["code"], "200");
+    let bucket = query(
+        &client,
+        &server,
+        r#"demo_latency_seconds_bucket{job="py",le="+Inf"}"#,
+    );
+    assert_eq!(value_of(&bucket[0]), "1");
+    let gauge = query(&client, &server, r#"demo_temperature_celsius{job="py"}"#);
+    assert_eq!(value_of(&gauge[0]), "21.5");
+    assert!(query(&client, &server, r#"{__name__=~".*_created",job="py"}"#).is_empty());
+    assert_eq!(
+        value_of(&query(&client, &server, r#"up{job="py"}"#)[0]),
+        "1"
+    );
+}
