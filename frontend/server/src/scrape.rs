@@ -877,6 +877,16 @@ mod tests {
                 .is_some_and(|values| values.len() >= 2)
         })
         .await;
+        // Reloading an unchanged file keeps the loop: no stale markers.
+        let scrapes_before = series_values(&storage, "kept").await[0].len();
+        manager.reload().unwrap();
+        eventually("two more scrapes after the reload", || async {
+            series_values(&storage, "kept").await[0].len() >= scrapes_before + 2
+        })
+        .await;
+        assert!(!series_values(&storage, "kept").await[0]
+            .iter()
+            .any(|value| is_stale_nan(*value)));
         // The series disappears from the target: a stale marker follows its samples.
         *body.lock().unwrap() = "kept 1\n".to_owned();
         eventually("a stale marker for `leaving`", || async {
