@@ -15,9 +15,11 @@
 //! (`lookout_gateway::scrape::samples`), and writes samples, stale markers and the report
 //! series (`up`, `scrape_duration_seconds`, ...) in one batch through the same `Storage` as
 //! the push gateways, counted under `protocol="scrape"` in the gateway self-metrics. A
-//! target that leaves the configuration (or whose pool's configuration changes) writes
-//! stale markers for all its series; stopping the server does not, so series carry on
-//! across a restart, as in Prometheus.
+//! target that leaves the configuration writes stale markers for all its series; a target
+//! whose pool's configuration changes is restarted with the series it had (as Prometheus
+//! hands its scrape cache over), so only what the new settings no longer scrape goes stale;
+//! stopping the server writes no markers, so series carry on across a restart, as in
+//! Prometheus.
 //!
 //! Targets are listed at `/api/v1/targets` (the API's [`TargetsSource`]) and, in
 //! SOFALookout's shape, at `/prom/targets` on the gateway port ([`router`]).
@@ -94,9 +96,14 @@ struct Health {
     duration_seconds: f64,
 }
 
+/// A target's series for staleness, handed to the target's next loop when a reload
+/// restarts it (as Prometheus hands its scrape cache over).
+type SharedCache = Arc<Mutex<ScrapeCache>>;
+
 struct RunningTarget {
     target: Target,
     health: Arc<Mutex<Health>>,
+    cache: SharedCache,
     stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -317,28 +324,39 @@ impl ScrapeManager {
                 }
             }
             let mut running = Vec::new();
-            let config = match old_pools.remove(&config.job_name) {
-                Some(old) if *old.config == config => {
-                    for loop_ in old.running {
-                        if active.contains(&loop_.target) {
-                            running.push(loop_);
-                        } else {
-                            let _ = loop_.stop.send(Stop::WithStaleness);
-                        }
-                    }
-                    old.config
-                }
-                Some(old) => {
-                    stop_pool(old);
-                    Arc::new(config)
-                }
-                None => Arc::new(config),
+            // Loops restarted for a target that stays (same labels and URL, new settings):
+            // stopped without markers, their caches handed to the new loops.
+            let mut handed_over: Vec<(Target, SharedCache)> = Vec::new();
+            let old = old_pools.remove(&config.job_name);
+            let unchanged = old.as_ref().is_some_and(|old| *old.config == config);
+            let config = match &old {
+                Some(old) if unchanged => old.config.clone(),
+                _ => Arc::new(config),
             };
+            for loop_ in old.into_iter().flat_map(|old| old.running) {
+                if unchanged && active.contains(&loop_.target) {
+                    running.push(loop_);
+                    continue;
+                }
+                let stays = active.iter().any(|target| {
+                    target.labels == loop_.target.labels && target.url == loop_.target.url
+                });
+                if stays {
+                    let _ = loop_.stop.send(Stop::Quietly);
+                    handed_over.push((loop_.target, loop_.cache));
+                } else {
+                    let _ = loop_.stop.send(Stop::WithStaleness);
+                }
+            }
             for target in active {
                 if running.iter().any(|loop_| loop_.target == target) {
                     continue;
                 }
-                running.push(self.spawn(config.clone(), target));
+                let cache = handed_over
+                    .iter()
+                    .position(|(old, _)| old.labels == target.labels && old.url == target.url)
+                    .map(|index| handed_over.swap_remove(index).1);
+                running.push(self.spawn(config.clone(), target, cache));
             }
             state.pools.insert(
                 config.job_name.clone(),
@@ -354,7 +372,13 @@ impl ScrapeManager {
         }
     }
 
-    fn spawn(&self, config: Arc<ScrapeConfig>, target: Target) -> RunningTarget {
+    fn spawn(
+        &self,
+        config: Arc<ScrapeConfig>,
+        target: Target,
+        cache: Option<SharedCache>,
+    ) -> RunningTarget {
+        let cache = cache.unwrap_or_default();
         let health = Arc::new(Mutex::new(Health {
             health: TargetHealth::Unknown,
             last_error: String::new(),
@@ -367,11 +391,13 @@ impl ScrapeManager {
             config,
             target.clone(),
             health.clone(),
+            cache.clone(),
             stopped,
         ));
         RunningTarget {
             target,
             health,
+            cache,
             stop,
             task,
         }
@@ -400,6 +426,10 @@ impl ScrapeManager {
         }
         serde_json::Value::Object(jobs)
     }
+}
+
+fn lock_cache(cache: &Mutex<ScrapeCache>) -> std::sync::MutexGuard<'_, ScrapeCache> {
+    cache.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 fn lock_health(health: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
@@ -523,25 +553,25 @@ async fn scrape_loop(
     config: Arc<ScrapeConfig>,
     target: Target,
     health: Arc<Mutex<Health>>,
+    cache: SharedCache,
     mut stopped: watch::Receiver<Stop>,
 ) {
     let interval = Duration::from_millis(target.interval_ms);
     let first = tokio::time::Instant::now() + start_offset(&target, interval);
     let mut ticker = tokio::time::interval_at(first, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut cache = ScrapeCache::new();
     let stop = loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopped.changed() => break *stopped.borrow(),
         }
         tokio::select! {
-            _ = scrape_once(&context, &config, &target, &health, &mut cache) => {}
+            _ = scrape_once(&context, &config, &target, &health, &cache) => {}
             _ = stopped.changed() => break *stopped.borrow(),
         }
     };
     if stop == Stop::WithStaleness {
-        let batch = cache.end(&target.labels, TimestampMs(now_ms()));
+        let batch = lock_cache(&cache).end(&target.labels, TimestampMs(now_ms()));
         write(&context, &target, batch).await;
     }
 }
@@ -551,7 +581,7 @@ async fn scrape_once(
     config: &Arc<ScrapeConfig>,
     target: &Target,
     health: &Mutex<Health>,
-    cache: &mut ScrapeCache,
+    cache: &Mutex<ScrapeCache>,
 ) {
     let started_wall = SystemTime::now();
     let started = Instant::now();
@@ -587,7 +617,7 @@ async fn scrape_once(
         Ok(scraped) => {
             let samples_scraped = scraped.samples_scraped;
             let samples_post_relabeling = scraped.samples_post_relabeling();
-            let (batch, series_added) = cache.success(scraped, at);
+            let (batch, series_added) = lock_cache(cache).success(scraped, at);
             let report = Report {
                 up: true,
                 duration_seconds,
@@ -605,7 +635,8 @@ async fn scrape_once(
                 samples_post_relabeling: 0,
                 series_added: 0,
             };
-            (cache.failure(at), report, Some(error))
+            let batch = lock_cache(cache).failure(at);
+            (batch, report, Some(error))
         }
     };
     push_report(&mut batch, &target.labels, at, &report);
@@ -887,6 +918,42 @@ mod tests {
         assert!(!series_values(&storage, "kept").await[0]
             .iter()
             .any(|value| is_stale_nan(*value)));
+        // A changed pool configuration restarts the loop with its series: `kept` carries on,
+        // and `leaving`, which the new metric_relabel_configs drop, goes stale.
+        std::fs::write(
+            &config_path,
+            config(&format!("'{address}'")).replace("100ms", "150ms")
+                + "  metric_relabel_configs: [{source_labels: [__name__], regex: leaving, action: drop}]\n",
+        )
+        .unwrap();
+        manager.reload().unwrap();
+        eventually("a stale marker for the dropped `leaving`", || async {
+            series_values(&storage, "leaving")
+                .await
+                .first()
+                .and_then(|values| values.last().copied())
+                .is_some_and(is_stale_nan)
+        })
+        .await;
+        let scrapes_before = series_values(&storage, "kept").await[0].len();
+        eventually("two more scrapes after the change", || async {
+            series_values(&storage, "kept").await[0].len() >= scrapes_before + 2
+        })
+        .await;
+        assert!(!series_values(&storage, "kept").await[0]
+            .iter()
+            .any(|value| is_stale_nan(*value)));
+        // Back to the first configuration: `leaving` is scraped again.
+        std::fs::write(&config_path, config(&format!("'{address}'"))).unwrap();
+        manager.reload().unwrap();
+        eventually("`leaving` scraped again", || async {
+            series_values(&storage, "leaving")
+                .await
+                .first()
+                .and_then(|values| values.last().copied())
+                == Some(2.0)
+        })
+        .await;
         // The series disappears from the target: a stale marker follows its samples.
         *body.lock().unwrap() = "kept 1\n".to_owned();
         eventually("a stale marker for `leaving`", || async {
