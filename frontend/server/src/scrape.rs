@@ -1159,4 +1159,38 @@ mod tests {
         assert_eq!(running_counts(&manager)["bearer"], 1);
         manager.shutdown().await;
     }
+
+    #[tokio::test]
+    async fn a_configuration_that_does_not_load_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb =
+            Tsdb::open(TsdbOptions::new(dir.path().join("data")).retention_ms(None)).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(tsdb);
+        let start = |path: PathBuf| {
+            ScrapeManager::start(
+                ScrapeSources {
+                    config_file: Some(path),
+                    sofalookout_dir: None,
+                },
+                storage.clone(),
+                Arc::new(GatewayStats::default()),
+                1 << 20,
+            )
+        };
+        let missing = start(dir.path().join("missing.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing.yml"), "{missing}");
+        let path = dir.path().join("bad.yml");
+        std::fs::write(
+            &path,
+            "scrape_configs: [{job_name: a, consul_sd_configs: []}]",
+        )
+        .unwrap();
+        let bad = start(path).unwrap_err().to_string();
+        assert!(
+            bad.contains("consul_sd_configs is not supported (not implemented)"),
+            "{bad}"
+        );
+    }
 }
