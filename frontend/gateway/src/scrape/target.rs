@@ -121,7 +121,11 @@ pub fn target(config: &ScrapeConfig, discovered: Tags) -> Result<Option<Target>,
     if scheme != "http" {
         return Err(format!("scheme {scheme:?} is not supported (only http)"));
     }
-    let path = label_or("__metrics_path__", &config.metrics_path);
+    let mut path = label_or("__metrics_path__", &config.metrics_path);
+    if !path.starts_with('/') {
+        // As Go's URL prints a relative path after a host.
+        path.insert(0, '/');
+    }
     let mut params = config.params.clone();
     for (name, value) in &labels {
         if let Some(param) = name.strip_prefix("__param_") {
@@ -215,6 +219,7 @@ scrape_configs:
   - {target_label: __param_module, replacement: http_2xx}
   - {target_label: __scrape_interval__, replacement: 30s}
   - {target_label: __tmp_x, replacement: gone}
+  - {source_labels: [__address__], regex: 'a:.*', target_label: __metrics_path__, replacement: relative}
 "#,
         );
         let (active, dropped) = targets(&config, &config.static_configs);
@@ -223,7 +228,7 @@ scrape_configs:
         assert_eq!(dropped[0].discovered_labels["__address__"], "c:3");
         assert_eq!(dropped[0].error, None);
         assert_eq!(active[0].labels["instance"], "host-a");
-        assert_eq!(active[0].url, "http://a:1/metrics?module=http_2xx");
+        assert_eq!(active[0].url, "http://a:1/relative?module=http_2xx");
         assert_eq!(active[1].url, "http://b:2/other?module=http_2xx");
         assert_eq!(active[0].interval_ms, 30_000);
         assert!(!active[0].labels.contains_key("__tmp_x"));
@@ -263,5 +268,40 @@ scrape_configs:
         );
         let (active, _) = targets(&config, &config.static_configs);
         assert_eq!(active.len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_groups_give_targets_or_reasons(
+            addresses in proptest::collection::vec("[a-z0-9:/?.\\[\\]-]{0,12}", 0..4),
+            label_values in proptest::collection::vec("\\PC{0,8}", 0..3),
+            interval in "[0-9a-z]{0,4}",
+        ) {
+            let config = config(
+                "scrape_configs:\n- job_name: j\n  relabel_configs:\n  \
+                 - {source_labels: [v0], target_label: __scrape_interval__}\n  \
+                 - {source_labels: [v1], target_label: __metrics_path__}\n  \
+                 - {source_labels: [v2], target_label: __param_x}",
+            );
+            let mut labels = Tags::new();
+            for (index, value) in label_values.iter().enumerate() {
+                labels.insert(format!("v{index}"), value.clone());
+            }
+            if !interval.is_empty() {
+                labels.insert("v0".into(), interval);
+            }
+            let group = TargetGroup {
+                targets: addresses,
+                labels,
+                source: "prop".into(),
+            };
+            let (active, dropped) = targets(&config, &[group.clone()]);
+            proptest::prop_assert!(active.len() + dropped.len() <= group.targets.len());
+            for target in active {
+                proptest::prop_assert!(target.interval_ms > 0);
+                proptest::prop_assert!(target.timeout_ms <= target.interval_ms);
+                proptest::prop_assert!(target.labels.keys().all(|name| !name.starts_with("__")));
+            }
+        }
     }
 }
