@@ -295,7 +295,7 @@ scrape_configs:
                 labels,
                 source: "prop".into(),
             };
-            let (active, dropped) = targets(&config, &[group.clone()]);
+            let (active, dropped) = targets(&config, std::slice::from_ref(&group));
             proptest::prop_assert!(active.len() + dropped.len() <= group.targets.len());
             for target in active {
                 proptest::prop_assert!(target.interval_ms > 0);
