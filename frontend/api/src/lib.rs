@@ -6,7 +6,8 @@
 //! `/api/v1/label/<name>/values`, `/api/v1/metadata`, `/api/v1/query_exemplars`,
 //! `/api/v1/format_query`, `/api/v1/parse_query`, `/api/v1/status/{buildinfo,flags,
 //! runtimeinfo,tsdb,walreplay,config}`, `/api/v1/admin/tsdb/{delete_series,clean_tombstones,
-//! snapshot}` (when an [`Admin`] is given), `/-/healthy`, `/-/ready` and `/metrics`.
+//! snapshot}` (when an [`Admin`] is given), `/api/v1/targets` (from a [`TargetsSource`]),
+//! `/-/healthy`, `/-/ready` and `/metrics`.
 //!
 //! Responses follow Prometheus byte for byte where it matters to clients: the
 //! `{"status":"success","data":...}` envelope in Go's field order and string escaping,
@@ -25,6 +26,7 @@ mod params;
 mod query;
 mod remote_write;
 mod status;
+mod targets;
 
 use std::sync::Arc;
 
@@ -45,6 +47,10 @@ use params::Params;
 
 pub use admin::{Admin, AdminError};
 pub use status::{format_rfc3339, HeadStatus, StatusInfo, StoreStatus, WalReplayStatus};
+pub use targets::{
+    targets_json, ActiveTarget, DroppedTarget, SharedTargets, TargetHealth, TargetsSnapshot,
+    TargetsSource,
+};
 
 /// Appends self-metrics in the Prometheus text format (supplied by the server, which knows
 /// the engine behind the `Storage`).
@@ -67,6 +73,8 @@ pub struct ApiOptions {
     /// Metric metadata received with remote writes; clones of the options share it, so the
     /// query and write listeners see the same.
     pub metadata: MetadataStore,
+    /// The scrape targets `/api/v1/targets` lists; `None`: no scraping, empty lists.
+    pub targets: Option<SharedTargets>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -77,6 +85,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("engine", &self.engine)
             .field("admin", &self.admin.is_some())
             .field("status", &self.status)
+            .field("targets", &self.targets.is_some())
             .finish()
     }
 }
@@ -109,6 +118,7 @@ pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
         )
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
+        .route("/api/v1/targets", get(targets::targets))
         .route("/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/api/v1/status/flags", get(status::flags))
         .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use insta::assert_snapshot;
 use lookout_api::{
-    router, Admin, AdminError, ApiOptions, HeadStatus, StatusInfo, StoreStatus, WalReplayStatus,
+    router, ActiveTarget, Admin, AdminError, ApiOptions, DroppedTarget, HeadStatus, StatusInfo,
+    StoreStatus, TargetHealth, TargetsSnapshot, TargetsSource, WalReplayStatus,
 };
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
@@ -67,8 +68,61 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+/// Two scraped targets (one up, one down) and one dropped, at fixed times; documentation
+/// addresses (never contacted), so that `globalUrl` does not depend on the host name.
+struct FixedTargets;
+
+impl TargetsSource for FixedTargets {
+    fn targets(&self) -> TargetsSnapshot {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        let target = |instance: &str, health, error: &str| ActiveTarget {
+            discovered_labels: labels(&[
+                ("__address__", instance),
+                ("__metrics_path__", "/metrics"),
+                ("__scheme__", "http"),
+                ("__scrape_interval__", "15s"),
+                ("__scrape_timeout__", "10s"),
+                ("job", "node"),
+            ]),
+            labels: labels(&[("instance", instance), ("job", "node")]),
+            scrape_pool: "node".into(),
+            scrape_url: format!("http://{instance}/metrics"),
+            last_error: error.into(),
+            last_scrape: Some(at),
+            last_scrape_duration_seconds: 0.0125,
+            health,
+            scrape_interval: "15s".into(),
+            scrape_timeout: "10s".into(),
+        };
+        TargetsSnapshot {
+            active: vec![
+                target("192.0.2.10:9100", TargetHealth::Up, ""),
+                target(
+                    "192.0.2.11:9100",
+                    TargetHealth::Down,
+                    "server returned HTTP status 500 Internal Server Error",
+                ),
+            ],
+            dropped: vec![DroppedTarget {
+                discovered_labels: labels(&[("__address__", "192.0.2.12:9100"), ("job", "node")]),
+                scrape_pool: "node".into(),
+            }],
+        }
+    }
+}
+
 impl Server {
     async fn start(admin_enabled: bool) -> Server {
+        Server::start_with(admin_enabled, None).await
+    }
+
+    async fn start_with(admin_enabled: bool, targets: Option<Arc<dyn TargetsSource>>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let tsdb = Tsdb::open(TsdbOptions::new(dir.path()).fsync(FsyncPolicy::Never)).unwrap();
         let admin = Arc::new(RecordingAdmin::default());
@@ -84,6 +138,7 @@ impl Server {
                 storage_retention: "15d".into(),
                 store: Some(Arc::new(TsdbStatus(tsdb.clone()))),
             },
+            targets,
             ..ApiOptions::default()
         };
         let app = router(Arc::new(tsdb), options);
@@ -637,4 +692,23 @@ fn zero_numbers(response: &str, opening: &str) -> String {
         zeroed.join(","),
         &response[end..]
     )
+}
+
+#[tokio::test]
+async fn targets() {
+    let without_scraping = Server::start(false).await;
+    assert_snapshot!(
+        "targets_none",
+        without_scraping.get("/api/v1/targets").await
+    );
+    let server = Server::start_with(false, Some(Arc::new(FixedTargets))).await;
+    assert_snapshot!("targets", server.get("/api/v1/targets").await);
+    assert_snapshot!(
+        "targets_dropped_only",
+        server.get("/api/v1/targets?state=dropped").await
+    );
+    assert_snapshot!(
+        "targets_other_pool",
+        server.get("/api/v1/targets?scrapePool=other").await
+    );
 }

@@ -1,5 +1,5 @@
-//! The Prometheus text exposition format (0.0.4), one line at a time: what pushes and scrapes
-//! send.
+//! The Prometheus text exposition format (0.0.4) and OpenMetrics 1.0 text, one line at a
+//! time: what pushes and scrapes send.
 //!
 //! `name{label="value",...} value [timestamp]`, with `# ...` comment lines (HELP, TYPE) and
 //! blank lines yielding nothing. Label values are unescaped (`\\`, `\"`, `\n`) and may hold
@@ -7,6 +7,35 @@
 //! client writes `{method="get",}`) is accepted; values are Go-style floats (`+Inf`, `-Inf`,
 //! `NaN` included). Prometheus 3's quoted names (`{"my.metric", "a.b"="x"}`) are read too.
 //! Each line is independent, so a caller can skip a bad line and keep the rest.
+//!
+//! OpenMetrics ([`Format::OpenMetrics`], chosen by [`Format::from_content_type`]) differs in
+//! what [`parse_body`] and [`parse_line_in`] take care of: timestamps are float seconds, a
+//! sample may carry an exemplar (` # {trace_id="..."} 1 [ts]`, ignored), `# UNIT` lines are
+//! metadata, the body must end with `# EOF`, and the `_created` series of counters,
+//! histograms and summaries are creation times, not samples, so they are left out.
+
+/// The exposition format of a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4` (and anything that is not OpenMetrics).
+    Text,
+    /// `application/openmetrics-text; version=1.0.0` (or `0.0.1`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a `Content-Type` names; text when absent or unknown, as Prometheus falls
+    /// back.
+    pub fn from_content_type(content_type: Option<&str>) -> Format {
+        let media_type = content_type
+            .and_then(|value| value.split(';').next())
+            .map(|media| media.trim().to_ascii_lowercase());
+        match media_type.as_deref() {
+            Some("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+}
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +60,15 @@ pub struct LineError {
     pub position: usize,
 }
 
-/// Parses one line: `Ok(None)` for blank and comment lines.
+/// Parses one line of the text format: `Ok(None)` for blank and comment lines.
 pub fn parse_line(line: &str) -> Result<Option<TextSample>, LineError> {
+    parse_line_in(line, Format::Text)
+}
+
+/// Parses one sample line of `format`: `Ok(None)` for blank and comment lines. In
+/// OpenMetrics the timestamp is float seconds (returned in milliseconds) and an exemplar
+/// after the value is skipped.
+pub fn parse_line_in(line: &str, format: Format) -> Result<Option<TextSample>, LineError> {
     let mut cursor = Cursor { line, position: 0 };
     cursor.skip_blanks();
     if cursor.at_end() || cursor.peek() == Some('#') {
@@ -57,16 +93,26 @@ pub fn parse_line(line: &str) -> Result<Option<TextSample>, LineError> {
     let value_text = cursor.word();
     let value = parse_go_float(value_text).ok_or_else(|| cursor.error("invalid value"))?;
     cursor.skip_blanks();
-    let timestamp = if cursor.at_end() {
+    let exemplar_next =
+        |cursor: &Cursor<'_>| format == Format::OpenMetrics && cursor.peek() == Some('#');
+    let timestamp = if cursor.at_end() || exemplar_next(&cursor) {
         None
     } else {
         let text = cursor.word();
-        Some(
-            text.parse::<i64>()
-                .map_err(|_| cursor.error("invalid timestamp"))?,
-        )
+        let timestamp = match format {
+            Format::Text => text.parse::<i64>().ok(),
+            Format::OpenMetrics => parse_go_float(text)
+                .filter(|seconds| seconds.is_finite())
+                .map(|seconds| (seconds * 1000.0).round())
+                .filter(|millis| millis.abs() < 9.2e18)
+                .map(|millis| millis as i64),
+        };
+        Some(timestamp.ok_or_else(|| cursor.error("invalid timestamp"))?)
     };
     cursor.skip_blanks();
+    if exemplar_next(&cursor) {
+        cursor.exemplar()?;
+    }
     if !cursor.at_end() {
         return Err(cursor.error("unexpected text after the sample"));
     }
@@ -213,6 +259,28 @@ impl Cursor<'_> {
         }
     }
 
+    /// An OpenMetrics exemplar after `#`: `{labels} value [timestamp]`, checked and skipped.
+    fn exemplar(&mut self) -> Result<(), LineError> {
+        debug_assert_eq!(self.peek(), Some('#'));
+        self.advance(1);
+        self.skip_blanks();
+        if self.peek() != Some('{') {
+            return Err(self.error("expected an exemplar's labels after '#'"));
+        }
+        self.advance(1);
+        let mut no_name = Some(String::new());
+        let mut labels = Vec::new();
+        self.label_block(&mut no_name, &mut labels)?;
+        self.skip_blanks();
+        parse_go_float(self.word()).ok_or_else(|| self.error("invalid exemplar value"))?;
+        self.skip_blanks();
+        if !self.at_end() {
+            parse_go_float(self.word()).ok_or_else(|| self.error("invalid exemplar timestamp"))?;
+            self.skip_blanks();
+        }
+        Ok(())
+    }
+
     /// A double-quoted string with `\\`, `\"` and `\n` escapes; other escapes are kept as
     /// written.
     fn quoted(&mut self) -> Result<String, LineError> {
@@ -241,6 +309,75 @@ impl Cursor<'_> {
         self.position = self.line.len();
         Err(self.error("unterminated quoted string"))
     }
+}
+
+/// Why a body does not parse: the first bad line (1-based) and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct BodyError {
+    /// The line number, from 1.
+    pub line: usize,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Metric types whose `_created` series OpenMetrics uses for creation times.
+const TYPES_WITH_CREATED: [&str; 4] = ["counter", "histogram", "summary", "gaugehistogram"];
+
+/// Every sample of a whole body, as a scrape reads it: the first bad line fails the body.
+/// OpenMetrics bodies must end with `# EOF` (nothing but an empty line after it); their
+/// `_created` series of counters, histograms and summaries are left out.
+pub fn parse_body(text: &str, format: Format) -> Result<Vec<TextSample>, BodyError> {
+    let mut samples = Vec::new();
+    let mut created_families: std::collections::HashSet<&str> = Default::default();
+    let mut saw_eof = false;
+    let mut lines = text.split('\n').enumerate().peekable();
+    while let Some((index, raw_line)) = lines.next() {
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        let error = |reason: String| BodyError {
+            line: index + 1,
+            reason,
+        };
+        if saw_eof {
+            let last_empty = line.is_empty() && lines.peek().is_none();
+            if last_empty {
+                break;
+            }
+            return Err(error("data after # EOF".into()));
+        }
+        if format == Format::OpenMetrics {
+            if line == "# EOF" {
+                saw_eof = true;
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut words = rest.split_whitespace();
+                if let (Some(family), Some(kind)) = (words.next(), words.next()) {
+                    if TYPES_WITH_CREATED.contains(&kind) {
+                        created_families.insert(family);
+                    }
+                }
+                continue;
+            }
+        }
+        let Some(sample) = parse_line_in(line, format).map_err(|e| error(e.to_string()))? else {
+            continue;
+        };
+        let created_time = sample
+            .name
+            .strip_suffix("_created")
+            .is_some_and(|family| created_families.contains(family));
+        if !created_time {
+            samples.push(sample);
+        }
+    }
+    if format == Format::OpenMetrics && !saw_eof {
+        return Err(BodyError {
+            line: text.split('\n').count(),
+            reason: "data does not end with # EOF".into(),
+        });
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]
@@ -346,7 +483,72 @@ mod tests {
         }
     }
 
+    #[test]
+    fn formats_from_content_types() {
+        let format = Format::from_content_type;
+        assert_eq!(
+            format(Some(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(format(Some("text/plain; version=0.0.4")), Format::Text);
+        assert_eq!(format(Some("application/json")), Format::Text);
+        assert_eq!(format(None), Format::Text);
+    }
+
+    #[test]
+    fn openmetrics_bodies() {
+        let body = "# TYPE requests counter\n# UNIT requests requests\n# HELP requests Requests.\n\
+                    requests_total{code=\"200\"} 10 1520879607.789 # {trace_id=\"abc\"} 1 1520879607.7\n\
+                    requests_created{code=\"200\"} 1520430000.123\n\
+                    # TYPE temperature gauge\ntemperature 21.5\ntemperature_created 3\n# EOF\n";
+        let samples = parse_body(body, Format::OpenMetrics).unwrap();
+        let names: Vec<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["requests_total", "temperature", "temperature_created"],
+            "a counter's _created is a creation time; a gauge's is an ordinary series"
+        );
+        assert_eq!(samples[0].timestamp, Some(1_520_879_607_789));
+        assert_eq!(samples[0].value, 10.0);
+        // The same body as text: no EOF needed, `_created` kept, `# EOF` a comment.
+        let text = parse_body("a 1 1000\na_created 2\n", Format::Text).unwrap();
+        assert_eq!(text.len(), 2);
+        assert_eq!(text[0].timestamp, Some(1000));
+    }
+
+    #[test]
+    fn openmetrics_mistakes() {
+        let error = |body: &str| parse_body(body, Format::OpenMetrics).unwrap_err();
+        assert_eq!(error("a 1\n").reason, "data does not end with # EOF");
+        assert_eq!(error("# EOF\na 1\n").line, 2);
+        assert_eq!(error("a 1\n# EOF\n\n").reason, "data after # EOF");
+        assert_eq!(error("a 1 # trace\n# EOF").line, 1);
+        assert_eq!(error("a 1 x\n# EOF").line, 1);
+        assert_eq!(error("ok 1\nbad{ 1\n# EOF").line, 2);
+        assert!(parse_body("# EOF", Format::OpenMetrics).unwrap().is_empty());
+        // A text body fails at its first bad line too.
+        assert_eq!(parse_body("a 1\nb x\n", Format::Text).unwrap_err().line, 2);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in "[a-z_{}=\",\\ #0-9.+\n-]{0,120}",
+            open_metrics: bool,
+        ) {
+            let format = if open_metrics { Format::OpenMetrics } else { Format::Text };
+            let _ = parse_body(&body, format);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_body(&text, Format::Text);
+            let _ = parse_body(&text, Format::OpenMetrics);
+        }
+
         #[test]
         fn arbitrary_lines_never_panic(line in "[a-z{}=\",\\\\ #0-9.+-é]{0,60}") {
             let _ = parse_line(&line);

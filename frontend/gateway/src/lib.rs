@@ -9,7 +9,8 @@
 //! `/lookout/metrics` and Prometheus push protocols), [`exposition`] (the Prometheus text
 //! format, line by line), [`opentsdb`] (OpenTSDB's `/api/put` JSON and telnet `put` lines),
 //! [`pushgateway`] (the Pushgateway API's grouping keys, bodies and groups), [`metricbeat`]
-//! (Elasticsearch `_bulk` bodies of Metricbeat 6 documents).
+//! (Elasticsearch `_bulk` bodies of Metricbeat 6 documents), [`scrape`] (pull: scrape
+//! configuration, relabelling, targets, scraped bodies to samples and staleness).
 
 pub mod exposition;
 pub mod lookout;
@@ -18,6 +19,7 @@ pub mod opentsdb;
 pub mod pushgateway;
 pub mod remote_write;
 pub mod remote_write2;
+pub mod scrape;
 
 /// Size limits every decoder applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

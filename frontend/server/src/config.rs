@@ -39,6 +39,10 @@
 //! [opentsdb]
 //! listen_address = "0.0.0.0:4242"
 //!
+//! [scrape]
+//! config_file = "scrape.yml"       # Prometheus-style YAML (global, scrape_configs); unset: none
+//! sofalookout_dir = "metric_scrape" # SOFALookout's directory of metric_scrape_configs files
+//!
 //! [query]
 //! timeout = "2m"
 //! max_samples = 50000000
@@ -80,6 +84,17 @@ pub struct Args {
     /// Address of the OpenTSDB telnet listener (`put` lines) [default: 0.0.0.0:4242].
     #[arg(long = "opentsdb.listen-address", env = "LOOKOUT_OPENTSDB_LISTEN")]
     pub opentsdb_listen: Option<SocketAddr>,
+    /// Scrape configuration: Prometheus-style YAML with `global` and `scrape_configs`;
+    /// re-read on SIGHUP.
+    #[arg(long = "scrape.config-file", env = "LOOKOUT_SCRAPE_CONFIG")]
+    pub scrape_config_file: Option<PathBuf>,
+    /// SOFALookout's `metric_scrape/` directory: every file in it holds
+    /// `metric_scrape_configs` jobs; rescanned every 60 s and on SIGHUP.
+    #[arg(
+        long = "scrape.sofalookout-dir",
+        env = "LOOKOUT_SCRAPE_SOFALOOKOUT_DIR"
+    )]
+    pub scrape_sofalookout_dir: Option<PathBuf>,
     /// How long to keep data, in hours (0 keeps everything) [default: 360].
     #[arg(long = "storage.tsdb.retention.hours")]
     pub retention_hours: Option<u64>,
@@ -142,6 +157,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// The OpenTSDB telnet port.
     pub opentsdb: OpenTsdbConfig,
+    /// Scraping (pull).
+    pub scrape: ScrapeConfig,
     /// The PromQL evaluator.
     pub query: QueryConfig,
     /// Logging.
@@ -330,6 +347,16 @@ impl Default for OpenTsdbConfig {
     }
 }
 
+/// `[scrape]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// `--scrape.config-file`; `None`: no Prometheus-style scrape configuration.
+    pub config_file: Option<PathBuf>,
+    /// `--scrape.sofalookout-dir`; `None`: no SOFALookout jobs.
+    pub sofalookout_dir: Option<PathBuf>,
+}
+
 /// `[query]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -416,6 +443,12 @@ impl Config {
         self.web.enable_admin_api |= args.enable_admin_api;
         set(&mut self.gateway.listen_address, &args.gateway_listen);
         set(&mut self.opentsdb.listen_address, &args.opentsdb_listen);
+        if args.scrape_config_file.is_some() {
+            self.scrape.config_file = args.scrape_config_file.clone();
+        }
+        if args.scrape_sofalookout_dir.is_some() {
+            self.scrape.sofalookout_dir = args.scrape_sofalookout_dir.clone();
+        }
         set(&mut self.query.timeout, &args.query_timeout);
         set(&mut self.query.max_samples, &args.query_max_samples);
         set(
@@ -499,6 +532,20 @@ impl Config {
             flag(
                 "opentsdb.listen-address",
                 self.opentsdb.listen_address.to_string(),
+            ),
+            flag(
+                "scrape.config-file",
+                self.scrape
+                    .config_file
+                    .as_ref()
+                    .map_or(String::new(), |path| path.display().to_string()),
+            ),
+            flag(
+                "scrape.sofalookout-dir",
+                self.scrape
+                    .sofalookout_dir
+                    .as_ref()
+                    .map_or(String::new(), |path| path.display().to_string()),
             ),
             flag(
                 "storage.tsdb.retention.hours",
@@ -612,6 +659,8 @@ mod tests {
             path.to_str().unwrap(),
             "--query.timeout",
             "30s",
+            "--scrape.config-file",
+            "scrape.yml",
         ])
         .unwrap();
         let config = Config::load(&args).unwrap();
@@ -622,6 +671,11 @@ mod tests {
             "the file wins over the default"
         );
         assert_eq!(config.retention_text(), "15d or 512MiB");
+        assert_eq!(
+            config.scrape.config_file.as_deref(),
+            Some(std::path::Path::new("scrape.yml"))
+        );
+        assert_eq!(config.scrape.sofalookout_dir, None);
         // The rendered configuration reads back as the same configuration.
         let again: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(again, config);

@@ -60,10 +60,12 @@ pub enum Protocol {
     Pushgateway,
     /// `/beat/_bulk`, `/_bulk`
     Metricbeat,
+    /// Lookout scraping targets itself (one request: one scrape)
+    Scrape,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 7] = [
+    const ALL: [Protocol; 8] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
@@ -71,6 +73,7 @@ impl Protocol {
         Protocol::OpenTsdbTelnet,
         Protocol::Pushgateway,
         Protocol::Metricbeat,
+        Protocol::Scrape,
     ];
 
     fn as_str(self) -> &'static str {
@@ -82,12 +85,13 @@ impl Protocol {
             Protocol::OpenTsdbTelnet => "opentsdb_telnet",
             Protocol::Pushgateway => "pushgateway",
             Protocol::Metricbeat => "metricbeat",
+            Protocol::Scrape => "scrape",
         }
     }
 }
 
 /// Why a whole request was refused, as named in self-metrics.
-const REFUSAL_REASONS: [&str; 7] = [
+const REFUSAL_REASONS: [&str; 8] = [
     "app_missing",
     "bad_path",
     "token_missing",
@@ -95,6 +99,7 @@ const REFUSAL_REASONS: [&str; 7] = [
     "body_too_large",
     "malformed_body",
     "storage_unavailable",
+    "scrape_failed",
 ];
 
 /// Samples not stored although the request succeeded: info samples (never stored, spec
@@ -129,7 +134,24 @@ impl GatewayStats {
         change(counters.entry(protocol).or_default());
     }
 
-    fn refused(&self, protocol: Protocol, reason: &'static str) {
+    /// Counts one request (a scrape) of `protocol`.
+    pub(crate) fn request(&self, protocol: Protocol) {
+        self.update(protocol, |counters| counters.requests += 1);
+    }
+
+    /// Counts what the store did with a batch of `protocol`.
+    pub(crate) fn stored(&self, protocol: Protocol, outcome: &WriteOutcome) {
+        self.update(protocol, |counters| {
+            counters.accepted += outcome.accepted;
+            for (reason, count) in &outcome.rejected {
+                if *count > 0 {
+                    *counters.rejected.entry(reason.as_str()).or_default() += count;
+                }
+            }
+        });
+    }
+
+    pub(crate) fn refused(&self, protocol: Protocol, reason: &'static str) {
         self.update(protocol, |counters| {
             *counters.refused.entry(reason).or_default() += 1;
         });

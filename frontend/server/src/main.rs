@@ -6,11 +6,13 @@
 //! Prometheus does and the gateway port 7200 (remote write at `/api/v1/write`, SOFALookout's
 //! `/datas`, `/lookout/metrics/...` and `/prom/metrics/...`: the `gateway` module). Settings
 //! come from a TOML file (`--config.file`, see the `config` module) and flags, flags winning.
-//! SIGINT or SIGTERM stops accepting connections, lets requests in flight finish, then flushes
-//! and closes the store.
+//! Scrape targets come from `--scrape.config-file` and `--scrape.sofalookout-dir` (the
+//! `scrape` module); SIGHUP reloads them. SIGINT or SIGTERM stops accepting connections, lets
+//! requests in flight finish, stops the scrape loops, then flushes and closes the store.
 
 mod config;
 mod gateway;
+mod scrape;
 mod store;
 
 use std::net::SocketAddr;
@@ -130,6 +132,20 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Native(tsdb) => Arc::new(tsdb.clone()),
         Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
     };
+    let scrape_manager = scrape::ScrapeManager::start(
+        scrape::ScrapeSources {
+            config_file: config.scrape.config_file.clone(),
+            sofalookout_dir: config.scrape.sofalookout_dir.clone(),
+        },
+        storage.clone(),
+        gateway_stats.clone(),
+        options.decode_limits.max_body_bytes,
+    )?;
+    scrape::reload_on_hangup(scrape_manager.clone())?;
+    let options = ApiOptions {
+        targets: Some(scrape_manager.clone()),
+        ..options
+    };
     let api = lookout_api::router(storage.clone(), options.clone());
     let lookout_limits = lookout_gateway::lookout::Limits {
         decode: options.decode_limits,
@@ -141,6 +157,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             lookout_limits,
             gateway_stats.clone(),
         ))
+        .merge(scrape::router(scrape_manager.clone()))
         .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
@@ -165,6 +182,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
+    scrape::refresh_periodically(scrape_manager.clone(), stopped.clone());
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -187,6 +205,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             Ok(())
         },
     )?;
+    scrape_manager.shutdown().await;
     match backend {
         Backend::Native(tsdb) => {
             tracing::info!("shutting down: flushing the store");

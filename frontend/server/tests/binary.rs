@@ -215,6 +215,9 @@ fn config_file_flags_override_and_gateway_port() {
         config.display().to_string(),
         "--query.timeout".into(),
         "30s".into(),
+        // Not the default 4242, which another process on the machine may hold.
+        "--opentsdb.listen-address".into(),
+        format!("127.0.0.1:{}", free_port()),
     ]);
     wait_ready(&client, port);
 
