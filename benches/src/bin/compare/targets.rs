@@ -149,6 +149,9 @@ impl Target {
                     format!("127.0.0.1:{}", self.port),
                     "--gateway.listen-address".to_owned(),
                     format!("127.0.0.1:{}", free_port()?),
+                    // Loopback only, and never the default 4242 another server may hold.
+                    "--opentsdb.listen-address".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
                 ];
                 let mut server =
                     ServerProcess::spawn(&programs.lookout, &args, &self.dir.join("lookout.log"))?;
