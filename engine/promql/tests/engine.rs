@@ -292,7 +292,9 @@ async fn aggregations_fold_range_functions_batch_by_batch() {
             })
             .collect()
     };
-    for aggregation in ["sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"] {
+    for aggregation in [
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar",
+    ] {
         for function in ["rate", "max_over_time", "last_over_time"] {
             let folded = format!("{aggregation} by (g) ({function}(c[2m]))");
             let materialized = format!("{aggregation} by (g) ({function}(c[2m]) * 1)");
@@ -317,7 +319,13 @@ async fn aggregations_fold_range_functions_batch_by_batch() {
     }
     // The rates (5000 series × 31 steps) are never all held: at most one batch of them.
     let stats = engine
-        .range_query(&tsdb, "sum by (g) (rate(c[2m]))", 300_000, 1_200_000, 30_000)
+        .range_query(
+            &tsdb,
+            "sum by (g) (rate(c[2m]))",
+            300_000,
+            1_200_000,
+            30_000,
+        )
         .await
         .expect("query")
         .stats;
@@ -330,18 +338,32 @@ async fn aggregations_fold_range_functions_batch_by_batch() {
         ..EngineOptions::default()
     });
     limited
-        .range_query(&tsdb, "sum by (g) (rate(c[2m]))", 300_000, 1_200_000, 30_000)
+        .range_query(
+            &tsdb,
+            "sum by (g) (rate(c[2m]))",
+            300_000,
+            1_200_000,
+            30_000,
+        )
         .await
         .expect("folded: within the limit");
     let error = limited
-        .range_query(&tsdb, "sum by (g) (rate(c[2m]) * 1)", 300_000, 1_200_000, 30_000)
+        .range_query(
+            &tsdb,
+            "sum by (g) (rate(c[2m]) * 1)",
+            300_000,
+            1_200_000,
+            30_000,
+        )
         .await
         .expect_err("materialized: over the limit");
     assert!(matches!(error, QueryError::TooManySamples(_)), "{error}");
     // `rate` drops the name: c and d with the same other labels collide.
     let mut batch = WriteBatch::new();
     for name in ["d", "e"] {
-        let samples = (0..=80).map(|k| Sample::new(k * 15_000, k as f64)).collect();
+        let samples = (0..=80)
+            .map(|k| Sample::new(k * 15_000, k as f64))
+            .collect();
         batch.push(labels(&[("__name__", name), ("g", "x")]), samples);
     }
     tsdb.write(batch).await.expect("write");
