@@ -230,6 +230,24 @@ impl MemSeries {
     /// Appends the samples in `[mint, maxt]` to `out`; returns how many.
     pub(crate) fn read_range(&self, mint: i64, maxt: i64, out: &mut Vec<Sample>) -> usize {
         let before = out.len();
+        // Room for what the range probably holds (chunks wholly inside count in full, partly
+        // covered ones in proportion to the time covered), so that `out` is not regrown and
+        // copied chunk after chunk.
+        let expected: usize = self
+            .chunks()
+            .filter(|(_, chunk_min, chunk_max)| *chunk_max >= mint && *chunk_min <= maxt)
+            .map(|(chunk, chunk_min, chunk_max)| {
+                let count = chunk.iter().size_hint().1.unwrap_or(0);
+                if chunk_min >= mint && chunk_max <= maxt {
+                    return count;
+                }
+                // In f64: the times may span the whole i64 axis.
+                let span = (chunk_max as f64 - chunk_min as f64).max(1.0);
+                let covered = (chunk_max.min(maxt) as f64 - chunk_min.max(mint) as f64).max(0.0);
+                ((count as f64 * covered / span) as usize + 1).min(count)
+            })
+            .sum();
+        out.reserve(expected);
         for (chunk, chunk_min, chunk_max) in self.chunks() {
             if chunk_max < mint || chunk_min > maxt {
                 continue;
