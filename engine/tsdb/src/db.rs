@@ -571,12 +571,9 @@ impl Tsdb {
             .expect("only stores with a directory cut blocks");
         // From now on the head refuses samples the new block would have had to hold.
         head.set_min_valid_time(block_max);
-        let series = head.select(&[], block_min, block_max - 1);
-        let samples: usize = series.iter().map(|series| series.samples.len()).sum();
         let meta = write_block(
             &dir.join(BLOCKS_DIR),
-            series
-                .into_iter()
+            head.select_iter(&[], block_min, block_max - 1)
                 .map(|series| Ok((series.labels, series.samples))),
             block_min,
             block_max,
@@ -595,7 +592,7 @@ impl Tsdb {
         }
         // Until this truncation the samples are in both; reads de-duplicate them.
         self.truncate_head(block_max)?;
-        tracing::info!(id = %meta.id, min_time = block_min, max_time = block_max, samples, ?encoding, "block written from the head");
+        tracing::info!(id = %meta.id, min_time = block_min, max_time = block_max, samples = meta.stats.samples, ?encoding, "block written from the head");
         Ok(meta)
     }
 
@@ -815,11 +812,11 @@ impl Tsdb {
         }
         if with_head {
             if let Some((min_time, max_time)) = self.inner.head.time_range() {
-                let series = self.inner.head.select(&[], min_time, max_time);
                 let meta = write_block(
                     &blocks_dir,
-                    series
-                        .into_iter()
+                    self.inner
+                        .head
+                        .select_iter(&[], min_time, max_time)
                         .map(|series| Ok((series.labels, series.samples))),
                     min_time,
                     max_time.saturating_add(1),

@@ -690,16 +690,26 @@ impl Head {
 
     /// Every matching series with its samples in `[mint, maxt]`, sorted by labels.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+        self.select_iter(matchers, mint, maxt).collect()
+    }
+
+    /// As [`Head::select`], reading each series' samples only when the iterator gets to it:
+    /// what block writes stream, so that memory holds every label set but the samples of one
+    /// series at a time, not every sample of the range.
+    pub fn select_iter(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> impl Iterator<Item = Series> + '_ {
         let refs = self.postings(matchers);
-        let mut out = Vec::new();
-        for (labels, series_ref) in self.sorted_labels(&refs, mint, maxt) {
-            let mut samples = Vec::new();
-            self.read_samples(series_ref, mint, maxt, &mut samples);
-            if !samples.is_empty() {
-                out.push(Series { labels, samples });
-            }
-        }
-        out
+        self.sorted_labels(&refs, mint, maxt)
+            .into_iter()
+            .filter_map(move |(labels, series_ref)| {
+                let mut samples = Vec::new();
+                self.read_samples(series_ref, mint, maxt, &mut samples);
+                (!samples.is_empty()).then_some(Series { labels, samples })
+            })
     }
 
     /// Whether `[mint, maxt]` includes every sample of the head.
