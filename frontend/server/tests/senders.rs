@@ -1,0 +1,215 @@
+//! Real senders delivering into the `lookout-server` binary's gateway port, read back through
+//! the query API: netdata's OpenTSDB HTTP exporter (`POST /api/put`, JSON arrays) and rsyslog's
+//! Elasticsearch output (`omelasticsearch`, `POST /_bulk` with ES6 action lines and
+//! Metricbeat-6-shaped documents). Each is configured as in ../shared/peers (the configuration
+//! is written here, so the test does not need that directory) and skipped with a printed
+//! reason when its program is not on PATH (`peers.sh install extras`: netdata,
+//! rsyslog-elasticsearch).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{instant_query, log_tail, on_path, poll, wait_ready, KilledGroup, LookoutServer};
+
+/// How long a sender may take to deliver something queryable (both send every second).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn label<'a>(series: &'a Value, name: &str) -> &'a str {
+    series["metric"][name].as_str().unwrap_or("")
+}
+
+fn value(series: &Value) -> f64 {
+    series["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// The value of `name` in the server's own `/metrics` text, if it has that line.
+fn self_metric(client: &reqwest::blocking::Client, server: &LookoutServer, name: &str) -> f64 {
+    let text = client
+        .get(format!("{}/metrics", server.api()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |number| number.parse().unwrap())
+}
+
+fn start_lookout(dir: &Path) -> (LookoutServer, reqwest::blocking::Client) {
+    let client = reqwest::blocking::Client::new();
+    let server = LookoutServer::start(&dir.join("data"), &[]);
+    wait_ready(&client, &format!("{}/datas", server.gateway()));
+    (server, client)
+}
+
+/// netdata.conf and exporting.conf as ../shared/peers/peers.sh writes them (web UI, health,
+/// ML, cloud and every external plugin off; the `system.*` charts every second), with the
+/// OpenTSDB HTTP exporter pointed at `port`.
+fn write_netdata_config(dir: &Path, port: u16) {
+    for sub in ["cache", "lib", "log", "run"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let base = dir.display();
+    let mut netdata = format!(
+        "[global]\n    run as user = root\n    update every = 1\n    memory mode = ram\n    history = 600\n\
+         [directories]\n    config = {base}\n    cache = {base}/cache\n    lib = {base}/lib\n\
+         \x20   log = {base}/log\n    run = {base}/run\n\
+         [logs]\n    debug log = none\n    error log = {base}/log/error.log\n    access log = none\n\
+         [web]\n    mode = none\n[health]\n    enabled = no\n[ml]\n    enabled = no\n\
+         [cloud]\n    enabled = no\n[plugins]\n    proc = yes\n"
+    );
+    for plugin in [
+        "tc",
+        "idlejitter",
+        "apps",
+        "python.d",
+        "charts.d",
+        "go.d",
+        "node.d",
+        "ebpf",
+        "perf",
+        "slabinfo",
+        "fping",
+        "ioping",
+        "cgroups",
+        "diskspace",
+        "statsd",
+        "timex",
+        "checks",
+        "nfacct",
+        "cups",
+        "freeipmi",
+    ] {
+        netdata.push_str(&format!("    {plugin} = no\n"));
+    }
+    std::fs::write(dir.join("netdata.conf"), netdata).unwrap();
+    std::fs::write(
+        dir.join("exporting.conf"),
+        format!(
+            "[exporting:global]\n    enabled = yes\n    update every = 1\n\
+             [opentsdb:http:lookout]\n    enabled = yes\n    destination = 127.0.0.1:{port}\n\
+             \x20   data source = average\n    prefix = netdata\n    update every = 1\n\
+             \x20   send charts matching = system.*\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// netdata's OpenTSDB HTTP exporter POSTs JSON arrays of data points
+/// (`{"metric":"netdata.system.cpu.user","timestamp":<s>,"value":..,"tags":{"host":..,
+/// "_is_ephemeral":"false",..}}`) to `/api/put`; they must be stored under the metric name as
+/// sent, with the tag keys normalised (`_x` → `m__x`) and the peer's `ip` added.
+#[test]
+fn netdata_opentsdb_http_exporter_is_a_real_sender() {
+    if !on_path("netdata", "-v") {
+        println!(
+            "SKIPPED: netdata not found on PATH (peers.sh install extras: apt-get install netdata)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = start_lookout(dir.path());
+    let netdata_dir = dir.path().join("netdata");
+    write_netdata_config(&netdata_dir, server.gateway_port);
+    let error_log = netdata_dir.join("log/error.log");
+    let mut netdata = KilledGroup::spawn(
+        Command::new("netdata")
+            .arg("-D")
+            .arg("-c")
+            .arg(netdata_dir.join("netdata.conf"))
+            .arg("-P")
+            .arg(netdata_dir.join("run/netdata.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+
+    // netdata's CPU chart is in percent: its dimensions add up to 100 once a full interval
+    // has been collected (the first exports may still be all zeros).
+    let cpu = r#"sum by (host) ({__name__=~"netdata\\.system\\.cpu\\..+"})"#;
+    let total = poll(DELIVERY_TIMEOUT, || {
+        assert!(
+            netdata.exited().is_none(),
+            "netdata exited; its log:\n{}",
+            log_tail(&error_log, 30)
+        );
+        let result = instant_query(&client, &server.api(), cpu);
+        let total = value(result.first()?);
+        (95.0..=105.0).contains(&total).then_some(total)
+    });
+    assert!(
+        total.is_some(),
+        "no complete netdata.system.cpu.* export within {DELIVERY_TIMEOUT:?}: {:?}; netdata's log:\n{}",
+        instant_query(&client, &server.api(), cpu),
+        log_tail(&error_log, 30)
+    );
+
+    let all = instant_query(&client, &server.api(), r#"{__name__=~"netdata\\..+"}"#);
+    let names: BTreeSet<&str> = all.iter().map(|series| label(series, "__name__")).collect();
+    for expected in [
+        "netdata.system.cpu.user",
+        "netdata.system.cpu.idle",
+        "netdata.system.processes.running",
+        "netdata.system.uptime.uptime",
+    ] {
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let now = now_seconds();
+    for series in &all {
+        let keys: BTreeSet<&str> = series["metric"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // netdata 1.37 tags every point with host, _is_ephemeral and _has_unstable_connection.
+        assert_eq!(
+            keys,
+            BTreeSet::from([
+                "__name__",
+                "host",
+                "ip",
+                "m__has_unstable_connection",
+                "m__is_ephemeral"
+            ]),
+            "{series}"
+        );
+        assert_eq!(label(series, "ip"), "127.0.0.1", "{series}");
+        assert_eq!(label(series, "m__is_ephemeral"), "false", "{series}");
+        if !hostname.is_empty() {
+            assert_eq!(label(series, "host"), hostname, "{series}");
+        }
+        // Seconds read as seconds: the newest point is from the last few seconds.
+        let time = series["value"][0].as_f64().unwrap();
+        assert!(now - time < 30.0 && time <= now + 1.0, "{series} at {now}");
+    }
+    assert!(
+        self_metric(
+            &client,
+            &server,
+            r#"lookout_gateway_samples_accepted_total{protocol="opentsdb_http"}"#
+        ) >= all.len() as f64
+    );
+    // Stop the sender before the receiver.
+    drop(netdata);
+}
