@@ -30,6 +30,16 @@ fn label<'a>(series: &'a Value, name: &str) -> &'a str {
     series["metric"][name].as_str().unwrap_or("")
 }
 
+/// The sample times (seconds) of a range-vector result's series, oldest first.
+fn sample_times(series: &Value) -> Vec<f64> {
+    series["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| pair[0].as_f64().unwrap())
+        .collect()
+}
+
 fn value(series: &Value) -> f64 {
     series["value"][1].as_str().unwrap().parse().unwrap()
 }
@@ -199,9 +209,16 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
         if !hostname.is_empty() {
             assert_eq!(label(series, "host"), hostname, "{series}");
         }
-        // Seconds read as seconds: the newest point is from the last few seconds.
-        let time = series["value"][0].as_f64().unwrap();
-        assert!(now - time < 30.0 && time <= now + 1.0, "{series} at {now}");
+    }
+    // Seconds read as seconds: the newest points are from the last few seconds.
+    let raw = instant_query(&client, &server.api(), r#"{__name__=~"netdata\\..+"}[1m]"#);
+    assert!(raw.len() >= all.len(), "{raw:?}");
+    for series in &raw {
+        let newest = sample_times(series).last().copied().unwrap();
+        assert!(
+            now - newest < 30.0 && newest <= now + 1.0,
+            "{series} at {now}"
+        );
     }
     assert!(
         self_metric(
@@ -212,4 +229,195 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
     );
     // Stop the sender before the receiver.
     drop(netdata);
+}
+
+/// rsyslog.conf as ../shared/peers/peers.sh writes it for `rsyslog-es` (impstats every
+/// second, as Metricbeat-6-shaped documents, to `/_bulk` with `"_type":"doc"`), plus a TCP
+/// syslog input on `syslog_port` whose log records go to the same receiver with rsyslog's
+/// default JSON template, their refusals to `es-errors.json`.
+fn write_rsyslog_config(dir: &Path, gateway_port: u16, syslog_port: u16) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let base = dir.display();
+    let document = r#"{\"@timestamp\":\"%timereported:::date-rfc3339%\",\"beat\":{\"name\":\"peers\",\"hostname\":\"peers\",\"version\":\"6.8.23\"},\"host\":{\"name\":\"peers\"},\"metricset\":{\"module\":\"rsyslog\",\"name\":\"impstats\",\"rtt\":1},\"rsyslog\":%msg%}"#;
+    let config = format!(
+        "global(workDirectory=\"{base}\")\n\
+         module(load=\"impstats\" interval=\"1\" format=\"json\" resetCounters=\"off\" ruleset=\"stats\")\n\
+         module(load=\"omelasticsearch\")\n\
+         module(load=\"imtcp\")\n\
+         input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{syslog_port}\" ruleset=\"logs\")\n\
+         template(name=\"mbdoc\" type=\"string\" string=\"{document}\")\n\
+         template(name=\"idx\" type=\"string\" string=\"metricbeat-6.8.23-%timereported:::date-year%.%timereported:::date-month%.%timereported:::date-day%\")\n\
+         ruleset(name=\"stats\") {{\n  action(type=\"omelasticsearch\" server=\"127.0.0.1\" serverport=\"{gateway_port}\" \
+         template=\"mbdoc\" searchIndex=\"idx\" dynSearchIndex=\"on\" searchType=\"doc\" bulkmode=\"on\" \
+         queue.type=\"linkedlist\" queue.size=\"10000\" queue.dequeuebatchsize=\"100\")\n}}\n\
+         ruleset(name=\"logs\") {{\n  action(type=\"omelasticsearch\" server=\"127.0.0.1\" serverport=\"{gateway_port}\" \
+         searchIndex=\"system\" searchType=\"events\" bulkmode=\"on\" errorfile=\"{base}/es-errors.json\" \
+         queue.type=\"linkedlist\")\n}}\n"
+    );
+    let path = dir.join("rsyslog.conf");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// rsyslog's omelasticsearch POSTs `/_bulk` bodies (`Content-Type: application/json`, ES6
+/// action lines with `"_type":"doc"`) of Metricbeat-6-shaped impstats documents: they must be
+/// flattened as spec §3.5 says (numeric leaves of `rsyslog` named by their dotted path; tags
+/// from `metricset` then `beat`, `rtt` dropped, `beat.name` over `metricset.name`; strings
+/// ignored). Log records (no `@timestamp`) are not metric documents: Lookout must say so per
+/// item, as Elasticsearch does for a document it cannot index, so rsyslog files them in its
+/// error file instead of counting them as stored.
+#[test]
+fn rsyslog_omelasticsearch_is_a_real_bulk_sender() {
+    if !on_path("rsyslogd", "-v") {
+        println!(
+            "SKIPPED: rsyslogd not found on PATH (peers.sh install extras: apt-get install rsyslog-elasticsearch)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = start_lookout(dir.path());
+    let rsyslog_dir = dir.path().join("rsyslog");
+    let syslog_port = support::free_port();
+    let config = write_rsyslog_config(&rsyslog_dir, server.gateway_port, syslog_port);
+    let log = rsyslog_dir.join("rsyslogd.log");
+    let check = Command::new("rsyslogd")
+        .arg("-N1")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    if !check.status.success() && String::from_utf8_lossy(&check.stderr).contains("omelasticsearch")
+    {
+        println!("SKIPPED: rsyslog's omelasticsearch module is missing (apt-get install rsyslog-elasticsearch)");
+        return;
+    }
+    assert!(
+        check.status.success(),
+        "rsyslogd -N1 refused the configuration: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut rsyslog = KilledGroup::spawn(
+        Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&config)
+            .arg("-i")
+            .arg(rsyslog_dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
+    let mut alive = || {
+        assert!(
+            rsyslog.exited().is_none(),
+            "rsyslogd exited; its output:\n{}",
+            log_tail(&log, 30)
+        );
+    };
+
+    // impstats of omelasticsearch itself, delivered through Lookout: `submitted` counts the
+    // documents it has sent.
+    let success = r#"rsyslog.submitted > 0"#;
+    let delivered = poll(DELIVERY_TIMEOUT, || {
+        alive();
+        let result = instant_query(&client, &server.api(), success);
+        (!result.is_empty()).then_some(result)
+    });
+    assert!(
+        delivered.is_some(),
+        "rsyslog's stats did not arrive within {DELIVERY_TIMEOUT:?}; rsyslogd's output:\n{}",
+        log_tail(&log, 30)
+    );
+    let all = instant_query(&client, &server.api(), r#"{module="rsyslog"}"#);
+    let names: BTreeSet<&str> = all.iter().map(|series| label(series, "__name__")).collect();
+    for expected in [
+        "rsyslog.submitted",
+        "rsyslog.response.success",
+        "rsyslog.failed.http",
+        "rsyslog.processed",
+        "rsyslog.enqueued",
+        "rsyslog.maxrss",
+        "rsyslog.utime",
+    ] {
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    // Nothing but numeric leaves of the documents' objects: no `rtt`, no `host.name`.
+    for name in &names {
+        assert!(name.starts_with("rsyslog."), "{name}");
+    }
+    let now = now_seconds();
+    for series in &all {
+        let metric = series["metric"].as_object().unwrap();
+        let labels: Vec<(&str, &str)> = metric
+            .iter()
+            .filter(|(key, _)| key.as_str() != "__name__")
+            .map(|(key, value)| (key.as_str(), value.as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("hostname", "peers"),
+                ("ip", "127.0.0.1"),
+                ("module", "rsyslog"),
+                ("name", "peers"),
+                ("version", "6.8.23"),
+            ],
+            "{series}"
+        );
+    }
+    // `@timestamp` floored to 10 s.
+    let raw = instant_query(&client, &server.api(), r#"{module="rsyslog"}[1m]"#);
+    assert!(raw.len() >= all.len(), "{raw:?}");
+    for series in &raw {
+        for time in sample_times(series) {
+            assert_eq!(time % 10.0, 0.0, "{series}");
+            assert!(now - time < 70.0 && time <= now, "{series} at {now}");
+        }
+    }
+    let maxrss = instant_query(&client, &server.api(), "rsyslog.maxrss");
+    assert!(value(&maxrss[0]) > 0.0, "{maxrss:?}");
+    let http_failures = instant_query(&client, &server.api(), "rsyslog.failed.http");
+    assert_eq!(value(&http_failures[0]), 0.0, "{http_failures:?}");
+
+    // Log records: rsyslog's default template has no @timestamp.
+    let sent = 3;
+    {
+        use std::io::Write;
+        let mut syslog = std::net::TcpStream::connect(("127.0.0.1", syslog_port)).unwrap();
+        for number in 0..sent {
+            writeln!(syslog, "<13>1 - - lookout-test - - - log record {number}").unwrap();
+        }
+    }
+    let errors_path = rsyslog_dir.join("es-errors.json");
+    let refused = poll(DELIVERY_TIMEOUT, || {
+        alive();
+        let errors = std::fs::read_to_string(&errors_path).ok()?;
+        (errors.matches("mapper_parsing_exception").count() >= sent).then_some(errors)
+    });
+    assert!(
+        refused.is_some(),
+        "rsyslog did not file {sent} refused log records within {DELIVERY_TIMEOUT:?}: {:?}; rsyslogd's output:\n{}",
+        std::fs::read_to_string(&errors_path),
+        log_tail(&log, 30)
+    );
+    assert!(
+        self_metric(
+            &client,
+            &server,
+            r#"lookout_gateway_samples_rejected_total{protocol="metricbeat",reason="invalid_time"}"#
+        ) >= sent as f64
+    );
+    // The records added no series.
+    let after = instant_query(&client, &server.api(), r#"{__name__=~".+"}"#);
+    assert!(
+        after
+            .iter()
+            .all(|series| label(series, "module") == "rsyslog"),
+        "{after:?}"
+    );
+    drop(rsyslog);
 }
