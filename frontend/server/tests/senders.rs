@@ -125,7 +125,7 @@ fn write_netdata_config(dir: &Path, port: u16) {
 fn netdata_opentsdb_http_exporter_is_a_real_sender() {
     if !on_path("netdata", "-v") {
         println!(
-            "SKIPPED: netdata not found on PATH (peers.sh install extras: apt-get install netdata)"
+            "SKIPPED: netdata not found on PATH (peers.sh install extras, or apt-get install netdata-core)"
         );
         return;
     }
