@@ -57,6 +57,25 @@ fn self_metric(client: &reqwest::blocking::Client, server: &LookoutServer, name:
         .map_or(0.0, |number| number.parse().unwrap())
 }
 
+/// Requests of `protocol` the gateway refused as a whole, by reason (only non-zero ones).
+fn refusals(
+    client: &reqwest::blocking::Client,
+    server: &LookoutServer,
+    protocol: &str,
+) -> Vec<String> {
+    let prefix = format!("lookout_gateway_requests_refused_total{{protocol=\"{protocol}\",");
+    client
+        .get(format!("{}/metrics", server.api()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with(&prefix) && !line.ends_with(" 0"))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn start_lookout(dir: &Path) -> (LookoutServer, reqwest::blocking::Client) {
     let client = reqwest::blocking::Client::new();
     let server = LookoutServer::start(&dir.join("data"), &[]);
@@ -226,6 +245,11 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
             &server,
             r#"lookout_gateway_samples_accepted_total{protocol="opentsdb_http"}"#
         ) >= all.len() as f64
+    );
+    // Every POST was taken, including the empty arrays netdata sends before its first values.
+    assert_eq!(
+        refusals(&client, &server, "opentsdb_http"),
+        Vec::<String>::new()
     );
     // Stop the sender before the receiver.
     drop(netdata);
@@ -410,6 +434,10 @@ fn rsyslog_omelasticsearch_is_a_real_bulk_sender() {
             &server,
             r#"lookout_gateway_samples_rejected_total{protocol="metricbeat",reason="invalid_time"}"#
         ) >= sent as f64
+    );
+    assert_eq!(
+        refusals(&client, &server, "metricbeat"),
+        Vec::<String>::new()
     );
     // The records added no series.
     let after = instant_query(&client, &server.api(), r#"{__name__=~".+"}"#);
