@@ -1,5 +1,6 @@
 //! Real senders delivering into the `lookout-server` binary's gateway port, read back through
-//! the query API: netdata's OpenTSDB HTTP exporter (`POST /api/put`, JSON arrays) and rsyslog's
+//! the query API: netdata's OpenTSDB exporters (`POST /api/put` with JSON arrays, and telnet
+//! `put` lines) and rsyslog's
 //! Elasticsearch output (`omelasticsearch`, `POST /_bulk` with ES6 action lines and
 //! Metricbeat-6-shaped documents). Each is configured as in ../shared/peers (the configuration
 //! is written here, so the test does not need that directory) and skipped with a printed
@@ -57,13 +58,14 @@ fn self_metric(client: &reqwest::blocking::Client, server: &LookoutServer, name:
         .map_or(0.0, |number| number.parse().unwrap())
 }
 
-/// Requests of `protocol` the gateway refused as a whole, by reason (only non-zero ones).
-fn refusals(
+/// The non-zero lines of the server's self-metric `counter` for `protocol` (by reason).
+fn nonzero(
     client: &reqwest::blocking::Client,
     server: &LookoutServer,
+    counter: &str,
     protocol: &str,
 ) -> Vec<String> {
-    let prefix = format!("lookout_gateway_requests_refused_total{{protocol=\"{protocol}\",");
+    let prefix = format!("{counter}{{protocol=\"{protocol}\",");
     client
         .get(format!("{}/metrics", server.api()))
         .send()
@@ -85,8 +87,9 @@ fn start_lookout(dir: &Path) -> (LookoutServer, reqwest::blocking::Client) {
 
 /// netdata.conf and exporting.conf as ../shared/peers/peers.sh writes them (web UI, health,
 /// ML, cloud and every external plugin off; the `system.*` charts every second), with the
-/// OpenTSDB HTTP exporter pointed at `port`.
-fn write_netdata_config(dir: &Path, port: u16) {
+/// OpenTSDB HTTP exporter pointed at `port` and its telnet exporter (`NETDATA_TELNET_PORT` in
+/// peers.sh) at `telnet_port`, with the prefix `netdata_telnet` to tell the two apart.
+fn write_netdata_config(dir: &Path, port: u16, telnet_port: u16) {
     for sub in ["cache", "lib", "log", "run"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -130,7 +133,10 @@ fn write_netdata_config(dir: &Path, port: u16) {
             "[exporting:global]\n    enabled = yes\n    update every = 1\n\
              [opentsdb:http:lookout]\n    enabled = yes\n    destination = 127.0.0.1:{port}\n\
              \x20   data source = average\n    prefix = netdata\n    update every = 1\n\
-             \x20   send charts matching = system.*\n"
+             \x20   send charts matching = system.*\n\
+             [opentsdb:lookout_telnet]\n    enabled = yes\n    destination = 127.0.0.1:{telnet_port}\n\
+             \x20   data source = average\n    prefix = netdata_telnet\n    update every = 1\n\
+             \x20   send charts matching = system.cpu\n"
         ),
     )
     .unwrap();
@@ -139,9 +145,10 @@ fn write_netdata_config(dir: &Path, port: u16) {
 /// netdata's OpenTSDB HTTP exporter POSTs JSON arrays of data points
 /// (`{"metric":"netdata.system.cpu.user","timestamp":<s>,"value":..,"tags":{"host":..,
 /// "_is_ephemeral":"false",..}}`) to `/api/put`; they must be stored under the metric name as
-/// sent, with the tag keys normalised (`_x` → `m__x`) and the peer's `ip` added.
+/// sent, with the tag keys normalised (`_x` → `m__x`) and the peer's `ip` added. Its telnet
+/// exporter's `put` lines, to the telnet listener, the same.
 #[test]
-fn netdata_opentsdb_http_exporter_is_a_real_sender() {
+fn netdata_opentsdb_exporters_are_real_senders() {
     if !on_path("netdata", "-v") {
         println!(
             "SKIPPED: netdata not found on PATH (peers.sh install extras, or apt-get install netdata-core)"
@@ -151,7 +158,7 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
     let dir = tempfile::tempdir().unwrap();
     let (server, client) = start_lookout(dir.path());
     let netdata_dir = dir.path().join("netdata");
-    write_netdata_config(&netdata_dir, server.gateway_port);
+    write_netdata_config(&netdata_dir, server.gateway_port, server.telnet_port);
     let error_log = netdata_dir.join("log/error.log");
     let mut netdata = KilledGroup::spawn(
         Command::new("netdata")
@@ -184,6 +191,30 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
         "no complete netdata.system.cpu.* export within {DELIVERY_TIMEOUT:?}: {:?}; netdata's log:\n{}",
         instant_query(&client, &server.api(), cpu),
         log_tail(&error_log, 30)
+    );
+
+    // The telnet exporter's `put` lines: the same tags.
+    let telnet = poll(DELIVERY_TIMEOUT, || {
+        let result = instant_query(&client, &server.api(), "netdata_telnet.system.cpu.user");
+        (!result.is_empty()).then_some(result)
+    })
+    .expect("no netdata_telnet.system.cpu.user from netdata's telnet exporter");
+    let keys: BTreeSet<&str> = telnet[0]["metric"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "__name__",
+            "host",
+            "ip",
+            "m__has_unstable_connection",
+            "m__is_ephemeral"
+        ]),
+        "{telnet:?}"
     );
 
     let all = instant_query(&client, &server.api(), r#"{__name__=~"netdata\\..+"}"#);
@@ -246,11 +277,19 @@ fn netdata_opentsdb_http_exporter_is_a_real_sender() {
             r#"lookout_gateway_samples_accepted_total{protocol="opentsdb_http"}"#
         ) >= all.len() as f64
     );
-    // Every POST was taken, including the empty arrays netdata sends before its first values.
-    assert_eq!(
-        refusals(&client, &server, "opentsdb_http"),
-        Vec::<String>::new()
-    );
+    // Every POST was taken, including the empty arrays netdata sends before its first values,
+    // and every data point of both exporters stored.
+    for protocol in ["opentsdb_http", "opentsdb_telnet"] {
+        for counter in [
+            "lookout_gateway_requests_refused_total",
+            "lookout_gateway_samples_rejected_total",
+        ] {
+            assert_eq!(
+                nonzero(&client, &server, counter, protocol),
+                Vec::<String>::new()
+            );
+        }
+    }
     // Stop the sender before the receiver.
     drop(netdata);
 }
@@ -436,7 +475,12 @@ fn rsyslog_omelasticsearch_is_a_real_bulk_sender() {
         ) >= sent as f64
     );
     assert_eq!(
-        refusals(&client, &server, "metricbeat"),
+        nonzero(
+            &client,
+            &server,
+            "lookout_gateway_requests_refused_total",
+            "metricbeat"
+        ),
         Vec::<String>::new()
     );
     // The records added no series.
