@@ -1,11 +1,10 @@
-//! Real senders delivering into the `lookout-server` binary's gateway port, read back through
-//! the query API: netdata's OpenTSDB exporters (`POST /api/put` with JSON arrays, and telnet
-//! `put` lines) and rsyslog's
-//! Elasticsearch output (`omelasticsearch`, `POST /_bulk` with ES6 action lines and
-//! Metricbeat-6-shaped documents). Each is configured as in ../shared/peers (the configuration
-//! is written here, so the test does not need that directory) and skipped with a printed
-//! reason when its program is not on PATH (`peers.sh install extras`: netdata,
-//! rsyslog-elasticsearch).
+//! Real senders delivering into the `lookout-server` binary, read back through the query API:
+//! netdata's OpenTSDB exporters (`POST /api/put` with JSON arrays on the gateway port, and
+//! telnet `put` lines) and rsyslog's Elasticsearch output (`omelasticsearch`, `POST /_bulk`
+//! with ES6 action lines and Metricbeat-6-shaped documents). Each is configured as in
+//! ../shared/peers (the configuration is written here, so the test does not need that
+//! directory) and skipped with a printed reason when its program is not on PATH
+//! (`peers.sh install extras`: netdata, rsyslog-elasticsearch).
 
 mod support;
 
