@@ -10,9 +10,10 @@
 //! (`system.cpu.user.pct`). Strings, booleans and arrays elsewhere are ignored: they are not
 //! tags (§13.4). The request's [`Enrichment`] adds `ip`.
 //!
-//! A line that is not a JSON object, or a document without a usable `@timestamp`, is skipped
-//! and counted; the rest is kept. The actions are returned so the answer can list one item
-//! per action, as Elasticsearch does.
+//! A line that is not a JSON object, or a document without a usable `@timestamp` (a log
+//! record rather than a metric document, say), is skipped and counted; the rest is kept. The
+//! actions are returned so the answer can list one item per action, as Elasticsearch does,
+//! each with the reason its document was skipped, if it was ([`BulkAction::error`]).
 
 use serde_json::{Map, Value};
 
@@ -36,6 +37,9 @@ pub struct BulkAction {
     pub index: Option<String>,
     /// Its `_type` (Elasticsearch 6), if given.
     pub doc_type: Option<String>,
+    /// Why the document that followed it was skipped as a whole (not a JSON object, no
+    /// usable `@timestamp`); `None` when it was flattened (or there was none: `delete`).
+    pub error: Option<String>,
 }
 
 /// A decoded bulk body.
@@ -55,31 +59,32 @@ pub fn decode_bulk(
 ) -> Result<BulkDecoded, LookoutError> {
     let bytes = read_body(body, false, &limits.decode)?;
     let mut collector = Collector::new(limits);
-    let mut actions = Vec::new();
+    let mut actions: Vec<BulkAction> = Vec::new();
+    // The action whose document line comes next, if one does (`delete` has none).
+    let mut awaiting: Option<usize> = None;
     for (index, line) in bytes.split(|&byte| byte == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let document = match serde_json::from_slice::<Value>(line) {
-            Ok(Value::Object(document)) => document,
-            Ok(_) => {
-                collector.skip(SkipReason::MalformedJson, || {
-                    format!("line {}: not a JSON object", index + 1)
-                });
-                continue;
+        let skipped = match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(document)) => {
+                if let Some(action) = action(&document) {
+                    awaiting = (action.action != "delete").then_some(actions.len());
+                    actions.push(action);
+                    continue;
+                }
+                flatten_document(document, enrichment, &mut collector)?
             }
-            Err(error) => {
-                collector.skip(SkipReason::MalformedJson, || {
-                    format!("line {}: {error}", index + 1)
-                });
-                continue;
-            }
+            Ok(_) => Some((SkipReason::MalformedJson, "not a JSON object".to_owned())),
+            Err(error) => Some((SkipReason::MalformedJson, error.to_string())),
         };
-        if let Some(action) = action(&document) {
-            actions.push(action);
-            continue;
+        if let Some((reason, message)) = skipped {
+            collector.skip(reason, || format!("line {}: {message}", index + 1));
+            if let Some(action) = awaiting.and_then(|position| actions.get_mut(position)) {
+                action.error = Some(message);
+            }
         }
-        flatten_document(document, enrichment, &mut collector, index + 1)?;
+        awaiting = None;
     }
     Ok(BulkDecoded {
         decoded: collector.decoded,
@@ -103,24 +108,26 @@ fn action(line: &Map<String, Value>) -> Option<BulkAction> {
         action: name.clone(),
         index: text("_index"),
         doc_type: text("_type"),
+        error: None,
     })
 }
 
+/// Flattens one document into samples; `Ok(Some(..))` when it has no usable `@timestamp`
+/// and is skipped as a whole.
 fn flatten_document(
     mut document: Map<String, Value>,
     enrichment: &Enrichment,
     collector: &mut Collector<'_>,
-    line: usize,
-) -> Result<(), LookoutError> {
+) -> Result<Option<(SkipReason, String)>, LookoutError> {
     let timestamp = document
         .get("@timestamp")
         .and_then(Value::as_str)
         .and_then(parse_iso8601);
     let Some(timestamp) = timestamp else {
-        collector.skip(SkipReason::InvalidTime, || {
-            format!("line {line}: no @timestamp in ISO-8601")
-        });
-        return Ok(());
+        return Ok(Some((
+            SkipReason::InvalidTime,
+            "no @timestamp in ISO-8601: not a metric document".to_owned(),
+        )));
     };
     let timestamp = align(timestamp, Some(STEP_MS));
     let mut tags = Tags::new();
@@ -146,7 +153,7 @@ fn flatten_document(
             walk(key, value, &mut path, &tags, timestamp, collector)?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Depth first through `value` (reached by `key`), one sample per numeric leaf.
@@ -211,11 +218,13 @@ mod tests {
                     action: "index".into(),
                     index: Some("metricbeat-6.8.23-2024.01.01".into()),
                     doc_type: Some("doc".into()),
+                    error: None,
                 },
                 BulkAction {
                     action: "index".into(),
                     index: None,
                     doc_type: None,
+                    error: Some("no @timestamp in ISO-8601: not a metric document".into()),
                 },
             ]
         );
@@ -236,5 +245,50 @@ mod tests {
         );
         assert_eq!(decoded.decoded.skipped[&SkipReason::MalformedJson], 1);
         assert_eq!(decoded.decoded.skipped[&SkipReason::InvalidTime], 1);
+    }
+
+    /// Each action learns what became of its document: rsyslog's default template (a log
+    /// record without `@timestamp`), a broken line, a `delete` (no document), a metric
+    /// document without numbers (nothing to store, nothing lost).
+    #[test]
+    fn skipped_documents_are_attributed_to_their_actions() {
+        let body = concat!(
+            "{\"index\":{\"_index\":\"logs\",\"_type\":\"doc\"}}\n",
+            "{\"message\":\"hello\",\"timereported\":\"2024-01-01T00:00:07Z\"}\n",
+            "{\"delete\":{\"_index\":\"logs\",\"_id\":\"1\"}}\n",
+            "{\"create\":{\"_index\":\"m\"}}\n",
+            "{\"@timestamp\":\"2024-01-01T00:00:07Z\",\"rsyslog\":{\"name\":\"global\",\"values\":{}}}\n",
+            "{\"index\":{\"_index\":\"m\"}}\n",
+            "{\"@timestamp\": oops}\n",
+            "{\"index\":{\"_index\":\"m\"}}\n",
+            "{\"@timestamp\":\"2024-01-01T00:00:07Z\",\"rsyslog\":{\"size\":3}}\n",
+        );
+        let decoded = decode_bulk(body.as_bytes(), &peer(), &Limits::default()).unwrap();
+        let errors: Vec<(&str, Option<&str>)> = decoded
+            .actions
+            .iter()
+            .map(|action| (action.action.as_str(), action.error.as_deref()))
+            .collect();
+        assert_eq!(errors.len(), 5);
+        assert_eq!(
+            errors[0],
+            (
+                "index",
+                Some("no @timestamp in ISO-8601: not a metric document")
+            )
+        );
+        assert_eq!(errors[1], ("delete", None));
+        assert_eq!(errors[2], ("create", None));
+        assert_eq!(errors[3].0, "index");
+        assert!(
+            errors[3]
+                .1
+                .is_some_and(|error| error.contains("expected value")),
+            "{errors:?}"
+        );
+        assert_eq!(errors[4], ("index", None));
+        assert_eq!(decoded.decoded.batch.series.len(), 1);
+        assert_eq!(decoded.decoded.skipped[&SkipReason::InvalidTime], 1);
+        assert_eq!(decoded.decoded.skipped[&SkipReason::MalformedJson], 1);
     }
 }

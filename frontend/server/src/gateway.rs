@@ -8,7 +8,7 @@
 //! | `GET`, `POST /lookout/metrics/{k}/{v}/...` | SDK body, tags from the path (`app`, `step` required) | 200 |
 //! | `POST`, `PUT /prom/metrics/job/{job}/{k}/{v}/...` | Prometheus text, token required | 202 |
 //! | `PUT`, `POST`, `DELETE /metrics/job/{job}/{label}/{value}...` | Pushgateway API ([`pushgateway`]) | 200, DELETE 202 |
-//! | `GET /beat`, `.../_template/...`, `POST /beat/_bulk`, `/_bulk` | Metricbeat 6 ES emulation ([`metricbeat`]; token required under `/beat`) | 200 + ES JSON |
+//! | `GET /beat`, `.../_template/...`, `.../_cat/health`, `POST /beat/_bulk`, `/_bulk` | Metricbeat 6 ES emulation ([`metricbeat`]; token required under `/beat`) | 200 + ES JSON |
 //! | `POST /api/put`, `/opentsdb/api/put` | OpenTSDB JSON (the second with SOFALookout's `app`/`step` headers and token required) | 204, or OpenTSDB's `?summary` / `?details` JSON |
 //!
 //! Refusals have the original's shape: a status, header `Err: <msg>` and `<msg>` as a
@@ -306,6 +306,8 @@ pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats
             "/_template/{name}",
             get(metricbeat::template_exists).put(metricbeat::template_put),
         )
+        .route("/_cat/health", get(metricbeat::cat_health))
+        .route("/beat/_cat/health", get(metricbeat::cat_health))
         .route(
             "/beat/_bulk",
             axum::routing::post(metricbeat::bulk).put(metricbeat::bulk),

@@ -7,9 +7,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{wait_ready, Killed, LookoutServer};
+use support::{instant_query, log_tail, poll, wait_ready, Killed, LookoutServer};
 
 struct Server {
     _process: LookoutServer,
@@ -37,15 +37,7 @@ fn start(dir: &std::path::Path) -> Server {
 
 impl Server {
     fn query(&self, promql: &str) -> Vec<serde_json::Value> {
-        let answer: serde_json::Value = self
-            .client
-            .get(format!("{}/api/v1/query", self.api))
-            .query(&[("query", promql)])
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        answer["data"]["result"].as_array().unwrap().clone()
+        instant_query(&self.client, &self.api, promql)
     }
 }
 
@@ -147,19 +139,16 @@ fn collectd_write_tsdb_is_a_real_sender() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let result = loop {
+    let result = poll(Duration::from_secs(30), || {
         let result = server.query(r#"{source="collectd", __name__=~"load\\..*"}"#);
-        if !result.is_empty() || Instant::now() > deadline {
-            break result;
-        }
-        std::thread::sleep(Duration::from_millis(250));
+        (!result.is_empty()).then_some(result)
+    });
+    let Some(result) = result else {
+        panic!(
+            "no load.* series from collectd; its log:\n{}",
+            log_tail(&dir.path().join("collectd.log"), 30)
+        );
     };
-    let log = std::fs::read_to_string(dir.path().join("collectd.log")).unwrap_or_default();
-    assert!(
-        !result.is_empty(),
-        "no load.* series from collectd; its log:\n{log}"
-    );
     for series in &result {
         assert_eq!(series["metric"]["fqdn"], "peerhost", "{series}");
         assert_eq!(series["metric"]["ip"], "127.0.0.1", "{series}");

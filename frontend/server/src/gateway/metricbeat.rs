@@ -6,12 +6,19 @@
 //! | `GET /beat`, `GET /` | the fake cluster info of the original (`lookout-gateway`, version 5.3.2) |
 //! | `GET`, `HEAD /beat/_template/{name}`, `/_template/{name}` | 200 `{}`: the template "exists", so beats do not upload one (the original's 202 made them fail, §13.3) |
 //! | `PUT /beat/_template/{name}`, `/_template/{name}` | 200 `{"acknowledged":true}` |
-//! | `POST`, `PUT /beat/_bulk`, `/_bulk` | 200 `{"took":..,"errors":false,"items":[...]}` with one item per action |
+//! | `GET`, `HEAD /beat/_cat/health`, `/_cat/health` | 200, one green single-node line (rsyslog's omelasticsearch probes it before it resumes after a failure) |
+//! | `POST`, `PUT /beat/_bulk`, `/_bulk` | 200 `{"took":..,"errors":..,"items":[...]}` with one item per action |
 //!
 //! `/beat/_bulk` keeps the original's token rule (`Authorization: Basic` with user `lookout`
-//! and the token as password, or `X-Lookout-Token`); `/_bulk` needs none. Documents that do
-//! not decode are skipped and counted, not reported as item errors, so a beat never retries
-//! them forever; a storage failure is a 503, which beats retry.
+//! and the token as password, or `X-Lookout-Token`); `/_bulk` needs none. A document that is
+//! skipped as a whole (not a JSON object, or no usable `@timestamp`: a log record, not a
+//! metric document) is counted and answered as Elasticsearch answers a document it cannot
+//! index: that item has status 400 and a `mapper_parsing_exception`, and `errors` is true, so
+//! the sender knows it was not stored (Metricbeat and rsyslog drop such items rather than
+//! retry them; rsyslog can write them to its error file). A storage failure is a 503, which
+//! senders retry. Samples the storage rejects (a second value for a series and 10 s slot, for
+//! one) are counted in `lookout_gateway_samples_rejected_total`, not reported per item: the
+//! storage does not say which document they came from.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,6 +58,23 @@ pub(super) async fn template_put() -> Response {
     json_response(StatusCode::OK, r#"{"acknowledged":true}"#.to_owned())
 }
 
+/// `GET`/`HEAD .../_cat/health`: what `_cat/health` of a healthy one-node cluster prints.
+pub(super) async fn cat_health() -> Response {
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let (hours, minutes, seconds) = ((epoch / 3600) % 24, (epoch / 60) % 60, epoch % 60);
+    let line = format!(
+        "{epoch} {hours:02}:{minutes:02}:{seconds:02} lookout-gateway green 1 1 0 0 0 0 0 0 - 100.0%\n"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
+        line,
+    )
+        .into_response()
+}
+
 /// `POST`/`PUT /beat/_bulk` and `/_bulk`.
 pub(super) async fn bulk(State(state): State<Arc<GatewayState>>, request: Request) -> Response {
     let protocol = Protocol::Metricbeat;
@@ -88,7 +112,7 @@ pub(super) async fn bulk(State(state): State<Arc<GatewayState>>, request: Reques
     let items: Vec<Value> = actions.iter().map(item).collect();
     let answer = json!({
         "took": started.elapsed().as_millis() as u64,
-        "errors": false,
+        "errors": actions.iter().any(|action| action.error.is_some()),
         "items": items,
     });
     json_response(StatusCode::OK, answer.to_string())
@@ -101,7 +125,16 @@ fn item(action: &BulkAction) -> Value {
         "update" => (200, "updated"),
         _ => (200, "deleted"),
     };
-    let mut outcome = json!({"status": status, "result": result, "_version": 1});
+    let mut outcome = match &action.error {
+        None => json!({"status": status, "result": result, "_version": 1}),
+        Some(reason) => json!({
+            "status": 400,
+            "error": {
+                "type": "mapper_parsing_exception",
+                "reason": format!("document not stored by Lookout: {reason}"),
+            },
+        }),
+    };
     if let Some(index) = &action.index {
         outcome["_index"] = Value::from(index.as_str());
     }
@@ -216,5 +249,53 @@ mod tests {
             .unwrap();
         assert_eq!(root.status(), 200);
         assert_eq!(gateway.all_series().await.len(), 13);
+    }
+
+    /// rsyslog's omelasticsearch: `_cat/health` before it resumes, and its default template
+    /// (a log record, no `@timestamp`) answered as an item Elasticsearch could not index.
+    #[tokio::test]
+    async fn log_records_are_item_errors_and_cat_health_answers() {
+        let gateway = harness().await;
+        for path in ["/_cat/health", "/beat/_cat/health"] {
+            let url = format!("{}{path}", gateway.base);
+            let health = gateway.client.get(&url).send().await.unwrap();
+            assert_eq!(health.status(), 200);
+            assert!(health.text().await.unwrap().contains(" green "));
+            assert_eq!(
+                gateway.client.head(&url).send().await.unwrap().status(),
+                200
+            );
+        }
+        let body = concat!(
+            "{\"index\":{\"_index\":\"system-2024.01.01\",\"_type\":\"events\"}}\n",
+            "{\"message\":\"hello\",\"fromhost\":\"h\",\"timereported\":\"2024-01-01T00:00:07Z\"}\n",
+            "{\"index\":{\"_index\":\"metricbeat-6.8.23-2018.03.29\",\"_type\":\"doc\"}}\n",
+            "{\"@timestamp\":\"2018-03-29T08:27:41Z\",\"rsyslog\":{\"size\":2}}\n",
+        );
+        let response = gateway
+            .client
+            .post(format!("{}/_bulk", gateway.base))
+            .header("Content-Type", "application/json; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["errors"], true, "{answer}");
+        let items = answer["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{answer}");
+        assert_eq!(items[0]["index"]["status"], 400, "{answer}");
+        assert_eq!(items[0]["index"]["_type"], "events", "{answer}");
+        assert_eq!(
+            items[0]["index"]["error"]["type"], "mapper_parsing_exception",
+            "{answer}"
+        );
+        assert_eq!(items[1]["index"]["status"], 201, "{answer}");
+        // The metric document is stored even though the log record beside it is not.
+        assert_eq!(gateway.all_series().await.len(), 1);
+        assert!(gateway.metrics().contains(
+            "lookout_gateway_samples_rejected_total{protocol=\"metricbeat\",reason=\"invalid_time\"} 1"
+        ));
     }
 }

@@ -172,3 +172,97 @@ impl LookoutServer {
         format!("http://127.0.0.1:{}", self.gateway_port)
     }
 }
+
+/// Whether `program` can be run from PATH (probed with `probe_arg`, whose exit status does not
+/// matter). When it cannot, tests print `SKIPPED: <reason>` and return.
+pub fn on_path(program: &str, probe_arg: &str) -> bool {
+    Command::new(program)
+        .arg(probe_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A child started in its own process group; on drop the whole group gets SIGTERM, then
+/// SIGKILL after 15 s, so helpers the program forked (netdata's plugins) stop with it.
+#[derive(Debug)]
+pub struct KilledGroup(Child);
+
+impl KilledGroup {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> std::io::Result<KilledGroup> {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).spawn().map(KilledGroup)
+    }
+
+    /// Whether the leader has exited (its status, if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .args([name, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever of the group is still there (the leader, or children it left behind).
+        signal("-KILL");
+        let _ = self.0.wait();
+    }
+}
+
+/// Calls `check` every 250 ms until it returns `Some`, for at most `timeout`.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return Some(found);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The result vector of the instant query `expr` at the server's "now"; panics unless the
+/// API answers `success`.
+pub fn instant_query(
+    client: &reqwest::blocking::Client,
+    api: &str,
+    expr: &str,
+) -> Vec<serde_json::Value> {
+    let answer: serde_json::Value = client
+        .get(format!("{api}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    answer["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The last `lines` lines of the text file at `path` (empty when it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
