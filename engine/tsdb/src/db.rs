@@ -157,6 +157,14 @@ impl TsdbOptions {
         self
     }
 
+    /// The cardinality budget: most series the head may hold (`None`, the default: no
+    /// limit). Beyond it samples of new series are refused as `series_limit`; series the
+    /// head holds keep being written.
+    pub fn max_series(mut self, series: Option<u64>) -> TsdbOptions {
+        self.head.max_series = series;
+        self
+    }
+
     /// Samples per chunk before it is cut.
     pub fn chunk_samples(mut self, samples: usize) -> TsdbOptions {
         self.head.chunk_samples = samples;

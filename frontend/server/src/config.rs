@@ -35,6 +35,12 @@
 //!
 //! [gateway]
 //! listen_address = "0.0.0.0:7200"
+//! max_active_series = 0        # cardinality budget (native store head series); 0: unlimited
+//! max_in_flight_requests = 256 # more write requests at once get 503 + Retry-After; 0: unlimited
+//! retry_after_seconds = 5
+//!
+//! [gateway.common_tags]        # added to every series the gateway receives, sender's win
+//! dc = "gz"
 //!
 //! [opentsdb]
 //! listen_address = "0.0.0.0:4242"
@@ -53,11 +59,13 @@
 //! level = "info"
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use lookout_gateway::pipeline::CommonTags;
 use serde::{Deserialize, Serialize};
 
 /// Command-line flags, named like Prometheus' where they mean the same thing. Each one left
@@ -81,6 +89,22 @@ pub struct Args {
     /// `/lookout/metrics/...` and `/prom/metrics/...`) [default: 0.0.0.0:7200].
     #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
+    /// The cardinality budget: most active series (series in the native store's head);
+    /// beyond it samples of new series are refused as `series_limit`, samples of existing
+    /// series are stored (0: unlimited) [default: 0].
+    #[arg(long = "gateway.max-active-series")]
+    pub max_active_series: Option<u64>,
+    /// Write requests the gateway port serves at once; more are answered 503 with
+    /// `Retry-After` (0: unlimited) [default: 256].
+    #[arg(long = "gateway.max-in-flight-requests")]
+    pub max_in_flight_requests: Option<usize>,
+    /// `Retry-After` of the gateway port's 503 answers, in seconds [default: 5].
+    #[arg(long = "gateway.retry-after-seconds")]
+    pub retry_after_seconds: Option<u64>,
+    /// A tag added to every series the gateway receives where the sender did not set it,
+    /// as `name=value`; repeat for more (adds to the file's `[gateway.common_tags]`).
+    #[arg(long = "gateway.common-tag", value_name = "NAME=VALUE")]
+    pub common_tags: Vec<String>,
     /// Address of the OpenTSDB telnet listener (`put` lines) [default: 0.0.0.0:4242].
     #[arg(long = "opentsdb.listen-address", env = "LOOKOUT_OPENTSDB_LISTEN")]
     pub opentsdb_listen: Option<SocketAddr>,
@@ -321,12 +345,28 @@ impl Default for WebConfig {
 pub struct GatewayConfig {
     /// `--gateway.listen-address`
     pub listen_address: SocketAddr,
+    /// `--gateway.max-active-series`: the cardinality budget of the native store (series in
+    /// its head); 0 is unlimited.
+    pub max_active_series: u64,
+    /// `--gateway.max-in-flight-requests`: write requests the gateway port serves at once
+    /// before answering 503 + `Retry-After`; 0 is unlimited.
+    pub max_in_flight_requests: usize,
+    /// `--gateway.retry-after-seconds`: the `Retry-After` of the port's 503 answers.
+    pub retry_after_seconds: u64,
+    /// `--gateway.common-tag name=value` (repeatable): tags added to every series the
+    /// gateway port, the telnet listener and the scrape loops write, where the series does
+    /// not set them.
+    pub common_tags: BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen_address: SocketAddr::from(([0, 0, 0, 0], 7200)),
+            max_active_series: 0,
+            max_in_flight_requests: 256,
+            retry_after_seconds: 5,
+            common_tags: BTreeMap::new(),
         }
     }
 }
@@ -411,6 +451,11 @@ impl Config {
             None => Config::default(),
         };
         config.apply_flags(args);
+        for text in &args.common_tags {
+            let (name, value) = CommonTags::parse_pair(text)
+                .with_context(|| "in --gateway.common-tag".to_owned())?;
+            config.gateway.common_tags.insert(name, value);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -442,6 +487,15 @@ impl Config {
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
         set(&mut self.gateway.listen_address, &args.gateway_listen);
+        set(&mut self.gateway.max_active_series, &args.max_active_series);
+        set(
+            &mut self.gateway.max_in_flight_requests,
+            &args.max_in_flight_requests,
+        );
+        set(
+            &mut self.gateway.retry_after_seconds,
+            &args.retry_after_seconds,
+        );
         set(&mut self.opentsdb.listen_address, &args.opentsdb_listen);
         if args.scrape_config_file.is_some() {
             self.scrape.config_file = args.scrape_config_file.clone();
@@ -469,14 +523,30 @@ impl Config {
             self.storage.out_of_order_window_minutes >= 0,
             "storage.out_of_order_window_minutes must not be negative"
         );
+        self.common_tags()?;
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
                 self.storage.es.options()?;
+                anyhow::ensure!(
+                    self.gateway.max_active_series == 0,
+                    "gateway.max_active_series is not implemented for the es backend \
+                     (the budget counts the native store's head series)"
+                );
             }
             other => anyhow::bail!("unknown storage backend {other:?}: use tsdb or es"),
         }
         Ok(())
+    }
+
+    /// `[gateway] common_tags` checked.
+    pub fn common_tags(&self) -> anyhow::Result<CommonTags> {
+        CommonTags::new(self.gateway.common_tags.clone()).context("in gateway.common_tags")
+    }
+
+    /// `[gateway] max_active_series` as the store's option (`None`: unlimited).
+    pub fn max_active_series(&self) -> Option<u64> {
+        (self.gateway.max_active_series > 0).then_some(self.gateway.max_active_series)
     }
 
     /// `[log] level` parsed.
@@ -528,6 +598,27 @@ impl Config {
             flag(
                 "gateway.listen-address",
                 self.gateway.listen_address.to_string(),
+            ),
+            flag(
+                "gateway.max-active-series",
+                self.gateway.max_active_series.to_string(),
+            ),
+            flag(
+                "gateway.max-in-flight-requests",
+                self.gateway.max_in_flight_requests.to_string(),
+            ),
+            flag(
+                "gateway.retry-after-seconds",
+                self.gateway.retry_after_seconds.to_string(),
+            ),
+            flag(
+                "gateway.common-tag",
+                self.gateway
+                    .common_tags
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
             flag(
                 "opentsdb.listen-address",
@@ -679,6 +770,54 @@ mod tests {
         // The rendered configuration reads back as the same configuration.
         let again: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn gateway_pipeline_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nmax_active_series = 1000\n[gateway.common_tags]\ndc = \"gz\"\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--gateway.common-tag",
+            "env=prod",
+            "--gateway.max-in-flight-requests",
+            "8",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.max_active_series(), Some(1000));
+        assert_eq!(config.gateway.max_in_flight_requests, 8);
+        assert_eq!(config.gateway.retry_after_seconds, 5);
+        let tags = config.common_tags().unwrap();
+        assert_eq!(
+            tags.iter().collect::<Vec<_>>(),
+            [("dc", "gz"), ("env", "prod")]
+        );
+        let again: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+        assert_eq!(Config::default().max_active_series(), None);
+
+        for bad in ["env", "__name__=x", "9x=y"] {
+            let args = Args {
+                common_tags: vec![bad.into()],
+                ..Args::default()
+            };
+            assert!(Config::load(&args).is_err(), "{bad}");
+        }
+        let args = Args {
+            storage_backend: Some("es".into()),
+            max_active_series: Some(10),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("not implemented"), "{error}");
     }
 
     #[test]

@@ -22,6 +22,7 @@
 
 mod metricbeat;
 pub mod opentsdb;
+pub mod pipeline;
 mod pushgateway;
 
 use std::collections::BTreeMap;
@@ -62,10 +63,13 @@ pub enum Protocol {
     Metricbeat,
     /// Lookout scraping targets itself (one request: one scrape)
     Scrape,
+    /// `/api/v1/write` on the gateway port (counted by [`pipeline`]: requests, stored and
+    /// store-rejected samples, refusals)
+    RemoteWrite,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 8] = [
+    const ALL: [Protocol; 9] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
@@ -74,6 +78,7 @@ impl Protocol {
         Protocol::Pushgateway,
         Protocol::Metricbeat,
         Protocol::Scrape,
+        Protocol::RemoteWrite,
     ];
 
     fn as_str(self) -> &'static str {
@@ -86,12 +91,13 @@ impl Protocol {
             Protocol::Pushgateway => "pushgateway",
             Protocol::Metricbeat => "metricbeat",
             Protocol::Scrape => "scrape",
+            Protocol::RemoteWrite => "remote_write",
         }
     }
 }
 
 /// Why a whole request was refused, as named in self-metrics.
-const REFUSAL_REASONS: [&str; 8] = [
+const REFUSAL_REASONS: [&str; 9] = [
     "app_missing",
     "bad_path",
     "token_missing",
@@ -100,6 +106,7 @@ const REFUSAL_REASONS: [&str; 8] = [
     "malformed_body",
     "storage_unavailable",
     "scrape_failed",
+    "overloaded",
 ];
 
 /// Samples not stored although the request succeeded: info samples (never stored, spec

@@ -1,0 +1,149 @@
+//! The gateway pipeline through the `lookout-server` binary: the cardinality budget
+//! (`--gateway.max-active-series`) refuses new series with a reason in each protocol's answer
+//! and in the self-metrics while existing series keep flowing, and common tags
+//! (`--gateway.common-tag`) are added where the sender did not set them.
+
+mod support;
+
+use lookout_model::{Labels, Sample};
+use lookout_storage::WriteBatch;
+use support::{wait_ready, LookoutServer};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn remote_write(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    series: &[&str],
+    t: i64,
+) -> (u16, String) {
+    let mut batch = WriteBatch::new();
+    for name in series {
+        batch.push(
+            Labels::from_pairs([("__name__", *name)]).unwrap(),
+            vec![Sample::new(t, 1.0)],
+        );
+    }
+    let body = lookout_gateway::remote_write::encode(&batch);
+    let response = client
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .body(body)
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let server = LookoutServer::start(
+        &dir.path().join("data"),
+        &[
+            "--gateway.max-active-series",
+            "3",
+            "--gateway.common-tag",
+            "dc=gz",
+        ],
+    );
+    let gateway = server.gateway();
+    wait_ready(&client, &format!("{gateway}/datas"));
+    let seconds = now_ms() / 1000;
+    let put = |points: serde_json::Value| {
+        let response = client
+            .post(format!("{gateway}/api/put?details"))
+            .json(&points)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().unwrap())
+    };
+
+    // Two new series; the sender's dc wins over the common tag.
+    let (status, answer) = put(serde_json::json!([
+        {"metric": "pipeline_a", "timestamp": seconds, "value": 1, "tags": {"host": "h1"}},
+        {"metric": "pipeline_b", "timestamp": seconds, "value": 1, "tags": {"dc": "sender"}},
+    ]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["success"], 2, "{answer}");
+
+    // Remote write on the gateway port: the third series fits, the fourth is refused and
+    // the answer says why.
+    let write_url = format!("{gateway}/api/v1/write");
+    let (status, text) = remote_write(&client, &write_url, &["pipeline_c", "pipeline_d"], now_ms());
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("pipeline_d") && text.contains("cardinality budget of 3"),
+        "{text}"
+    );
+
+    // Full: an existing series is written, a new one refused with the reason in the details.
+    let (status, answer) = put(serde_json::json!([
+        {"metric": "pipeline_a", "timestamp": seconds + 1, "value": 2, "tags": {"host": "h1"}},
+        {"metric": "pipeline_e", "timestamp": seconds + 1, "value": 2, "tags": {"host": "h1"}},
+    ]));
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["success"], 1, "{answer}");
+    assert_eq!(answer["failed"], 1, "{answer}");
+    let error = answer["errors"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("series_limit") && error.contains("pipeline_e"),
+        "{answer}"
+    );
+
+    let series: serde_json::Value = client
+        .get(format!("{}/api/v1/series", server.api()))
+        .query(&[("match[]", "{__name__=~\"pipeline_.+\"}")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let series = series["data"].as_array().unwrap().clone();
+    let names: Vec<&str> = series
+        .iter()
+        .map(|labels| labels["__name__"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pipeline_a", "pipeline_b", "pipeline_c"]);
+    assert_eq!(series[0]["dc"], "gz");
+    assert_eq!(series[0]["host"], "h1");
+    assert_eq!(series[1]["dc"], "sender", "the sender's tag wins");
+    assert_eq!(
+        series[2]["dc"], "gz",
+        "remote write gets the common tags too"
+    );
+    let answer: serde_json::Value = client
+        .get(format!("{}/api/v1/query", server.api()))
+        .query(&[
+            ("query", "pipeline_a"),
+            ("time", &(seconds + 1).to_string()),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["data"]["result"][0]["value"][1], "2", "{answer}");
+
+    let metrics = client
+        .get(format!("{}/metrics", server.api()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        "lookout_gateway_samples_rejected_total{protocol=\"opentsdb_http\",reason=\"series_limit\"} 1",
+        "lookout_gateway_samples_accepted_total{protocol=\"opentsdb_http\"} 3",
+        "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"series_limit\"} 1",
+        "lookout_gateway_samples_accepted_total{protocol=\"remote_write\"} 1",
+        "lookout_gateway_requests_total{protocol=\"remote_write\"} 1",
+        "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}
