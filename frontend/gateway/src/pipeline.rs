@@ -1,12 +1,14 @@
-//! The steps every gateway protocol shares after decoding (spec §4.4, with our additions):
-//! common tags added to every series, without overriding what the sender set.
+//! The steps every gateway protocol shares after decoding (spec §4.4–§4.5, with their bugs
+//! fixed): common tags added to every series without overriding what the sender set, then
+//! the label limits (labels per series, name and value length), which refuse a series with
+//! a reason rather than truncating it as SOFALookout's post-filter did.
 //!
 //! Pure functions over a [`WriteBatch`]: the server applies them between a decoder and the
 //! store, so every protocol of the gateway port (push, remote write, telnet, scrape) gets
 //! the same treatment.
 
 use lookout_model::{LabelLimits, Labels, ModelError, NameValidation, METRIC_NAME_LABEL};
-use lookout_storage::WriteBatch;
+use lookout_storage::{RejectReason, WriteBatch, WriteOutcome};
 
 /// Why a common tag was refused at configuration time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +117,39 @@ impl CommonTags {
     }
 }
 
+/// What every series a gateway writes goes through before the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pipeline {
+    /// Added where the series lacks them.
+    pub common_tags: CommonTags,
+    /// Checked after the common tags are added.
+    pub label_limits: LabelLimits,
+}
+
+impl Pipeline {
+    /// Adds the common tags to every series of `batch` and takes out the series whose labels
+    /// break the limits; their samples are counted in the returned outcome as
+    /// [`RejectReason::InvalidLabels`], with the series named in its messages.
+    pub fn prepare(&self, batch: &mut WriteBatch) -> WriteOutcome {
+        self.common_tags.apply(batch);
+        let mut refused = WriteOutcome::default();
+        batch
+            .series
+            .retain(|series| match series.labels.validate(&self.label_limits) {
+                Ok(()) => true,
+                Err(error) => {
+                    refused.reject(
+                        RejectReason::InvalidLabels,
+                        series.samples.len() as u64,
+                        || format!("{}: {error}", series.labels),
+                    );
+                    false
+                }
+            });
+        refused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +189,44 @@ mod tests {
             Labels::from_pairs([("__name__", "jobs"), ("env", "prod"), ("dc", "gz")]).unwrap();
         assert_eq!(batch.series[1].labels, expected);
         assert_eq!(batch.series[1].labels.stable_hash(), expected.stable_hash());
+    }
+
+    #[test]
+    fn the_pipeline_refuses_series_beyond_the_label_limits_after_adding_common_tags() {
+        let pipeline = Pipeline {
+            common_tags: tags(&[("dc", "gz")]).unwrap(),
+            label_limits: LabelLimits {
+                max_labels: 3,
+                max_value_bytes: 8,
+                ..LabelLimits::default()
+            },
+        };
+        let mut batch = WriteBatch::new();
+        let push = |batch: &mut WriteBatch, pairs: &[(&str, &str)]| {
+            batch.push(
+                Labels::from_pairs(pairs.iter().copied()).unwrap(),
+                vec![Sample::new(1, 1.0), Sample::new(2, 2.0)],
+            );
+        };
+        push(&mut batch, &[("__name__", "ok"), ("a", "1")]);
+        // Two labels of its own plus dc: one too many.
+        push(&mut batch, &[("__name__", "wide"), ("a", "1"), ("b", "2")]);
+        push(&mut batch, &[("__name__", "long"), ("a", "123456789")]);
+        let refused = pipeline.prepare(&mut batch);
+        assert_eq!(batch.series.len(), 1);
+        assert_eq!(batch.series[0].labels.to_string(), r#"ok{a="1", dc="gz"}"#);
+        assert_eq!(refused.rejected_for(RejectReason::InvalidLabels), 4);
+        assert_eq!(refused.accepted, 0);
+        assert!(
+            refused.messages[0].starts_with("invalid_labels: wide{"),
+            "{:?}",
+            refused.messages
+        );
+        assert!(
+            refused.messages[1].contains("long"),
+            "{:?}",
+            refused.messages
+        );
     }
 
     #[test]

@@ -38,6 +38,12 @@
 //! max_active_series = 0        # cardinality budget (native store head series); 0: unlimited
 //! max_in_flight_requests = 256 # more write requests at once get 503 + Retry-After; 0: unlimited
 //! retry_after_seconds = 5
+//! max_body_bytes = 33554432    # as sent
+//! max_decompressed_bytes = 268435456
+//! max_series_per_request = 1000000
+//! max_labels_per_series = 64   # __name__ and common tags included
+//! max_label_name_bytes = 256
+//! max_label_value_bytes = 4096
 //!
 //! [gateway.common_tags]        # added to every series the gateway receives, sender's win
 //! dc = "gz"
@@ -65,7 +71,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lookout_gateway::pipeline::CommonTags;
+use lookout_gateway::pipeline::{CommonTags, Pipeline};
+use lookout_gateway::DecodeLimits;
+use lookout_model::LabelLimits;
 use serde::{Deserialize, Serialize};
 
 /// Command-line flags, named like Prometheus' where they mean the same thing. Each one left
@@ -101,6 +109,24 @@ pub struct Args {
     /// `Retry-After` of the gateway port's 503 answers, in seconds [default: 5].
     #[arg(long = "gateway.retry-after-seconds")]
     pub retry_after_seconds: Option<u64>,
+    /// Largest request body as sent, in bytes [default: 33554432].
+    #[arg(long = "gateway.max-body-bytes")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest request body after decompression, in bytes [default: 268435456].
+    #[arg(long = "gateway.max-decompressed-bytes")]
+    pub max_decompressed_bytes: Option<usize>,
+    /// Most series in one request [default: 1000000].
+    #[arg(long = "gateway.max-series-per-request")]
+    pub max_series_per_request: Option<usize>,
+    /// Most labels per series, `__name__` and common tags included [default: 64].
+    #[arg(long = "gateway.max-labels-per-series")]
+    pub max_labels_per_series: Option<usize>,
+    /// Longest label name in bytes [default: 256].
+    #[arg(long = "gateway.max-label-name-bytes")]
+    pub max_label_name_bytes: Option<usize>,
+    /// Longest label value in bytes [default: 4096].
+    #[arg(long = "gateway.max-label-value-bytes")]
+    pub max_label_value_bytes: Option<usize>,
     /// A tag added to every series the gateway receives where the sender did not set it,
     /// as `name=value`; repeat for more (adds to the file's `[gateway.common_tags]`).
     #[arg(long = "gateway.common-tag", value_name = "NAME=VALUE")]
@@ -353,6 +379,22 @@ pub struct GatewayConfig {
     pub max_in_flight_requests: usize,
     /// `--gateway.retry-after-seconds`: the `Retry-After` of the port's 503 answers.
     pub retry_after_seconds: u64,
+    /// `--gateway.max-body-bytes`: largest request body as sent (also the remote-write
+    /// receiver of the query port and scraped bodies).
+    pub max_body_bytes: usize,
+    /// `--gateway.max-decompressed-bytes`: largest body after decompression.
+    pub max_decompressed_bytes: usize,
+    /// `--gateway.max-series-per-request`: most series (samples, for SOFALookout's
+    /// protocols) in one request; more refuse the request whole (413 / 400).
+    pub max_series_per_request: usize,
+    /// `--gateway.max-labels-per-series`: labels per series, `__name__` and common tags
+    /// included; a series with more is refused as `invalid_labels`.
+    pub max_labels_per_series: usize,
+    /// `--gateway.max-label-name-bytes`
+    pub max_label_name_bytes: usize,
+    /// `--gateway.max-label-value-bytes`: a longer value refuses the series (SOFALookout
+    /// truncated it, changing the series' identity).
+    pub max_label_value_bytes: usize,
     /// `--gateway.common-tag name=value` (repeatable): tags added to every series the
     /// gateway port, the telnet listener and the scrape loops write, where the series does
     /// not set them.
@@ -366,6 +408,12 @@ impl Default for GatewayConfig {
             max_active_series: 0,
             max_in_flight_requests: 256,
             retry_after_seconds: 5,
+            max_body_bytes: DecodeLimits::default().max_body_bytes,
+            max_decompressed_bytes: DecodeLimits::default().max_decompressed_bytes,
+            max_series_per_request: DecodeLimits::default().max_series_per_request,
+            max_labels_per_series: LabelLimits::default().max_labels,
+            max_label_name_bytes: LabelLimits::default().max_name_bytes,
+            max_label_value_bytes: LabelLimits::default().max_value_bytes,
             common_tags: BTreeMap::new(),
         }
     }
@@ -496,6 +544,28 @@ impl Config {
             &mut self.gateway.retry_after_seconds,
             &args.retry_after_seconds,
         );
+        let gateway = &mut self.gateway;
+        set(&mut gateway.max_body_bytes, &args.max_body_bytes);
+        set(
+            &mut gateway.max_decompressed_bytes,
+            &args.max_decompressed_bytes,
+        );
+        set(
+            &mut gateway.max_series_per_request,
+            &args.max_series_per_request,
+        );
+        set(
+            &mut gateway.max_labels_per_series,
+            &args.max_labels_per_series,
+        );
+        set(
+            &mut gateway.max_label_name_bytes,
+            &args.max_label_name_bytes,
+        );
+        set(
+            &mut gateway.max_label_value_bytes,
+            &args.max_label_value_bytes,
+        );
         set(&mut self.opentsdb.listen_address, &args.opentsdb_listen);
         if args.scrape_config_file.is_some() {
             self.scrape.config_file = args.scrape_config_file.clone();
@@ -524,6 +594,17 @@ impl Config {
             "storage.out_of_order_window_minutes must not be negative"
         );
         self.common_tags()?;
+        let gateway = &self.gateway;
+        for (name, value) in [
+            ("max_body_bytes", gateway.max_body_bytes),
+            ("max_decompressed_bytes", gateway.max_decompressed_bytes),
+            ("max_series_per_request", gateway.max_series_per_request),
+            ("max_labels_per_series", gateway.max_labels_per_series),
+            ("max_label_name_bytes", gateway.max_label_name_bytes),
+            ("max_label_value_bytes", gateway.max_label_value_bytes),
+        ] {
+            anyhow::ensure!(value > 0, "gateway.{name} must be greater than zero");
+        }
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
@@ -542,6 +623,33 @@ impl Config {
     /// `[gateway] common_tags` checked.
     pub fn common_tags(&self) -> anyhow::Result<CommonTags> {
         CommonTags::new(self.gateway.common_tags.clone()).context("in gateway.common_tags")
+    }
+
+    /// The decoders' size limits from `[gateway]`.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_body_bytes: self.gateway.max_body_bytes,
+            max_decompressed_bytes: self.gateway.max_decompressed_bytes,
+            max_series_per_request: self.gateway.max_series_per_request,
+        }
+    }
+
+    /// The label limits from `[gateway]`.
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels: self.gateway.max_labels_per_series,
+            max_name_bytes: self.gateway.max_label_name_bytes,
+            max_value_bytes: self.gateway.max_label_value_bytes,
+            ..LabelLimits::default()
+        }
+    }
+
+    /// What every gateway write goes through: common tags, then the label limits.
+    pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
+        Ok(Pipeline {
+            common_tags: self.common_tags()?,
+            label_limits: self.label_limits(),
+        })
     }
 
     /// `[gateway] max_active_series` as the store's option (`None`: unlimited).
@@ -610,6 +718,30 @@ impl Config {
             flag(
                 "gateway.retry-after-seconds",
                 self.gateway.retry_after_seconds.to_string(),
+            ),
+            flag(
+                "gateway.max-body-bytes",
+                self.gateway.max_body_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-decompressed-bytes",
+                self.gateway.max_decompressed_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-series-per-request",
+                self.gateway.max_series_per_request.to_string(),
+            ),
+            flag(
+                "gateway.max-labels-per-series",
+                self.gateway.max_labels_per_series.to_string(),
+            ),
+            flag(
+                "gateway.max-label-name-bytes",
+                self.gateway.max_label_name_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-label-value-bytes",
+                self.gateway.max_label_value_bytes.to_string(),
             ),
             flag(
                 "gateway.common-tag",
@@ -789,13 +921,18 @@ mod tests {
             "env=prod",
             "--gateway.max-in-flight-requests",
             "8",
+            "--gateway.max-labels-per-series",
+            "20",
         ])
         .unwrap();
         let config = Config::load(&args).unwrap();
         assert_eq!(config.max_active_series(), Some(1000));
         assert_eq!(config.gateway.max_in_flight_requests, 8);
         assert_eq!(config.gateway.retry_after_seconds, 5);
+        assert_eq!(config.label_limits().max_labels, 20);
+        assert_eq!(config.decode_limits(), DecodeLimits::default());
         let tags = config.common_tags().unwrap();
+        assert_eq!(config.pipeline().unwrap().common_tags, tags);
         assert_eq!(
             tags.iter().collect::<Vec<_>>(),
             [("dc", "gz"), ("env", "prod")]
@@ -811,6 +948,11 @@ mod tests {
             };
             assert!(Config::load(&args).is_err(), "{bad}");
         }
+        let args = Args {
+            max_labels_per_series: Some(0),
+            ..Args::default()
+        };
+        assert!(Config::load(&args).is_err());
         let args = Args {
             storage_backend: Some("es".into()),
             max_active_series: Some(10),

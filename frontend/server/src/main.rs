@@ -115,6 +115,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             gateway_metrics.render(out);
         })),
         engine: config.engine_options()?,
+        decode_limits: config.decode_limits(),
         admin: native
             .as_ref()
             .filter(|_| config.web.enable_admin_api)
@@ -133,16 +134,16 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Native(tsdb) => Arc::new(tsdb.clone()),
         Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
     };
-    // What the gateway writes (its port, telnet, scrape) gets the common tags; the query
-    // port's remote-write receiver writes as sent.
-    let common_tags = Arc::new(config.common_tags()?);
+    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
+    // tags, label limits); the query port's remote-write receiver writes as sent.
+    let pipeline = Arc::new(config.pipeline()?);
     let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
-        gateway::pipeline::GatewayStore::new(storage.clone(), common_tags.clone()),
+        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
     );
     let remote_write_storage: Arc<dyn lookout_storage::Storage> =
         Arc::new(gateway::pipeline::GatewayStore::counting(
             storage.clone(),
-            common_tags,
+            pipeline,
             gateway::Protocol::RemoteWrite,
             gateway_stats.clone(),
         ));
@@ -168,7 +169,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let api = lookout_api::router(storage.clone(), options.clone());
     let lookout_limits = lookout_gateway::lookout::Limits {
         decode: options.decode_limits,
-        labels: lookout_model::LabelLimits::default(),
+        labels: config.label_limits(),
     };
     let gateway = lookout_api::write_router(remote_write_storage, options)
         .merge(gateway::router(

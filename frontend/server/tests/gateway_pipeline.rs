@@ -19,13 +19,13 @@ fn now_ms() -> i64 {
 fn remote_write(
     client: &reqwest::blocking::Client,
     url: &str,
-    series: &[&str],
+    series: &[&[(&str, &str)]],
     t: i64,
 ) -> (u16, String) {
     let mut batch = WriteBatch::new();
-    for name in series {
+    for pairs in series {
         batch.push(
-            Labels::from_pairs([("__name__", *name)]).unwrap(),
+            Labels::from_pairs(pairs.iter().copied()).unwrap(),
             vec![Sample::new(t, 1.0)],
         );
     }
@@ -51,6 +51,8 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
             "3",
             "--gateway.common-tag",
             "dc=gz",
+            "--gateway.max-labels-per-series",
+            "4",
         ],
     );
     let gateway = server.gateway();
@@ -77,7 +79,12 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
     // Remote write on the gateway port: the third series fits, the fourth is refused and
     // the answer says why.
     let write_url = format!("{gateway}/api/v1/write");
-    let (status, text) = remote_write(&client, &write_url, &["pipeline_c", "pipeline_d"], now_ms());
+    let (status, text) = remote_write(
+        &client,
+        &write_url,
+        &[&[("__name__", "pipeline_c")], &[("__name__", "pipeline_d")]],
+        now_ms(),
+    );
     assert_eq!(status, 400, "{text}");
     assert!(
         text.contains("pipeline_d") && text.contains("cardinality budget of 3"),
@@ -130,6 +137,20 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         .unwrap();
     assert_eq!(answer["data"]["result"][0]["value"][1], "2", "{answer}");
 
+    // Labels beyond the limit (common tags count): refused with the reason, before the budget.
+    let wide: &[(&str, &str)] = &[
+        ("__name__", "pipeline_wide"),
+        ("a", "1"),
+        ("b", "2"),
+        ("c", "3"),
+    ];
+    let (status, text) = remote_write(&client, &write_url, &[wide], now_ms());
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("invalid_labels") && text.contains("pipeline_wide"),
+        "{text}"
+    );
+
     let metrics = client
         .get(format!("{}/metrics", server.api()))
         .send()
@@ -141,7 +162,8 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "lookout_gateway_samples_accepted_total{protocol=\"opentsdb_http\"} 3",
         "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"series_limit\"} 1",
         "lookout_gateway_samples_accepted_total{protocol=\"remote_write\"} 1",
-        "lookout_gateway_requests_total{protocol=\"remote_write\"} 1",
+        "lookout_gateway_requests_total{protocol=\"remote_write\"} 2",
+        "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"invalid_labels\"} 1",
         "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");

@@ -1,6 +1,7 @@
-//! The gateway's pipeline around the store (spec §4, with its bugs fixed): common tags on
-//! every series the gateway port, the telnet listener and the scrape loops write
-//! ([`GatewayStore`]), and back-pressure on the gateway port ([`Admission`]).
+//! The gateway's pipeline around the store (spec §4, with its bugs fixed): common tags and
+//! label limits on every series the gateway port, the telnet listener and the scrape loops
+//! write ([`GatewayStore`] over [`Pipeline`]), and back-pressure on the gateway port
+//! ([`Admission`]).
 //!
 //! SOFALookout queued every body and answered at once, dropping what did not fit (spec
 //! §13.23). Here a write request holds a permit from the moment it arrives until its samples
@@ -15,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use lookout_gateway::pipeline::CommonTags;
+use lookout_gateway::pipeline::Pipeline;
 use lookout_storage::{
     Capabilities, DeleteRequest, LabelRequest, SelectRequest, SeriesStream, Storage, StorageResult,
     WriteBatch, WriteOutcome,
@@ -24,21 +25,22 @@ use tokio::sync::Semaphore;
 
 use super::{refusal, GatewayStats, Protocol};
 
-/// The store as the gateway writes to it: common tags added to every series; with
+/// The store as the gateway writes to it: [`Pipeline::prepare`] on every batch (series it
+/// refuses are in the outcome, as the store's own rejections are); with
 /// [`GatewayStore::counting`], what the store did counted for one protocol (for receivers
 /// whose handlers do not count, such as remote write). Reads pass through unchanged.
 pub struct GatewayStore {
     inner: Arc<dyn Storage>,
-    common_tags: Arc<CommonTags>,
+    pipeline: Arc<Pipeline>,
     counting: Option<(Protocol, Arc<GatewayStats>)>,
 }
 
 impl GatewayStore {
-    /// `inner` with `common_tags` applied to every write.
-    pub fn new(inner: Arc<dyn Storage>, common_tags: Arc<CommonTags>) -> GatewayStore {
+    /// `inner` behind `pipeline`.
+    pub fn new(inner: Arc<dyn Storage>, pipeline: Arc<Pipeline>) -> GatewayStore {
         GatewayStore {
             inner,
-            common_tags,
+            pipeline,
             counting: None,
         }
     }
@@ -46,13 +48,13 @@ impl GatewayStore {
     /// The same, also counting stored and rejected samples as `protocol`'s.
     pub fn counting(
         inner: Arc<dyn Storage>,
-        common_tags: Arc<CommonTags>,
+        pipeline: Arc<Pipeline>,
         protocol: Protocol,
         stats: Arc<GatewayStats>,
     ) -> GatewayStore {
         GatewayStore {
             inner,
-            common_tags,
+            pipeline,
             counting: Some((protocol, stats)),
         }
     }
@@ -65,8 +67,16 @@ impl Storage for GatewayStore {
     }
 
     async fn write(&self, mut batch: WriteBatch) -> StorageResult<WriteOutcome> {
-        self.common_tags.apply(&mut batch);
-        let result = self.inner.write(batch).await;
+        let refused = self.pipeline.prepare(&mut batch);
+        let result = if batch.is_empty() {
+            Ok(WriteOutcome::default())
+        } else {
+            self.inner.write(batch).await
+        };
+        let result = result.map(|mut outcome| {
+            outcome.merge(refused);
+            outcome
+        });
         if let Some((protocol, stats)) = &self.counting {
             match &result {
                 Ok(outcome) => stats.stored(*protocol, outcome),
@@ -323,15 +333,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_gateway_store_adds_common_tags_and_counts_for_its_protocol() {
+    async fn the_gateway_store_adds_common_tags_checks_limits_and_counts_for_its_protocol() {
         let dir = tempfile::tempdir().unwrap();
         let tsdb: Arc<dyn Storage> =
             Arc::new(Tsdb::open(TsdbOptions::new(dir.path()).retention_ms(None)).unwrap());
-        let common = CommonTags::new([("dc".to_owned(), "gz".to_owned())]).unwrap();
+        let pipeline = Pipeline {
+            common_tags: lookout_gateway::pipeline::CommonTags::new([(
+                "dc".to_owned(),
+                "gz".to_owned(),
+            )])
+            .unwrap(),
+            label_limits: lookout_model::LabelLimits {
+                max_labels: 2,
+                ..lookout_model::LabelLimits::default()
+            },
+        };
         let stats = Arc::new(GatewayStats::default());
         let store = GatewayStore::counting(
             tsdb.clone(),
-            Arc::new(common),
+            Arc::new(pipeline),
             Protocol::RemoteWrite,
             stats.clone(),
         );
@@ -340,8 +360,21 @@ mod tests {
             lookout_model::Labels::from_pairs([("__name__", "up")]).unwrap(),
             vec![lookout_model::Sample::new(1_000, 1.0)],
         );
+        batch.push(
+            lookout_model::Labels::from_pairs([("__name__", "wide"), ("job", "x")]).unwrap(),
+            vec![lookout_model::Sample::new(1_000, 1.0)],
+        );
         let outcome = store.write(batch).await.unwrap();
         assert_eq!(outcome.accepted, 1);
+        assert_eq!(
+            outcome.rejected_for(lookout_storage::RejectReason::InvalidLabels),
+            1
+        );
+        assert!(
+            outcome.messages[0].contains("wide"),
+            "{:?}",
+            outcome.messages
+        );
         let matcher = lookout_model::Matcher::equal("__name__", "up");
         let series = lookout_storage::collect_series(
             tsdb.select(SelectRequest::new(vec![matcher], i64::MIN, i64::MAX))
@@ -356,6 +389,9 @@ mod tests {
         assert!(
             metrics.contains("lookout_gateway_samples_accepted_total{protocol=\"remote_write\"} 1")
         );
+        assert!(metrics.contains(
+            "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"invalid_labels\"} 1"
+        ));
     }
 
     #[test]
