@@ -44,6 +44,8 @@
 //! max_labels_per_series = 64   # __name__ and common tags included
 //! max_label_name_bytes = 256
 //! max_label_value_bytes = 4096
+//! tokens = []                  # valid tokens where one is asked for; empty: any non-empty one
+//! require_token_everywhere = false # also on /datas, /lookout/metrics, /api/put, /_bulk, remote write, ...
 //!
 //! [gateway.common_tags]        # added to every series the gateway receives, sender's win
 //! dc = "gz"
@@ -71,6 +73,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use lookout_gateway::lookout::request::Tokens;
 use lookout_gateway::pipeline::{CommonTags, Pipeline};
 use lookout_gateway::DecodeLimits;
 use lookout_model::LabelLimits;
@@ -127,6 +130,18 @@ pub struct Args {
     /// Longest label value in bytes [default: 4096].
     #[arg(long = "gateway.max-label-value-bytes")]
     pub max_label_value_bytes: Option<usize>,
+    /// A valid token where the gateway asks for one; repeat for more (adds to the file's
+    /// `[gateway] tokens`). None: any non-empty token is accepted.
+    #[arg(
+        long = "gateway.token",
+        env = "LOOKOUT_GATEWAY_TOKENS",
+        value_delimiter = ','
+    )]
+    pub tokens: Vec<String>,
+    /// Ask every write request of the gateway port for a valid token, also on the routes
+    /// where SOFALookout asked for none.
+    #[arg(long = "gateway.require-token-everywhere")]
+    pub require_token_everywhere: bool,
     /// A tag added to every series the gateway receives where the sender did not set it,
     /// as `name=value`; repeat for more (adds to the file's `[gateway.common_tags]`).
     #[arg(long = "gateway.common-tag", value_name = "NAME=VALUE")]
@@ -395,6 +410,13 @@ pub struct GatewayConfig {
     /// `--gateway.max-label-value-bytes`: a longer value refuses the series (SOFALookout
     /// truncated it, changing the series' identity).
     pub max_label_value_bytes: usize,
+    /// `--gateway.token` (repeatable): the valid tokens where a token is asked for; empty:
+    /// any non-empty token (SOFALookout's default token service).
+    pub tokens: Vec<String>,
+    /// `--gateway.require-token-everywhere`: ask every write request of the gateway port
+    /// for a valid token, also where SOFALookout asked for none (`/datas`, remote write,
+    /// ...). Off by default.
+    pub require_token_everywhere: bool,
     /// `--gateway.common-tag name=value` (repeatable): tags added to every series the
     /// gateway port, the telnet listener and the scrape loops write, where the series does
     /// not set them.
@@ -414,6 +436,8 @@ impl Default for GatewayConfig {
             max_labels_per_series: LabelLimits::default().max_labels,
             max_label_name_bytes: LabelLimits::default().max_name_bytes,
             max_label_value_bytes: LabelLimits::default().max_value_bytes,
+            tokens: Vec::new(),
+            require_token_everywhere: false,
             common_tags: BTreeMap::new(),
         }
     }
@@ -545,6 +569,8 @@ impl Config {
             &args.retry_after_seconds,
         );
         let gateway = &mut self.gateway;
+        gateway.tokens.extend(args.tokens.iter().cloned());
+        gateway.require_token_everywhere |= args.require_token_everywhere;
         set(&mut gateway.max_body_bytes, &args.max_body_bytes);
         set(
             &mut gateway.max_decompressed_bytes,
@@ -605,6 +631,13 @@ impl Config {
         ] {
             anyhow::ensure!(value > 0, "gateway.{name} must be greater than zero");
         }
+        anyhow::ensure!(
+            self.gateway
+                .tokens
+                .iter()
+                .all(|token| !token.trim().is_empty()),
+            "gateway.tokens must not hold an empty token"
+        );
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
@@ -650,6 +683,16 @@ impl Config {
             common_tags: self.common_tags()?,
             label_limits: self.label_limits(),
         })
+    }
+
+    /// `[gateway] tokens` as the token service.
+    pub fn tokens(&self) -> Tokens {
+        Tokens::only(
+            self.gateway
+                .tokens
+                .iter()
+                .map(|token| token.trim().to_owned()),
+        )
     }
 
     /// `[gateway] max_active_series` as the store's option (`None`: unlimited).
@@ -744,6 +787,18 @@ impl Config {
                 self.gateway.max_label_value_bytes.to_string(),
             ),
             flag(
+                "gateway.token",
+                if self.gateway.tokens.is_empty() {
+                    String::new()
+                } else {
+                    "<secret>".to_owned()
+                },
+            ),
+            flag(
+                "gateway.require-token-everywhere",
+                self.gateway.require_token_everywhere.to_string(),
+            ),
+            flag(
                 "gateway.common-tag",
                 self.gateway
                     .common_tags
@@ -806,6 +861,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.storage.es.password.is_empty() {
             shown.storage.es.password = "<secret>".into();
+        }
+        for token in &mut shown.gateway.tokens {
+            *token = "<secret>".into();
         }
         toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
@@ -923,6 +981,8 @@ mod tests {
             "8",
             "--gateway.max-labels-per-series",
             "20",
+            "--gateway.token",
+            "t1,t2",
         ])
         .unwrap();
         let config = Config::load(&args).unwrap();
@@ -930,6 +990,9 @@ mod tests {
         assert_eq!(config.gateway.max_in_flight_requests, 8);
         assert_eq!(config.gateway.retry_after_seconds, 5);
         assert_eq!(config.label_limits().max_labels, 20);
+        assert_eq!(config.tokens(), Tokens::only(["t1".into(), "t2".into()]));
+        assert!(!config.to_toml().contains("t1"), "tokens are not shown");
+        assert!(!config.gateway.require_token_everywhere);
         assert_eq!(config.decode_limits(), DecodeLimits::default());
         let tags = config.common_tags().unwrap();
         assert_eq!(config.pipeline().unwrap().common_tags, tags);
@@ -938,7 +1001,9 @@ mod tests {
             [("dc", "gz"), ("env", "prod")]
         );
         let again: Config = toml::from_str(&config.to_toml()).unwrap();
-        assert_eq!(again, config);
+        let mut shown = config.clone();
+        shown.gateway.tokens = vec!["<secret>".into(), "<secret>".into()];
+        assert_eq!(again, shown, "everything but the tokens reads back");
         assert_eq!(Config::default().max_active_series(), None);
 
         for bad in ["env", "__name__=x", "9x=y"] {

@@ -36,7 +36,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lookout_gateway::lookout::request::{path_tags, require_app_step, token, RequestError};
+use lookout_gateway::lookout::request::{path_tags, require_app_step, RequestError, Tokens};
 use lookout_gateway::lookout::{
     prom_push, sdk, Decoded, Enrichment, Limits, LookoutError, SkipReason, Tags,
 };
@@ -257,6 +257,8 @@ impl GatewayStats {
 struct GatewayState {
     storage: Arc<dyn Storage>,
     limits: Limits,
+    /// Checked where SOFALookout asks for a token.
+    tokens: Tokens,
     stats: Arc<GatewayStats>,
     /// The Pushgateway API's groups; held across a push's write so that pushes to the
     /// gateway are applied one at a time.
@@ -264,20 +266,32 @@ struct GatewayState {
 }
 
 impl GatewayState {
-    fn new(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Arc<Self> {
+    fn new(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+        tokens: Tokens,
+        stats: Arc<GatewayStats>,
+    ) -> Arc<Self> {
         Arc::new(GatewayState {
             storage,
             limits,
+            tokens,
             stats,
             push_groups: tokio::sync::Mutex::new(PushGroups::new()),
         })
     }
 }
 
-/// The SOFALookout routes over `storage`. Serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so samples get the peer's `ip`.
-pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Router {
-    let state = GatewayState::new(storage, limits, stats);
+/// The SOFALookout routes over `storage`; `tokens` are checked where SOFALookout asks for a
+/// token. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so samples get the
+/// peer's `ip`.
+pub fn router(
+    storage: Arc<dyn Storage>,
+    limits: Limits,
+    tokens: Tokens,
+    stats: Arc<GatewayStats>,
+) -> Router {
+    let state = GatewayState::new(storage, limits, tokens, stats);
     Router::new()
         .route("/datas", get(datas_probe).post(datas))
         .route(
@@ -424,6 +438,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The request's token (`X-Lookout-Token` or basic auth) when `tokens` accepts it.
+fn checked_token(tokens: &Tokens, headers: &HeaderMap) -> Result<String, RequestError> {
+    tokens.check(
+        header_text(headers, "X-Lookout-Token"),
+        header_text(headers, header::AUTHORIZATION.as_str()),
+    )
+}
+
 /// The SDK's `ip` fallback: the `Client-Ip` header, else the peer address.
 fn sdk_client_ip(incoming: &Incoming) -> Option<String> {
     header_text(&incoming.headers, "Client-Ip")
@@ -516,10 +538,7 @@ async fn prom_push(State(state): State<Arc<GatewayState>>, request: Request) -> 
     let rest = incoming.path.strip_prefix("/prom/metrics").unwrap_or("");
     let checked = path_tags(rest).and_then(|tags| {
         require_app_step(&tags)?;
-        token(
-            header_text(&incoming.headers, "X-Lookout-Token"),
-            header_text(&incoming.headers, header::AUTHORIZATION.as_str()),
-        )?;
+        checked_token(&state.tokens, &incoming.headers)?;
         Ok(tags)
     });
     let extra_tags = match checked {
@@ -653,7 +672,7 @@ mod tests {
         limits: Limits,
     ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
-        let app = router(storage, limits, stats.clone())
+        let app = router(storage, limits, Tokens::any(), stats.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

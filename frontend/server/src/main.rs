@@ -147,11 +147,20 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             gateway::Protocol::RemoteWrite,
             gateway_stats.clone(),
         ));
-    let admission = gateway::pipeline::Admission::new(
-        config.gateway.max_in_flight_requests,
-        config.gateway.retry_after_seconds,
-        gateway_stats.clone(),
-    );
+    let admission = if config.gateway.require_token_everywhere {
+        gateway::pipeline::Admission::require_tokens(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+            config.tokens(),
+        )
+    } else {
+        gateway::pipeline::Admission::new(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+        )
+    };
     let scrape_manager = scrape::ScrapeManager::start(
         scrape::ScrapeSources {
             config_file: config.scrape.config_file.clone(),
@@ -175,6 +184,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .merge(gateway::router(
             gateway_storage.clone(),
             lookout_limits,
+            config.tokens(),
             gateway_stats.clone(),
         ))
         .merge(scrape::router(scrape_manager.clone()))

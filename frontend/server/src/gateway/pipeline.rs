@@ -23,7 +23,8 @@ use lookout_storage::{
 };
 use tokio::sync::Semaphore;
 
-use super::{refusal, GatewayStats, Protocol};
+use super::{checked_token, refusal, request_refusal, GatewayStats, Protocol};
+use lookout_gateway::lookout::request::Tokens;
 
 /// The store as the gateway writes to it: [`Pipeline::prepare`] on every batch (series it
 /// refuses are in the outcome, as the store's own rejections are); with
@@ -103,13 +104,17 @@ impl Storage for GatewayStore {
     }
 }
 
-/// Back-pressure on the gateway port: at most `max_in_flight` write requests at once.
+/// Back-pressure on the gateway port: at most `max_in_flight` write requests at once; with
+/// [`Admission::require_tokens`], a valid token on every write request.
 pub struct Admission {
     /// `None`: no limit.
     permits: Option<Arc<Semaphore>>,
     max_in_flight: usize,
     retry_after: HeaderValue,
     stats: Arc<GatewayStats>,
+    /// Tokens every write request must carry, also on the routes where SOFALookout asked
+    /// for none; `None`: only those routes check (in their handlers).
+    tokens_everywhere: Option<Tokens>,
 }
 
 impl Admission {
@@ -125,7 +130,22 @@ impl Admission {
             max_in_flight,
             retry_after: HeaderValue::from(retry_after_seconds),
             stats,
+            tokens_everywhere: None,
         })
+    }
+
+    /// The same, also asking every write request for a token `tokens` accepts.
+    pub fn require_tokens(
+        max_in_flight: usize,
+        retry_after_seconds: u64,
+        stats: Arc<GatewayStats>,
+        tokens: Tokens,
+    ) -> Arc<Admission> {
+        let mut admission = Admission::new(max_in_flight, retry_after_seconds, stats);
+        if let Some(admission) = Arc::get_mut(&mut admission) {
+            admission.tokens_everywhere = Some(tokens);
+        }
+        admission
     }
 }
 
@@ -168,6 +188,16 @@ pub async fn admit(
         .flatten();
     if protocol == Some(Protocol::RemoteWrite) {
         admission.stats.request(Protocol::RemoteWrite);
+    }
+    if let (Some(tokens), Some(protocol)) = (&admission.tokens_everywhere, protocol) {
+        if let Err(error) = checked_token(tokens, request.headers()) {
+            if protocol != Protocol::RemoteWrite {
+                admission.stats.request(protocol);
+            }
+            let (reason, response) = request_refusal(&error);
+            admission.stats.refused(protocol, reason);
+            return response;
+        }
     }
     let permit = match (&admission.permits, protocol) {
         (Some(permits), Some(protocol)) => match permits.clone().try_acquire_owned() {
@@ -254,7 +284,7 @@ mod tests {
     ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
         let admission = Admission::new(max_in_flight, 7, stats.clone());
-        let app = router(storage, Limits::default(), stats.clone())
+        let app = router(storage, Limits::default(), Tokens::any(), stats.clone())
             .layer(axum::middleware::from_fn_with_state(admission, admit))
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -316,6 +346,99 @@ mod tests {
         ] {
             assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
         }
+    }
+
+    #[tokio::test]
+    async fn tokens_on_every_route_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = Arc::new(Tsdb::open(TsdbOptions::new(dir.path()).retention_ms(None)).unwrap());
+        let stats = Arc::new(GatewayStats::default());
+        let tokens = Tokens::only(["t1".to_owned()]);
+        let admission = Admission::require_tokens(0, 5, stats.clone(), tokens.clone());
+        let app = crate::gateway::router(tsdb, Limits::default(), tokens, stats.clone())
+            .layer(axum::middleware::from_fn_with_state(admission, admit))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let post = |token: Option<&'static str>| {
+            let mut request = client
+                .post(format!("{base}/datas"))
+                .header("app", "demo")
+                .body(REPORT);
+            if let Some(token) = token {
+                request = request.header("X-Lookout-Token", token);
+            }
+            request.send()
+        };
+        let missing = post(None).await.unwrap();
+        assert_eq!(missing.status(), 400);
+        assert_eq!(missing.headers()["Err"], "token is empty");
+        let wrong = post(Some("t2")).await.unwrap();
+        assert_eq!(wrong.status(), 400);
+        assert_eq!(wrong.headers()["Err"], "TOKEN_IS_INVALID");
+        assert_eq!(post(Some("t1")).await.unwrap().status(), 200);
+        // The probe is not a write.
+        let probe = client.get(format!("{base}/datas")).send().await.unwrap();
+        assert_eq!(probe.status(), 200);
+        // Where SOFALookout asks for a token, the configured ones apply too.
+        let push = client
+            .put(format!("{base}/prom/metrics/job/j/app/demo/step/10"))
+            .header("X-Lookout-Token", "t2")
+            .body("x 1\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(push.status(), 400);
+        assert_eq!(push.headers()["Err"], "TOKEN_IS_INVALID");
+        let mut metrics = String::new();
+        stats.render(&mut metrics);
+        for line in [
+            "lookout_gateway_requests_refused_total{protocol=\"lookout_sdk\",reason=\"token_missing\"} 1",
+            "lookout_gateway_requests_refused_total{protocol=\"lookout_sdk\",reason=\"token_invalid\"} 1",
+            "lookout_gateway_requests_refused_total{protocol=\"prometheus_push\",reason=\"token_invalid\"} 1",
+            "lookout_gateway_samples_accepted_total{protocol=\"lookout_sdk\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+        }
+    }
+
+    #[tokio::test]
+    async fn configured_tokens_apply_where_sofalookout_asks_for_one_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = Arc::new(Tsdb::open(TsdbOptions::new(dir.path()).retention_ms(None)).unwrap());
+        let stats = Arc::new(GatewayStats::default());
+        let tokens = Tokens::only(["t1".to_owned()]);
+        let app = crate::gateway::router(tsdb, Limits::default(), tokens, stats)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let push = |token: &'static str| {
+            client
+                .put(format!("{base}/prom/metrics/job/j/app/demo/step/10"))
+                .header("X-Lookout-Token", token)
+                .body("x 1\n")
+                .send()
+        };
+        let wrong = push("t2").await.unwrap();
+        assert_eq!(wrong.status(), 400);
+        assert_eq!(wrong.headers()["Err"], "TOKEN_IS_INVALID");
+        assert_eq!(push("t1").await.unwrap().status(), 202);
+        let sdk = client
+            .post(format!("{base}/datas"))
+            .header("app", "demo")
+            .body(REPORT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            sdk.status(),
+            200,
+            "no token where SOFALookout asked for none"
+        );
     }
 
     #[tokio::test]
