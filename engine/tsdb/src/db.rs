@@ -388,6 +388,13 @@ impl Tsdb {
         );
         metric(
             out,
+            "lookout_tsdb_head_series_limit",
+            "gauge",
+            "The cardinality budget: most series the head may hold (0: no limit).",
+            head.options().max_series.unwrap_or(0),
+        );
+        metric(
+            out,
             "lookout_tsdb_head_series_removed_total",
             "counter",
             "Series removed from the head (deleted or truncated).",

@@ -165,6 +165,8 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "lookout_gateway_requests_total{protocol=\"remote_write\"} 2",
         "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"invalid_labels\"} 1",
         "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 2",
+        "lookout_tsdb_head_series_limit 3",
+        "lookout_tsdb_head_series 3",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }

@@ -34,7 +34,13 @@ pub struct GatewayStore {
     inner: Arc<dyn Storage>,
     pipeline: Arc<Pipeline>,
     counting: Option<(Protocol, Arc<GatewayStats>)>,
+    /// Seconds since the epoch of the last warning about refused samples (the log's rate
+    /// limit: the counters have every one).
+    last_rejection_log: std::sync::atomic::AtomicI64,
 }
+
+/// At most one warning about refused samples per this many seconds.
+const REJECTION_LOG_INTERVAL_SECONDS: i64 = 10;
 
 impl GatewayStore {
     /// `inner` behind `pipeline`.
@@ -43,6 +49,7 @@ impl GatewayStore {
             inner,
             pipeline,
             counting: None,
+            last_rejection_log: Default::default(),
         }
     }
 
@@ -57,6 +64,35 @@ impl GatewayStore {
             inner,
             pipeline,
             counting: Some((protocol, stats)),
+            last_rejection_log: Default::default(),
+        }
+    }
+}
+
+impl GatewayStore {
+    /// Warns about refused samples (the cardinality budget, limits, the store's own rules)
+    /// at most every 10 s.
+    fn log_rejections(&self, outcome: &WriteOutcome) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if outcome.rejected_total() == 0 {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as i64);
+        let last = self.last_rejection_log.load(Relaxed);
+        let due = now - last >= REJECTION_LOG_INTERVAL_SECONDS
+            && self
+                .last_rejection_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok();
+        if due {
+            tracing::warn!(
+                rejected = outcome.rejected_total(),
+                accepted = outcome.accepted,
+                first = outcome.messages.first().map(String::as_str).unwrap_or(""),
+                "samples of a gateway write were refused (logged at most every 10 s)"
+            );
         }
     }
 }
@@ -78,6 +114,9 @@ impl Storage for GatewayStore {
             outcome.merge(refused);
             outcome
         });
+        if let Ok(outcome) = &result {
+            self.log_rejections(outcome);
+        }
         if let Some((protocol, stats)) = &self.counting {
             match &result {
                 Ok(outcome) => stats.stored(*protocol, outcome),
