@@ -1,9 +1,12 @@
 //! The gateway pipeline through the `lookout-server` binary: the cardinality budget
 //! (`--gateway.max-active-series`) refuses new series with a reason in each protocol's answer
 //! and in the self-metrics while existing series keep flowing, and common tags
-//! (`--gateway.common-tag`) are added where the sender did not set them.
+//! (`--gateway.common-tag`) are added where the sender did not set them, telnet lines
+//! included.
 
 mod support;
+
+use std::io::{Read, Write};
 
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
@@ -105,6 +108,24 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "{answer}"
     );
 
+    // Telnet lines go through the same pipeline: with the common tag this is the existing
+    // series pipeline_a (without it, it would be a new series and refused).
+    let mut telnet = std::net::TcpStream::connect(("127.0.0.1", server.telnet_port)).unwrap();
+    write!(telnet, "put pipeline_a {} 3 host=h1\nexit\n", seconds + 2).unwrap();
+    let mut answer = String::new();
+    telnet.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "", "telnet answers only errors");
+
+    // The budget is the store's: the query port's receiver is held to it too.
+    let (status, text) = remote_write(
+        &client,
+        &format!("{}/api/v1/write", server.api()),
+        &[&[("__name__", "pipeline_f")]],
+        now_ms(),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("cardinality budget of 3"), "{text}");
+
     let series: serde_json::Value = client
         .get(format!("{}/api/v1/series", server.api()))
         .query(&[("match[]", "{__name__=~\"pipeline_.+\"}")])
@@ -129,13 +150,13 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         .get(format!("{}/api/v1/query", server.api()))
         .query(&[
             ("query", "pipeline_a"),
-            ("time", &(seconds + 1).to_string()),
+            ("time", &(seconds + 2).to_string()),
         ])
         .send()
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(answer["data"]["result"][0]["value"][1], "2", "{answer}");
+    assert_eq!(answer["data"]["result"][0]["value"][1], "3", "{answer}");
 
     // Labels beyond the limit (common tags count): refused with the reason, before the budget.
     let wide: &[(&str, &str)] = &[
@@ -164,7 +185,8 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "lookout_gateway_samples_accepted_total{protocol=\"remote_write\"} 1",
         "lookout_gateway_requests_total{protocol=\"remote_write\"} 2",
         "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"invalid_labels\"} 1",
-        "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 2",
+        "lookout_gateway_samples_accepted_total{protocol=\"opentsdb_telnet\"} 1",
+        "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 3",
         "lookout_tsdb_head_series_limit 3",
         "lookout_tsdb_head_series 3",
     ] {
