@@ -97,7 +97,7 @@ impl Protocol {
 }
 
 /// Why a whole request was refused, as named in self-metrics.
-const REFUSAL_REASONS: [&str; 9] = [
+const REFUSAL_REASONS: [&str; 10] = [
     "app_missing",
     "bad_path",
     "token_missing",
@@ -107,11 +107,15 @@ const REFUSAL_REASONS: [&str; 9] = [
     "storage_unavailable",
     "scrape_failed",
     "overloaded",
+    "unsupported_media_type",
 ];
 
 /// Samples not stored although the request succeeded: info samples (never stored, spec
 /// §4.6), decode skips and storage rejections.
 const INFO_NOT_STORED: &str = "info_not_stored";
+
+/// Remote write 2.0 native histogram samples, which are not stored yet.
+const NATIVE_HISTOGRAM_UNSUPPORTED: &str = "native_histogram_unsupported";
 
 #[derive(Debug, Default)]
 struct ProtocolCounters {
@@ -155,6 +159,16 @@ impl GatewayStats {
                     *counters.rejected.entry(reason.as_str()).or_default() += count;
                 }
             }
+        });
+    }
+
+    /// Counts `count` samples of `protocol` not stored, for `reason`.
+    pub(crate) fn rejected(&self, protocol: Protocol, reason: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.update(protocol, |counters| {
+            *counters.rejected.entry(reason).or_default() += count;
         });
     }
 
@@ -228,7 +242,7 @@ impl GatewayStats {
             .iter()
             .map(|reason| reason.as_str())
             .chain(RejectReason::ALL.iter().map(|reason| reason.as_str()))
-            .chain([INFO_NOT_STORED])
+            .chain([INFO_NOT_STORED, NATIVE_HISTOGRAM_UNSUPPORTED])
             .collect();
         for reason in reasons {
             for protocol in Protocol::ALL {

@@ -180,7 +180,23 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         decode: options.decode_limits,
         labels: config.label_limits(),
     };
-    let gateway = lookout_api::write_router(remote_write_storage, options)
+    // The gateway port's receiver reports what it refuses into the gateway's counters.
+    let observed_stats = gateway_stats.clone();
+    let gateway_write_options = ApiOptions {
+        remote_write_observer: Some(Arc::new(move |refusal| {
+            let protocol = gateway::Protocol::RemoteWrite;
+            match refusal {
+                lookout_api::RemoteWriteRefusal::Request(reason) => {
+                    observed_stats.refused(protocol, reason)
+                }
+                lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
+                    observed_stats.rejected(protocol, reason, count)
+                }
+            }
+        })),
+        ..options
+    };
+    let gateway = lookout_api::write_router(remote_write_storage, gateway_write_options)
         .merge(gateway::router(
             gateway_storage.clone(),
             lookout_limits,

@@ -172,6 +172,22 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "{text}"
     );
 
+    // Requests the receiver refuses whole are counted for the protocol too.
+    let unsupported = client
+        .post(&write_url)
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(unsupported.status().as_u16(), 415);
+    let malformed = client
+        .post(&write_url)
+        .header("Content-Type", "application/x-protobuf")
+        .body("not snappy")
+        .send()
+        .unwrap();
+    assert_eq!(malformed.status().as_u16(), 400);
+
     let metrics = client
         .get(format!("{}/metrics", server.api()))
         .send()
@@ -183,7 +199,9 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
         "lookout_gateway_samples_accepted_total{protocol=\"opentsdb_http\"} 3",
         "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"series_limit\"} 1",
         "lookout_gateway_samples_accepted_total{protocol=\"remote_write\"} 1",
-        "lookout_gateway_requests_total{protocol=\"remote_write\"} 2",
+        "lookout_gateway_requests_total{protocol=\"remote_write\"} 4",
+        "lookout_gateway_requests_refused_total{protocol=\"remote_write\",reason=\"unsupported_media_type\"} 1",
+        "lookout_gateway_requests_refused_total{protocol=\"remote_write\",reason=\"malformed_body\"} 1",
         "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"invalid_labels\"} 1",
         "lookout_gateway_samples_accepted_total{protocol=\"opentsdb_telnet\"} 1",
         "lookout_tsdb_samples_rejected_total{reason=\"series_limit\"} 3",
