@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 
 use lookout_model::{Labels, Sample};
 use lookout_storage::WriteBatch;
-use support::{wait_ready, LookoutServer};
+use std::time::{Duration, Instant};
+
+use support::{free_port, prometheus_installed, start_prometheus, wait_ready, LookoutServer};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -210,4 +212,98 @@ fn the_cardinality_budget_refuses_new_series_with_a_reason_and_common_tags_are_a
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+}
+
+/// The value of the sample line starting with `series ` in a text exposition.
+fn sample_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn a_real_prometheus_keeps_writing_its_existing_series_under_the_budget() {
+    if !prometheus_installed() {
+        println!("SKIPPED: `prometheus` is not on PATH (apt-get install prometheus; .ci/run does)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::blocking::Client::new();
+    let lookout = LookoutServer::start(
+        &dir.path().join("lookout"),
+        &[
+            "--gateway.max-active-series",
+            "40",
+            "--gateway.common-tag",
+            "dc=gz",
+        ],
+    );
+    let prometheus_port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n\
+         scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prometheus_port}']\n\
+         remote_write:\n  - url: {}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
+        lookout.gateway()
+    );
+    let _prometheus = start_prometheus(
+        &client,
+        dir.path(),
+        prometheus_port,
+        &config,
+        &["--storage.remote.flush-deadline=5s"],
+    );
+    let metrics = || {
+        client
+            .get(format!("{}/metrics", lookout.api()))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let refused_series =
+        "lookout_gateway_samples_rejected_total{protocol=\"remote_write\",reason=\"series_limit\"}";
+    let accepted = "lookout_gateway_samples_accepted_total{protocol=\"remote_write\"}";
+    // Prometheus' own metrics are hundreds of series: the budget fills and refuses the rest.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let accepted_when_full = loop {
+        let text = metrics();
+        let full = sample_value(&text, "lookout_tsdb_head_series") == Some(40.0)
+            && sample_value(&text, refused_series).unwrap_or(0.0) > 0.0;
+        if full {
+            break sample_value(&text, accepted).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget did not fill within 60 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The series held keep receiving samples; no new series gets in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = metrics();
+        assert_eq!(sample_value(&text, "lookout_tsdb_head_series"), Some(40.0));
+        if sample_value(&text, accepted).unwrap() >= accepted_when_full + 80.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "existing series stopped flowing (accepted {accepted_when_full} when full):\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let series: serde_json::Value = client
+        .get(format!("{}/api/v1/series", lookout.api()))
+        .query(&[("match[]", "{__name__=~\".+\"}")])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let series = series["data"].as_array().unwrap();
+    assert_eq!(series.len(), 40);
+    assert!(
+        series.iter().all(|labels| labels["dc"] == "gz"),
+        "every series has the common tag: {series:?}"
+    );
 }
