@@ -131,6 +131,10 @@ pub struct GatewayStats {
     counters: Mutex<BTreeMap<Protocol, ProtocolCounters>>,
     /// Seconds since the epoch of the last skip warning (the log's rate limit).
     last_skip_log: AtomicI64,
+    /// Write requests of the gateway port being served ([`pipeline::admit`]).
+    pub(crate) in_flight: AtomicI64,
+    /// Most write requests served at once (0: unlimited).
+    pub(crate) in_flight_limit: AtomicI64,
 }
 
 /// At most one warning about skipped items per this many seconds.
@@ -220,6 +224,20 @@ impl GatewayStats {
                     "{name}{{protocol=\"{protocol}\",reason=\"{reason}\"}} {count}"
                 );
             }
+        }
+        for (name, help, value) in [
+            (
+                "lookout_gateway_in_flight_requests",
+                "Write requests of the gateway port being served.",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "lookout_gateway_in_flight_requests_limit",
+                "Most write requests the gateway port serves at once before answering 503 (0: unlimited).",
+                self.in_flight_limit.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         let name = "lookout_gateway_samples_accepted_total";
         header(out, name, "Samples of SOFALookout pushes stored.");

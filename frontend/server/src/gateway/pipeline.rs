@@ -164,6 +164,9 @@ impl Admission {
         retry_after_seconds: u64,
         stats: Arc<GatewayStats>,
     ) -> Arc<Admission> {
+        stats
+            .in_flight_limit
+            .store(max_in_flight as i64, std::sync::atomic::Ordering::Relaxed);
         Arc::new(Admission {
             permits: (max_in_flight > 0).then(|| Arc::new(Semaphore::new(max_in_flight))),
             max_in_flight,
@@ -185,6 +188,27 @@ impl Admission {
             admission.tokens_everywhere = Some(tokens);
         }
         admission
+    }
+}
+
+/// One write request counted in `lookout_gateway_in_flight_requests` while it lives (also
+/// when the handler panics or the client goes away).
+struct InFlight<'a>(&'a GatewayStats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a GatewayStats) -> InFlight<'a> {
+        stats
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -259,7 +283,9 @@ pub async fn admit(
         },
         _ => None,
     };
+    let counted = protocol.map(|_| InFlight::enter(&admission.stats));
     let mut response = next.run(request).await;
+    drop(counted);
     drop(permit);
     if response.status() == StatusCode::SERVICE_UNAVAILABLE
         && !response.headers().contains_key("Retry-After")
@@ -359,6 +385,13 @@ mod tests {
             .await
             .expect("the first write reached the store");
 
+        let mut metrics = String::new();
+        stats.render(&mut metrics);
+        assert!(
+            metrics.contains("lookout_gateway_in_flight_requests 1\n"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("lookout_gateway_in_flight_requests_limit 1\n"));
         let refused = post().await.unwrap();
         assert_eq!(refused.status(), 503);
         assert_eq!(refused.headers()["Retry-After"], "7");
@@ -382,6 +415,7 @@ mod tests {
             "lookout_gateway_requests_refused_total{protocol=\"lookout_sdk\",reason=\"overloaded\"} 1",
             "lookout_gateway_requests_total{protocol=\"lookout_sdk\"} 3",
             "lookout_gateway_samples_accepted_total{protocol=\"lookout_sdk\"} 2",
+            "lookout_gateway_in_flight_requests 0\n",
         ] {
             assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
         }
