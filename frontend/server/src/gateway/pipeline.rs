@@ -7,8 +7,9 @@
 //! §13.23). Here a write request holds a permit from the moment it arrives until its samples
 //! are stored; when every permit is taken (the store lags behind the senders), a further
 //! write is answered at once with 503 and `Retry-After` instead of being queued without
-//! bound. Every 503 of the port carries `Retry-After`. 503 rather than 429: Prometheus
-//! retries a 5xx always but drops a 429 unless `retry_on_http_429` is set.
+//! bound. Every 503 of the port carries `Retry-After`. 503 rather than 429: remote-write
+//! senders retry every 5xx, while Prometheus versions with `retry_on_http_429` off drop a
+//! batch answered 429.
 
 use std::sync::Arc;
 
