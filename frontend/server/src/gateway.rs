@@ -19,6 +19,10 @@
 //! protocol's success, and the skip is counted in `lookout_gateway_samples_rejected_total` and
 //! logged (at most every 10 s). An empty body answers 200 before any check, as the original
 //! does (§3.0), except on OpenTSDB's routes, which answer as OpenTSDB does.
+//!
+//! [`pipeline`] holds what every protocol shares around the store: common tags and label
+//! limits on every write, the cardinality budget's refusals reported like any other, and
+//! back-pressure (503 + `Retry-After` when too many writes are in flight).
 
 mod metricbeat;
 pub mod opentsdb;
