@@ -229,6 +229,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the sender sent stays as sent; every common tag the sender lacks is
+        /// added; the result is the label set the union would parse to (same hash).
+        #[test]
+        fn common_tags_never_override_the_sender(
+            sender in proptest::collection::btree_map("[a-d]", "[x-z]{1,2}", 0..4),
+            common in proptest::collection::btree_map("[b-f]", "[p-r]{1,2}", 0..4),
+        ) {
+            let common_tags = CommonTags::new(common.clone()).unwrap();
+            let labels = Labels::from_pairs(
+                std::iter::once(("__name__".to_owned(), "m".to_owned())).chain(sender.clone()),
+            )
+            .unwrap();
+            let result = common_tags.apply_to(&labels);
+            for (name, value) in &sender {
+                proptest::prop_assert_eq!(result.get(name), Some(value.as_str()));
+            }
+            let mut union = common.clone();
+            union.extend(sender.clone());
+            for (name, value) in &union {
+                proptest::prop_assert_eq!(result.get(name), Some(value.as_str()));
+            }
+            let expected = Labels::from_pairs(
+                std::iter::once(("__name__".to_owned(), "m".to_owned())).chain(union),
+            )
+            .unwrap();
+            proptest::prop_assert_eq!(result.stable_hash(), expected.stable_hash());
+            proptest::prop_assert_eq!(result, expected);
+        }
+    }
+
     #[test]
     fn bad_common_tags_are_refused() {
         assert!(matches!(
