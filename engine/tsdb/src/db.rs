@@ -157,6 +157,14 @@ impl TsdbOptions {
         self
     }
 
+    /// The cardinality budget: most series the head may hold (`None`, the default: no
+    /// limit). Beyond it samples of new series are refused as `series_limit`; series the
+    /// head holds keep being written.
+    pub fn max_series(mut self, series: Option<u64>) -> TsdbOptions {
+        self.head.max_series = series;
+        self
+    }
+
     /// Samples per chunk before it is cut.
     pub fn chunk_samples(mut self, samples: usize) -> TsdbOptions {
         self.head.chunk_samples = samples;
@@ -377,6 +385,13 @@ impl Tsdb {
             "counter",
             "Series created in the head.",
             counters.series_created.load(Relaxed),
+        );
+        metric(
+            out,
+            "lookout_tsdb_head_series_limit",
+            "gauge",
+            "The cardinality budget: most series the head may hold (0: no limit).",
+            head.options().max_series.unwrap_or(0),
         );
         metric(
             out,

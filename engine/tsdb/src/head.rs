@@ -105,6 +105,12 @@ pub struct HeadOptions {
     /// the head's newest time there, and with it block cuts, the out-of-order window and
     /// retention, which would refuse or delete everything else.
     pub max_future_ms: Option<i64>,
+    /// The cardinality budget: most series the head may hold (`None`: no limit). When it is
+    /// full, a sample of a series the head does not hold is refused as
+    /// [`RejectReason::SeriesLimit`], while samples of series it holds are stored as usual.
+    /// Series leave the head when their samples are cut into a block and they receive no
+    /// more, which frees room. WAL replay is not limited: what was accepted stays.
+    pub max_series: Option<u64>,
 }
 
 /// Default limit on how far ahead of the wall clock a sample may be: one day.
@@ -120,6 +126,7 @@ impl Default for HeadOptions {
             chunk_samples: MAX_SAMPLES_PER_CHUNK,
             out_of_order_window_ms: DEFAULT_OUT_OF_ORDER_WINDOW_MS,
             max_future_ms: Some(DEFAULT_MAX_FUTURE_MS),
+            max_series: None,
         }
     }
 }
@@ -133,6 +140,11 @@ impl HeadOptions {
                     "chunk_samples must be in 1..=65535, got {}",
                     self.chunk_samples
                 ),
+            });
+        }
+        if self.max_series == Some(0) {
+            return Err(TsdbError::InvalidOptions {
+                reason: "max_series must be at least 1 (None for no limit)".to_owned(),
             });
         }
         if self.out_of_order_window_ms < 0 {
@@ -328,6 +340,9 @@ pub struct Head {
     min_valid_time: AtomicI64,
     /// WAL references replayed under a different live reference (same labels).
     aliases: Mutex<HashMap<u32, SeriesRef>>,
+    /// Series held, kept beside the index's count so that appends to different shards can
+    /// reserve room under [`HeadOptions::max_series`] without a shared lock.
+    live_series: AtomicU64,
     counters: HeadCounters,
 }
 
@@ -348,6 +363,7 @@ impl Head {
             min_valid_time: AtomicI64::new(i64::MIN),
             max_time: AtomicI64::new(i64::MIN),
             aliases: Mutex::new(HashMap::new()),
+            live_series: AtomicU64::new(0),
             counters: HeadCounters::default(),
         })
     }
@@ -456,11 +472,31 @@ impl Head {
                             );
                             continue;
                         }
+                        if !self.reserve_series() {
+                            let budget = self.options.max_series.unwrap_or(u64::MAX);
+                            outcome.reject(
+                                RejectReason::SeriesLimit,
+                                input.samples.len() as u64,
+                                || {
+                                    format!(
+                                        "{}: new series refused, the cardinality budget of \
+                                         {budget} active series is full",
+                                        input.labels
+                                    )
+                                },
+                            );
+                            continue;
+                        }
                         let local = shard.series.len();
                         let series_ref = SeriesRef::new(shard_index, local);
-                        if let Some(series_ref) = series_ref {
-                            self.create_series(&mut shard, series_ref, &input.labels, check);
-                            created.push((series_ref, &input.labels));
+                        match series_ref {
+                            Some(series_ref) => {
+                                self.create_series(&mut shard, series_ref, &input.labels, check);
+                                created.push((series_ref, &input.labels));
+                            }
+                            None => {
+                                self.live_series.fetch_sub(1, Ordering::AcqRel);
+                            }
                         }
                         series_ref
                     }
@@ -590,7 +626,20 @@ impl Head {
         Ok(outcome)
     }
 
-    /// Interns the labels, stores the series at `series_ref` and indexes it.
+    /// Takes room for one new series under [`HeadOptions::max_series`]; false when the
+    /// budget is full. The room is counted in `live_series` at once, so appends racing on
+    /// other shards cannot overshoot the budget.
+    fn reserve_series(&self) -> bool {
+        let budget = self.options.max_series.unwrap_or(u64::MAX);
+        self.live_series
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < budget).then_some(live + 1)
+            })
+            .is_ok()
+    }
+
+    /// Interns the labels, stores the series at `series_ref` and indexes it. The caller has
+    /// counted it in `live_series`.
     fn create_series(&self, shard: &mut Shard, series_ref: SeriesRef, labels: &Labels, check: u64) {
         let mut pairs: Vec<(Symbol, Symbol)> = Vec::with_capacity(labels.len());
         let mut shared: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(labels.len());
@@ -622,6 +671,7 @@ impl Head {
             .map(|(name, value)| (reader.resolve_shared(*name), reader.resolve_shared(*value)))
             .collect();
         self.index.write().remove(series_ref.0, shared);
+        self.live_series.fetch_sub(1, Ordering::AcqRel);
         self.counters.series_removed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -976,6 +1026,8 @@ impl Head {
             self.aliases.lock().insert(id, fresh);
             fresh
         };
+        // Replay restores what was accepted, whatever the budget is now.
+        self.live_series.fetch_add(1, Ordering::AcqRel);
         self.create_series(&mut shard, series_ref, labels, check);
     }
 

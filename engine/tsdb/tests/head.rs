@@ -346,3 +346,111 @@ fn full_chunks_leave_the_heap_for_mapped_files_and_survive_restart() {
         "replay maps full chunks again"
     );
 }
+
+fn one_sample(name: &str, t: i64) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    batch.push(labels(&[("__name__", name)]), vec![Sample::new(t, 1.0)]);
+    batch
+}
+
+#[test]
+fn the_cardinality_budget_refuses_new_series_and_keeps_existing_ones_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = |budget: u64| {
+        TsdbOptions::new(dir.path())
+            .fsync(FsyncPolicy::Never)
+            .max_series(Some(budget))
+    };
+    {
+        let tsdb = Tsdb::open(options(3)).unwrap();
+        for name in ["a", "b", "c"] {
+            assert_eq!(tsdb.append(&one_sample(name, 1_000)).unwrap().accepted, 1);
+        }
+        let mut batch = one_sample("a", 2_000);
+        batch.push(
+            labels(&[("__name__", "d")]),
+            vec![Sample::new(2_000, 1.0), Sample::new(3_000, 2.0)],
+        );
+        let outcome = tsdb.append(&batch).unwrap();
+        assert_eq!(outcome.accepted, 1, "the existing series is written");
+        assert_eq!(outcome.rejected_for(RejectReason::SeriesLimit), 2);
+        assert!(
+            outcome.messages[0].contains("d")
+                && outcome.messages[0].contains("cardinality budget of 3"),
+            "{:?}",
+            outcome.messages
+        );
+        assert_eq!(tsdb.head().series_count(), 3);
+        tsdb.close().unwrap();
+    }
+    // A smaller budget after a restart: replay keeps every series it accepted before, the
+    // existing ones are written, new ones refused.
+    let tsdb = Tsdb::open(options(2)).unwrap();
+    assert_eq!(tsdb.head().series_count(), 3);
+    assert_eq!(tsdb.append(&one_sample("c", 5_000)).unwrap().accepted, 1);
+    let refused = tsdb.append(&one_sample("e", 5_000)).unwrap();
+    assert_eq!(refused.rejected_for(RejectReason::SeriesLimit), 1);
+    // Series leaving the head (truncated away) make room again.
+    let report = tsdb.truncate_head(4_000).unwrap();
+    assert_eq!(report.series_removed, 2, "a and b had nothing after 4 s");
+    assert_eq!(tsdb.append(&one_sample("e", 6_000)).unwrap().accepted, 1);
+    let full = tsdb.append(&one_sample("f", 6_000)).unwrap();
+    assert_eq!(full.rejected_for(RejectReason::SeriesLimit), 1);
+    let names: Vec<String> = all(&tsdb)
+        .iter()
+        .map(|series| series.labels.metric_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["c", "e"]);
+}
+
+#[test]
+fn the_cardinality_budget_holds_under_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Arc::new(
+        Tsdb::open(
+            TsdbOptions::new(dir.path())
+                .fsync(FsyncPolicy::Never)
+                .max_series(Some(50)),
+        )
+        .unwrap(),
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|thread| {
+            let tsdb = tsdb.clone();
+            std::thread::spawn(move || {
+                let mut batch = WriteBatch::new();
+                for series in 0..40 {
+                    batch.push(
+                        labels(&[
+                            ("__name__", "m"),
+                            ("thread", &thread.to_string()),
+                            ("s", &series.to_string()),
+                        ]),
+                        vec![Sample::new(1_000, 1.0)],
+                    );
+                }
+                tsdb.append(&batch).unwrap()
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    let accepted: u64 = outcomes.iter().map(|outcome| outcome.accepted).sum();
+    let refused: u64 = outcomes
+        .iter()
+        .map(|outcome| outcome.rejected_for(RejectReason::SeriesLimit))
+        .sum();
+    assert_eq!(accepted, 50);
+    assert_eq!(refused, 110);
+    assert_eq!(tsdb.head().series_count(), 50);
+    assert_eq!(all(&tsdb).len(), 50);
+}
+
+#[test]
+fn a_zero_cardinality_budget_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Tsdb::open(TsdbOptions::new(dir.path()).max_series(Some(0))).unwrap_err();
+    assert!(error.to_string().contains("max_series"), "{error}");
+}

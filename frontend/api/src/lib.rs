@@ -56,6 +56,19 @@ pub use targets::{
 /// the engine behind the `Storage`).
 pub type MetricsRenderer = Arc<dyn Fn(&mut String) + Send + Sync>;
 
+/// What the remote-write receiver refused, for a listener's self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteWriteRefusal {
+    /// The whole request, for this reason (`unsupported_media_type`, `malformed_body`).
+    Request(&'static str),
+    /// This many samples of an otherwise written request, for this reason
+    /// (`invalid_labels`: series with an invalid label set; `native_histogram_unsupported`).
+    Samples(&'static str, u64),
+}
+
+/// Told about every [`RemoteWriteRefusal`] (supplied by the server for the gateway port).
+pub type RemoteWriteObserver = Arc<dyn Fn(RemoteWriteRefusal) + Send + Sync>;
+
 /// Options of the API.
 #[derive(Clone, Default)]
 pub struct ApiOptions {
@@ -75,6 +88,9 @@ pub struct ApiOptions {
     pub metadata: MetadataStore,
     /// The scrape targets `/api/v1/targets` lists; `None`: no scraping, empty lists.
     pub targets: Option<SharedTargets>,
+    /// Told what the remote-write receiver refuses (besides the store's own rejections,
+    /// which the `Storage` reports).
+    pub remote_write_observer: Option<RemoteWriteObserver>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -86,6 +102,10 @@ impl std::fmt::Debug for ApiOptions {
             .field("admin", &self.admin.is_some())
             .field("status", &self.status)
             .field("targets", &self.targets.is_some())
+            .field(
+                "remote_write_observer",
+                &self.remote_write_observer.is_some(),
+            )
             .finish()
     }
 }

@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lookout_gateway::{remote_write, remote_write2};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, RemoteWriteRefusal};
 
 /// The 1.0 message's fully qualified name.
 const PROTO_V1: &str = "prometheus.WriteRequest";
@@ -106,10 +106,16 @@ pub(crate) async fn write(
     body: Bytes,
 ) -> Response {
     state.remote_write_requests.fetch_add(1, Relaxed);
+    let observe = |refusal: RemoteWriteRefusal| {
+        if let Some(observer) = &state.options.remote_write_observer {
+            observer(refusal);
+        }
+    };
     let version = match negotiate(&headers) {
         Ok(version) => version,
         Err(message) => {
             state.remote_write_unsupported.fetch_add(1, Relaxed);
+            observe(RemoteWriteRefusal::Request("unsupported_media_type"));
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, message + "\n").into_response();
         }
     };
@@ -122,6 +128,7 @@ pub(crate) async fn write(
         Ok(decoded) => decoded,
         Err(error) => {
             state.remote_write_refused.fetch_add(1, Relaxed);
+            observe(RemoteWriteRefusal::Request("malformed_body"));
             // Plain text, as Prometheus' receiver answers.
             let message = format!("malformed remote write request: {error}\n");
             let response = (StatusCode::BAD_REQUEST, message).into_response();
@@ -129,6 +136,19 @@ pub(crate) async fn write(
         }
     };
     state.options.metadata.record(decoded.metadata);
+    let invalid_samples = decoded.invalid_series_samples;
+    if invalid_samples > 0 {
+        observe(RemoteWriteRefusal::Samples(
+            "invalid_labels",
+            invalid_samples,
+        ));
+    }
+    if version == Version::V2 && decoded.skipped_histograms > 0 {
+        observe(RemoteWriteRefusal::Samples(
+            "native_histogram_unsupported",
+            decoded.skipped_histograms as u64,
+        ));
+    }
     let outcome = match state.storage.write(decoded.batch).await {
         Ok(outcome) => outcome,
         Err(error) => {

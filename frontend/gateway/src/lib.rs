@@ -10,12 +10,14 @@
 //! format, line by line), [`opentsdb`] (OpenTSDB's `/api/put` JSON and telnet `put` lines),
 //! [`pushgateway`] (the Pushgateway API's grouping keys, bodies and groups), [`metricbeat`]
 //! (Elasticsearch `_bulk` bodies of Metricbeat 6 documents), [`scrape`] (pull: scrape
-//! configuration, relabelling, targets, scraped bodies to samples and staleness).
+//! configuration, relabelling, targets, scraped bodies to samples and staleness),
+//! [`pipeline`] (what every protocol shares after decoding: common tags).
 
 pub mod exposition;
 pub mod lookout;
 pub mod metricbeat;
 pub mod opentsdb;
+pub mod pipeline;
 pub mod pushgateway;
 pub mod remote_write;
 pub mod remote_write2;

@@ -175,6 +175,8 @@ pub struct Decoded {
     pub batch: WriteBatch,
     /// Series left out because their labels are not a valid set, with the reason.
     pub invalid_series: Vec<String>,
+    /// Samples of the series in `invalid_series`.
+    pub invalid_series_samples: u64,
     /// Native histogram samples not stored.
     pub skipped_histograms: usize,
     /// Exemplars not stored.
@@ -241,6 +243,7 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             Ok(labels) => labels,
             Err(error) => {
                 decoded.invalid_series.push(error.to_string());
+                decoded.invalid_series_samples += series.samples.len() as u64;
                 continue;
             }
         };
@@ -398,6 +401,7 @@ mod tests {
         let decoded = decode(&body, &DecodeLimits::default()).unwrap();
         assert_eq!(decoded.batch.series.len(), 1);
         assert_eq!(decoded.invalid_series.len(), 1);
+        assert!(decoded.invalid_series_samples > 0);
         assert_eq!(decoded.skipped_histograms, 1);
     }
 

@@ -209,6 +209,7 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             Ok(resolved) => resolved,
             Err(error) => {
                 decoded.invalid_series.push(error.to_string());
+                decoded.invalid_series_samples += series.samples.len() as u64;
                 continue;
             }
         };

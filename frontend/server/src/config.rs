@@ -35,6 +35,20 @@
 //!
 //! [gateway]
 //! listen_address = "0.0.0.0:7200"
+//! max_active_series = 0        # cardinality budget (native store head series); 0: unlimited
+//! max_in_flight_requests = 256 # more write requests at once get 503 + Retry-After; 0: unlimited
+//! retry_after_seconds = 5
+//! max_body_bytes = 33554432    # as sent
+//! max_decompressed_bytes = 268435456
+//! max_series_per_request = 1000000
+//! max_labels_per_series = 64   # __name__ and common tags included
+//! max_label_name_bytes = 256
+//! max_label_value_bytes = 4096
+//! tokens = []                  # valid tokens where one is asked for; empty: any non-empty one
+//! require_token_everywhere = false # also on /datas, /lookout/metrics, /api/put, /_bulk, remote write, ...
+//!
+//! [gateway.common_tags]        # added to every series the gateway receives, sender's win
+//! dc = "gz"
 //!
 //! [opentsdb]
 //! listen_address = "0.0.0.0:4242"
@@ -53,11 +67,16 @@
 //! level = "info"
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use lookout_gateway::lookout::request::Tokens;
+use lookout_gateway::pipeline::{CommonTags, Pipeline};
+use lookout_gateway::DecodeLimits;
+use lookout_model::LabelLimits;
 use serde::{Deserialize, Serialize};
 
 /// Command-line flags, named like Prometheus' where they mean the same thing. Each one left
@@ -81,6 +100,52 @@ pub struct Args {
     /// `/lookout/metrics/...` and `/prom/metrics/...`) [default: 0.0.0.0:7200].
     #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
+    /// The cardinality budget: most active series (series in the native store's head);
+    /// beyond it samples of new series are refused as `series_limit`, samples of existing
+    /// series are stored (0: unlimited) [default: 0].
+    #[arg(long = "gateway.max-active-series")]
+    pub max_active_series: Option<u64>,
+    /// Write requests the gateway port serves at once; more are answered 503 with
+    /// `Retry-After` (0: unlimited) [default: 256].
+    #[arg(long = "gateway.max-in-flight-requests")]
+    pub max_in_flight_requests: Option<usize>,
+    /// `Retry-After` of the gateway port's 503 answers, in seconds [default: 5].
+    #[arg(long = "gateway.retry-after-seconds")]
+    pub retry_after_seconds: Option<u64>,
+    /// Largest request body as sent, in bytes [default: 33554432].
+    #[arg(long = "gateway.max-body-bytes")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest request body after decompression, in bytes [default: 268435456].
+    #[arg(long = "gateway.max-decompressed-bytes")]
+    pub max_decompressed_bytes: Option<usize>,
+    /// Most series in one request [default: 1000000].
+    #[arg(long = "gateway.max-series-per-request")]
+    pub max_series_per_request: Option<usize>,
+    /// Most labels per series, `__name__` and common tags included [default: 64].
+    #[arg(long = "gateway.max-labels-per-series")]
+    pub max_labels_per_series: Option<usize>,
+    /// Longest label name in bytes [default: 256].
+    #[arg(long = "gateway.max-label-name-bytes")]
+    pub max_label_name_bytes: Option<usize>,
+    /// Longest label value in bytes [default: 4096].
+    #[arg(long = "gateway.max-label-value-bytes")]
+    pub max_label_value_bytes: Option<usize>,
+    /// A valid token where the gateway asks for one; repeat for more (adds to the file's
+    /// `[gateway] tokens`). None: any non-empty token is accepted.
+    #[arg(
+        long = "gateway.token",
+        env = "LOOKOUT_GATEWAY_TOKENS",
+        value_delimiter = ','
+    )]
+    pub tokens: Vec<String>,
+    /// Ask every write request of the gateway port for a valid token, also on the routes
+    /// where SOFALookout asked for none.
+    #[arg(long = "gateway.require-token-everywhere")]
+    pub require_token_everywhere: bool,
+    /// A tag added to every series the gateway receives where the sender did not set it,
+    /// as `name=value`; repeat for more (adds to the file's `[gateway.common_tags]`).
+    #[arg(long = "gateway.common-tag", value_name = "NAME=VALUE")]
+    pub common_tags: Vec<String>,
     /// Address of the OpenTSDB telnet listener (`put` lines) [default: 0.0.0.0:4242].
     #[arg(long = "opentsdb.listen-address", env = "LOOKOUT_OPENTSDB_LISTEN")]
     pub opentsdb_listen: Option<SocketAddr>,
@@ -321,12 +386,59 @@ impl Default for WebConfig {
 pub struct GatewayConfig {
     /// `--gateway.listen-address`
     pub listen_address: SocketAddr,
+    /// `--gateway.max-active-series`: the cardinality budget of the native store (series in
+    /// its head); 0 is unlimited.
+    pub max_active_series: u64,
+    /// `--gateway.max-in-flight-requests`: write requests the gateway port serves at once
+    /// before answering 503 + `Retry-After`; 0 is unlimited.
+    pub max_in_flight_requests: usize,
+    /// `--gateway.retry-after-seconds`: the `Retry-After` of the port's 503 answers.
+    pub retry_after_seconds: u64,
+    /// `--gateway.max-body-bytes`: largest request body as sent (also the remote-write
+    /// receiver of the query port and scraped bodies).
+    pub max_body_bytes: usize,
+    /// `--gateway.max-decompressed-bytes`: largest body after decompression.
+    pub max_decompressed_bytes: usize,
+    /// `--gateway.max-series-per-request`: most series (samples, for SOFALookout's
+    /// protocols) in one request; more refuse the request whole (413 / 400).
+    pub max_series_per_request: usize,
+    /// `--gateway.max-labels-per-series`: labels per series, `__name__` and common tags
+    /// included; a series with more is refused as `invalid_labels`.
+    pub max_labels_per_series: usize,
+    /// `--gateway.max-label-name-bytes`
+    pub max_label_name_bytes: usize,
+    /// `--gateway.max-label-value-bytes`: a longer value refuses the series (SOFALookout
+    /// truncated it, changing the series' identity).
+    pub max_label_value_bytes: usize,
+    /// `--gateway.token` (repeatable): the valid tokens where a token is asked for; empty:
+    /// any non-empty token (SOFALookout's default token service).
+    pub tokens: Vec<String>,
+    /// `--gateway.require-token-everywhere`: ask every write request of the gateway port
+    /// for a valid token, also where SOFALookout asked for none (`/datas`, remote write,
+    /// ...). Off by default.
+    pub require_token_everywhere: bool,
+    /// `--gateway.common-tag name=value` (repeatable): tags added to every series the
+    /// gateway port, the telnet listener and the scrape loops write, where the series does
+    /// not set them.
+    pub common_tags: BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen_address: SocketAddr::from(([0, 0, 0, 0], 7200)),
+            max_active_series: 0,
+            max_in_flight_requests: 256,
+            retry_after_seconds: 5,
+            max_body_bytes: DecodeLimits::default().max_body_bytes,
+            max_decompressed_bytes: DecodeLimits::default().max_decompressed_bytes,
+            max_series_per_request: DecodeLimits::default().max_series_per_request,
+            max_labels_per_series: LabelLimits::default().max_labels,
+            max_label_name_bytes: LabelLimits::default().max_name_bytes,
+            max_label_value_bytes: LabelLimits::default().max_value_bytes,
+            tokens: Vec::new(),
+            require_token_everywhere: false,
+            common_tags: BTreeMap::new(),
         }
     }
 }
@@ -411,6 +523,11 @@ impl Config {
             None => Config::default(),
         };
         config.apply_flags(args);
+        for text in &args.common_tags {
+            let (name, value) = CommonTags::parse_pair(text)
+                .with_context(|| "in --gateway.common-tag".to_owned())?;
+            config.gateway.common_tags.insert(name, value);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -442,6 +559,39 @@ impl Config {
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
         set(&mut self.gateway.listen_address, &args.gateway_listen);
+        set(&mut self.gateway.max_active_series, &args.max_active_series);
+        set(
+            &mut self.gateway.max_in_flight_requests,
+            &args.max_in_flight_requests,
+        );
+        set(
+            &mut self.gateway.retry_after_seconds,
+            &args.retry_after_seconds,
+        );
+        let gateway = &mut self.gateway;
+        gateway.tokens.extend(args.tokens.iter().cloned());
+        gateway.require_token_everywhere |= args.require_token_everywhere;
+        set(&mut gateway.max_body_bytes, &args.max_body_bytes);
+        set(
+            &mut gateway.max_decompressed_bytes,
+            &args.max_decompressed_bytes,
+        );
+        set(
+            &mut gateway.max_series_per_request,
+            &args.max_series_per_request,
+        );
+        set(
+            &mut gateway.max_labels_per_series,
+            &args.max_labels_per_series,
+        );
+        set(
+            &mut gateway.max_label_name_bytes,
+            &args.max_label_name_bytes,
+        );
+        set(
+            &mut gateway.max_label_value_bytes,
+            &args.max_label_value_bytes,
+        );
         set(&mut self.opentsdb.listen_address, &args.opentsdb_listen);
         if args.scrape_config_file.is_some() {
             self.scrape.config_file = args.scrape_config_file.clone();
@@ -469,14 +619,85 @@ impl Config {
             self.storage.out_of_order_window_minutes >= 0,
             "storage.out_of_order_window_minutes must not be negative"
         );
+        self.common_tags()?;
+        let gateway = &self.gateway;
+        for (name, value) in [
+            ("max_body_bytes", gateway.max_body_bytes),
+            ("max_decompressed_bytes", gateway.max_decompressed_bytes),
+            ("max_series_per_request", gateway.max_series_per_request),
+            ("max_labels_per_series", gateway.max_labels_per_series),
+            ("max_label_name_bytes", gateway.max_label_name_bytes),
+            ("max_label_value_bytes", gateway.max_label_value_bytes),
+        ] {
+            anyhow::ensure!(value > 0, "gateway.{name} must be greater than zero");
+        }
+        anyhow::ensure!(
+            self.gateway
+                .tokens
+                .iter()
+                .all(|token| !token.trim().is_empty()),
+            "gateway.tokens must not hold an empty token"
+        );
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
                 self.storage.es.options()?;
+                anyhow::ensure!(
+                    self.gateway.max_active_series == 0,
+                    "gateway.max_active_series is not implemented for the es backend \
+                     (the budget counts the native store's head series)"
+                );
             }
             other => anyhow::bail!("unknown storage backend {other:?}: use tsdb or es"),
         }
         Ok(())
+    }
+
+    /// `[gateway] common_tags` checked.
+    pub fn common_tags(&self) -> anyhow::Result<CommonTags> {
+        CommonTags::new(self.gateway.common_tags.clone()).context("in gateway.common_tags")
+    }
+
+    /// The decoders' size limits from `[gateway]`.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_body_bytes: self.gateway.max_body_bytes,
+            max_decompressed_bytes: self.gateway.max_decompressed_bytes,
+            max_series_per_request: self.gateway.max_series_per_request,
+        }
+    }
+
+    /// The label limits from `[gateway]`.
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels: self.gateway.max_labels_per_series,
+            max_name_bytes: self.gateway.max_label_name_bytes,
+            max_value_bytes: self.gateway.max_label_value_bytes,
+            ..LabelLimits::default()
+        }
+    }
+
+    /// What every gateway write goes through: common tags, then the label limits.
+    pub fn pipeline(&self) -> anyhow::Result<Pipeline> {
+        Ok(Pipeline {
+            common_tags: self.common_tags()?,
+            label_limits: self.label_limits(),
+        })
+    }
+
+    /// `[gateway] tokens` as the token service.
+    pub fn tokens(&self) -> Tokens {
+        Tokens::only(
+            self.gateway
+                .tokens
+                .iter()
+                .map(|token| token.trim().to_owned()),
+        )
+    }
+
+    /// `[gateway] max_active_series` as the store's option (`None`: unlimited).
+    pub fn max_active_series(&self) -> Option<u64> {
+        (self.gateway.max_active_series > 0).then_some(self.gateway.max_active_series)
     }
 
     /// `[log] level` parsed.
@@ -528,6 +749,63 @@ impl Config {
             flag(
                 "gateway.listen-address",
                 self.gateway.listen_address.to_string(),
+            ),
+            flag(
+                "gateway.max-active-series",
+                self.gateway.max_active_series.to_string(),
+            ),
+            flag(
+                "gateway.max-in-flight-requests",
+                self.gateway.max_in_flight_requests.to_string(),
+            ),
+            flag(
+                "gateway.retry-after-seconds",
+                self.gateway.retry_after_seconds.to_string(),
+            ),
+            flag(
+                "gateway.max-body-bytes",
+                self.gateway.max_body_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-decompressed-bytes",
+                self.gateway.max_decompressed_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-series-per-request",
+                self.gateway.max_series_per_request.to_string(),
+            ),
+            flag(
+                "gateway.max-labels-per-series",
+                self.gateway.max_labels_per_series.to_string(),
+            ),
+            flag(
+                "gateway.max-label-name-bytes",
+                self.gateway.max_label_name_bytes.to_string(),
+            ),
+            flag(
+                "gateway.max-label-value-bytes",
+                self.gateway.max_label_value_bytes.to_string(),
+            ),
+            flag(
+                "gateway.token",
+                if self.gateway.tokens.is_empty() {
+                    String::new()
+                } else {
+                    "<secret>".to_owned()
+                },
+            ),
+            flag(
+                "gateway.require-token-everywhere",
+                self.gateway.require_token_everywhere.to_string(),
+            ),
+            flag(
+                "gateway.common-tag",
+                self.gateway
+                    .common_tags
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
             flag(
                 "opentsdb.listen-address",
@@ -583,6 +861,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.storage.es.password.is_empty() {
             shown.storage.es.password = "<secret>".into();
+        }
+        for token in &mut shown.gateway.tokens {
+            *token = "<secret>".into();
         }
         toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
@@ -679,6 +960,71 @@ mod tests {
         // The rendered configuration reads back as the same configuration.
         let again: Config = toml::from_str(&config.to_toml()).unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn gateway_pipeline_settings_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nmax_active_series = 1000\n[gateway.common_tags]\ndc = \"gz\"\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--gateway.common-tag",
+            "env=prod",
+            "--gateway.max-in-flight-requests",
+            "8",
+            "--gateway.max-labels-per-series",
+            "20",
+            "--gateway.token",
+            "t1,t2",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.max_active_series(), Some(1000));
+        assert_eq!(config.gateway.max_in_flight_requests, 8);
+        assert_eq!(config.gateway.retry_after_seconds, 5);
+        assert_eq!(config.label_limits().max_labels, 20);
+        assert_eq!(config.tokens(), Tokens::only(["t1".into(), "t2".into()]));
+        assert!(!config.to_toml().contains("t1"), "tokens are not shown");
+        assert!(!config.gateway.require_token_everywhere);
+        assert_eq!(config.decode_limits(), DecodeLimits::default());
+        let tags = config.common_tags().unwrap();
+        assert_eq!(config.pipeline().unwrap().common_tags, tags);
+        assert_eq!(
+            tags.iter().collect::<Vec<_>>(),
+            [("dc", "gz"), ("env", "prod")]
+        );
+        let again: Config = toml::from_str(&config.to_toml()).unwrap();
+        let mut shown = config.clone();
+        shown.gateway.tokens = vec!["<secret>".into(), "<secret>".into()];
+        assert_eq!(again, shown, "everything but the tokens reads back");
+        assert_eq!(Config::default().max_active_series(), None);
+
+        for bad in ["env", "__name__=x", "9x=y"] {
+            let args = Args {
+                common_tags: vec![bad.into()],
+                ..Args::default()
+            };
+            assert!(Config::load(&args).is_err(), "{bad}");
+        }
+        let args = Args {
+            max_labels_per_series: Some(0),
+            ..Args::default()
+        };
+        assert!(Config::load(&args).is_err());
+        let args = Args {
+            storage_backend: Some("es".into()),
+            max_active_series: Some(10),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("not implemented"), "{error}");
     }
 
     #[test]

@@ -19,9 +19,14 @@
 //! protocol's success, and the skip is counted in `lookout_gateway_samples_rejected_total` and
 //! logged (at most every 10 s). An empty body answers 200 before any check, as the original
 //! does (§3.0), except on OpenTSDB's routes, which answer as OpenTSDB does.
+//!
+//! [`pipeline`] holds what every protocol shares around the store: common tags and label
+//! limits on every write, the cardinality budget's refusals reported like any other, and
+//! back-pressure (503 + `Retry-After` when too many writes are in flight).
 
 mod metricbeat;
 pub mod opentsdb;
+pub mod pipeline;
 mod pushgateway;
 
 use std::collections::BTreeMap;
@@ -35,7 +40,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lookout_gateway::lookout::request::{path_tags, require_app_step, token, RequestError};
+use lookout_gateway::lookout::request::{path_tags, require_app_step, RequestError, Tokens};
 use lookout_gateway::lookout::{
     prom_push, sdk, Decoded, Enrichment, Limits, LookoutError, SkipReason, Tags,
 };
@@ -62,10 +67,13 @@ pub enum Protocol {
     Metricbeat,
     /// Lookout scraping targets itself (one request: one scrape)
     Scrape,
+    /// `/api/v1/write` on the gateway port (counted by [`pipeline`]: requests, stored and
+    /// store-rejected samples, refusals)
+    RemoteWrite,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 8] = [
+    const ALL: [Protocol; 9] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
@@ -74,6 +82,7 @@ impl Protocol {
         Protocol::Pushgateway,
         Protocol::Metricbeat,
         Protocol::Scrape,
+        Protocol::RemoteWrite,
     ];
 
     fn as_str(self) -> &'static str {
@@ -86,12 +95,13 @@ impl Protocol {
             Protocol::Pushgateway => "pushgateway",
             Protocol::Metricbeat => "metricbeat",
             Protocol::Scrape => "scrape",
+            Protocol::RemoteWrite => "remote_write",
         }
     }
 }
 
 /// Why a whole request was refused, as named in self-metrics.
-const REFUSAL_REASONS: [&str; 8] = [
+const REFUSAL_REASONS: [&str; 10] = [
     "app_missing",
     "bad_path",
     "token_missing",
@@ -100,11 +110,16 @@ const REFUSAL_REASONS: [&str; 8] = [
     "malformed_body",
     "storage_unavailable",
     "scrape_failed",
+    "overloaded",
+    "unsupported_media_type",
 ];
 
 /// Samples not stored although the request succeeded: info samples (never stored, spec
 /// §4.6), decode skips and storage rejections.
 const INFO_NOT_STORED: &str = "info_not_stored";
+
+/// Remote write 2.0 native histogram samples, which are not stored yet.
+const NATIVE_HISTOGRAM_UNSUPPORTED: &str = "native_histogram_unsupported";
 
 #[derive(Debug, Default)]
 struct ProtocolCounters {
@@ -120,6 +135,10 @@ pub struct GatewayStats {
     counters: Mutex<BTreeMap<Protocol, ProtocolCounters>>,
     /// Seconds since the epoch of the last skip warning (the log's rate limit).
     last_skip_log: AtomicI64,
+    /// Write requests of the gateway port being served ([`pipeline::admit`]).
+    pub(crate) in_flight: AtomicI64,
+    /// Most write requests served at once (0: unlimited).
+    pub(crate) in_flight_limit: AtomicI64,
 }
 
 /// At most one warning about skipped items per this many seconds.
@@ -148,6 +167,16 @@ impl GatewayStats {
                     *counters.rejected.entry(reason.as_str()).or_default() += count;
                 }
             }
+        });
+    }
+
+    /// Counts `count` samples of `protocol` not stored, for `reason`.
+    pub(crate) fn rejected(&self, protocol: Protocol, reason: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.update(protocol, |counters| {
+            *counters.rejected.entry(reason).or_default() += count;
         });
     }
 
@@ -200,6 +229,20 @@ impl GatewayStats {
                 );
             }
         }
+        for (name, help, value) in [
+            (
+                "lookout_gateway_in_flight_requests",
+                "Write requests of the gateway port being served.",
+                self.in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "lookout_gateway_in_flight_requests_limit",
+                "Most write requests the gateway port serves at once before answering 503 (0: unlimited).",
+                self.in_flight_limit.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
         let name = "lookout_gateway_samples_accepted_total";
         header(out, name, "Samples of SOFALookout pushes stored.");
         for protocol in Protocol::ALL {
@@ -221,7 +264,7 @@ impl GatewayStats {
             .iter()
             .map(|reason| reason.as_str())
             .chain(RejectReason::ALL.iter().map(|reason| reason.as_str()))
-            .chain([INFO_NOT_STORED])
+            .chain([INFO_NOT_STORED, NATIVE_HISTOGRAM_UNSUPPORTED])
             .collect();
         for reason in reasons {
             for protocol in Protocol::ALL {
@@ -250,6 +293,8 @@ impl GatewayStats {
 struct GatewayState {
     storage: Arc<dyn Storage>,
     limits: Limits,
+    /// Checked where SOFALookout asks for a token.
+    tokens: Tokens,
     stats: Arc<GatewayStats>,
     /// The Pushgateway API's groups; held across a push's write so that pushes to the
     /// gateway are applied one at a time.
@@ -257,20 +302,32 @@ struct GatewayState {
 }
 
 impl GatewayState {
-    fn new(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Arc<Self> {
+    fn new(
+        storage: Arc<dyn Storage>,
+        limits: Limits,
+        tokens: Tokens,
+        stats: Arc<GatewayStats>,
+    ) -> Arc<Self> {
         Arc::new(GatewayState {
             storage,
             limits,
+            tokens,
             stats,
             push_groups: tokio::sync::Mutex::new(PushGroups::new()),
         })
     }
 }
 
-/// The SOFALookout routes over `storage`. Serve with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so samples get the peer's `ip`.
-pub fn router(storage: Arc<dyn Storage>, limits: Limits, stats: Arc<GatewayStats>) -> Router {
-    let state = GatewayState::new(storage, limits, stats);
+/// The SOFALookout routes over `storage`; `tokens` are checked where SOFALookout asks for a
+/// token. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so samples get the
+/// peer's `ip`.
+pub fn router(
+    storage: Arc<dyn Storage>,
+    limits: Limits,
+    tokens: Tokens,
+    stats: Arc<GatewayStats>,
+) -> Router {
+    let state = GatewayState::new(storage, limits, tokens, stats);
     Router::new()
         .route("/datas", get(datas_probe).post(datas))
         .route(
@@ -419,6 +476,14 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
+/// The request's token (`X-Lookout-Token` or basic auth) when `tokens` accepts it.
+fn checked_token(tokens: &Tokens, headers: &HeaderMap) -> Result<String, RequestError> {
+    tokens.check(
+        header_text(headers, "X-Lookout-Token"),
+        header_text(headers, header::AUTHORIZATION.as_str()),
+    )
+}
+
 /// The SDK's `ip` fallback: the `Client-Ip` header, else the peer address.
 fn sdk_client_ip(incoming: &Incoming) -> Option<String> {
     header_text(&incoming.headers, "Client-Ip")
@@ -511,10 +576,7 @@ async fn prom_push(State(state): State<Arc<GatewayState>>, request: Request) -> 
     let rest = incoming.path.strip_prefix("/prom/metrics").unwrap_or("");
     let checked = path_tags(rest).and_then(|tags| {
         require_app_step(&tags)?;
-        token(
-            header_text(&incoming.headers, "X-Lookout-Token"),
-            header_text(&incoming.headers, header::AUTHORIZATION.as_str()),
-        )?;
+        checked_token(&state.tokens, &incoming.headers)?;
         Ok(tags)
     });
     let extra_tags = match checked {
@@ -648,7 +710,7 @@ mod tests {
         limits: Limits,
     ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
-        let app = router(storage, limits, stats.clone())
+        let app = router(storage, limits, Tokens::any(), stats.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

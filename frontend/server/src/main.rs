@@ -71,7 +71,8 @@ async fn open_native(config: &Config) -> anyhow::Result<Tsdb> {
         .retention_ms(retention)
         .retention_bytes(retention_bytes)
         .out_of_order_window_ms(storage.out_of_order_window_minutes * 60_000)
-        .persist_head_on_close(storage.persist_head_on_shutdown);
+        .persist_head_on_close(storage.persist_head_on_shutdown)
+        .max_series(config.max_active_series());
     let data_dir = storage.path.clone();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(options))
         .await?
@@ -114,6 +115,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             gateway_metrics.render(out);
         })),
         engine: config.engine_options()?,
+        decode_limits: config.decode_limits(),
         admin: native
             .as_ref()
             .filter(|_| config.web.enable_admin_api)
@@ -132,12 +134,39 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Native(tsdb) => Arc::new(tsdb.clone()),
         Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
     };
+    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
+    // tags, label limits); the query port's remote-write receiver writes as sent.
+    let pipeline = Arc::new(config.pipeline()?);
+    let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
+        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
+    );
+    let remote_write_storage: Arc<dyn lookout_storage::Storage> =
+        Arc::new(gateway::pipeline::GatewayStore::counting(
+            storage.clone(),
+            pipeline,
+            gateway::Protocol::RemoteWrite,
+            gateway_stats.clone(),
+        ));
+    let admission = if config.gateway.require_token_everywhere {
+        gateway::pipeline::Admission::require_tokens(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+            config.tokens(),
+        )
+    } else {
+        gateway::pipeline::Admission::new(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+        )
+    };
     let scrape_manager = scrape::ScrapeManager::start(
         scrape::ScrapeSources {
             config_file: config.scrape.config_file.clone(),
             sofalookout_dir: config.scrape.sofalookout_dir.clone(),
         },
-        storage.clone(),
+        gateway_storage.clone(),
         gateway_stats.clone(),
         options.decode_limits.max_body_bytes,
     )?;
@@ -149,15 +178,36 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let api = lookout_api::router(storage.clone(), options.clone());
     let lookout_limits = lookout_gateway::lookout::Limits {
         decode: options.decode_limits,
-        labels: lookout_model::LabelLimits::default(),
+        labels: config.label_limits(),
     };
-    let gateway = lookout_api::write_router(storage.clone(), options)
+    // The gateway port's receiver reports what it refuses into the gateway's counters.
+    let observed_stats = gateway_stats.clone();
+    let gateway_write_options = ApiOptions {
+        remote_write_observer: Some(Arc::new(move |refusal| {
+            let protocol = gateway::Protocol::RemoteWrite;
+            match refusal {
+                lookout_api::RemoteWriteRefusal::Request(reason) => {
+                    observed_stats.refused(protocol, reason)
+                }
+                lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
+                    observed_stats.rejected(protocol, reason, count)
+                }
+            }
+        })),
+        ..options
+    };
+    let gateway = lookout_api::write_router(remote_write_storage, gateway_write_options)
         .merge(gateway::router(
-            storage.clone(),
+            gateway_storage.clone(),
             lookout_limits,
+            config.tokens(),
             gateway_stats.clone(),
         ))
         .merge(scrape::router(scrape_manager.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            gateway::pipeline::admit,
+        ))
         .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
@@ -192,7 +242,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(until_stopped(stopped.clone()));
     let telnet_server = gateway::opentsdb::serve_telnet(
         telnet_listener,
-        storage,
+        gateway_storage,
         lookout_limits,
         gateway_stats,
         stopped,

@@ -94,6 +94,43 @@ pub fn token(
     Ok(token.to_owned())
 }
 
+/// The token service (spec §4.1 step 3): which tokens are valid. SOFALookout's default
+/// accepts every non-empty token; configured tokens make every other one
+/// `TOKEN_IS_INVALID`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// `None`: any non-empty token.
+    allowed: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Tokens {
+    /// Every non-empty token is valid (SOFALookout's default token service).
+    pub fn any() -> Tokens {
+        Tokens::default()
+    }
+
+    /// Only these tokens are valid; none given is the same as [`Tokens::any`].
+    pub fn only(tokens: impl IntoIterator<Item = String>) -> Tokens {
+        let allowed: std::collections::BTreeSet<String> = tokens.into_iter().collect();
+        Tokens {
+            allowed: (!allowed.is_empty()).then_some(allowed),
+        }
+    }
+
+    /// The request's token ([`token`]) when it is valid.
+    pub fn check(
+        &self,
+        x_lookout_token: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<String, RequestError> {
+        let token = token(x_lookout_token, authorization)?;
+        match &self.allowed {
+            Some(allowed) if !allowed.contains(&token) => Err(RequestError::TokenInvalid),
+            _ => Ok(token),
+        }
+    }
+}
+
 /// Base64 in either alphabet (`+/` or `-_`), with or without `=` padding.
 pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let digits = text.trim_end_matches('=');
@@ -237,6 +274,30 @@ mod tests {
             token(None, Some("Basic bG9va291dDr7/w==")).unwrap_err(),
             RequestError::TokenInvalid
         );
+    }
+
+    #[test]
+    fn configured_tokens_refuse_every_other_one() {
+        let any = Tokens::any();
+        assert_eq!(any.check(Some("whatever"), None).unwrap(), "whatever");
+        assert_eq!(any.check(None, None).unwrap_err(), RequestError::TokenEmpty);
+        let only = Tokens::only(["t1".to_owned(), "secret".to_owned()]);
+        assert_eq!(only.check(Some("t1"), None).unwrap(), "t1");
+        // lookout:secret
+        assert_eq!(
+            only.check(None, Some("Basic bG9va291dDpzZWNyZXQ="))
+                .unwrap(),
+            "secret"
+        );
+        assert_eq!(
+            only.check(Some("t2"), None).unwrap_err(),
+            RequestError::TokenInvalid
+        );
+        assert_eq!(
+            only.check(None, None).unwrap_err(),
+            RequestError::TokenEmpty
+        );
+        assert_eq!(Tokens::only(Vec::new()), Tokens::any());
     }
 
     #[test]

@@ -26,13 +26,12 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use lookout_gateway::lookout::request::token;
 use lookout_gateway::lookout::{Enrichment, Tags};
 use lookout_gateway::metricbeat::{self as decoder, BulkAction, BulkDecoded};
 use serde_json::{json, Value};
 
 use super::{
-    decode_off_runtime, header_text, incoming, refusal, refuse_body, request_refusal, write,
+    checked_token, decode_off_runtime, incoming, refusal, refuse_body, request_refusal, write,
     GatewayState, Protocol,
 };
 
@@ -84,10 +83,7 @@ pub(super) async fn bulk(State(state): State<Arc<GatewayState>>, request: Reques
         Err(response) => return response,
     };
     if incoming.path.starts_with("/beat/") {
-        let checked = token(
-            header_text(&incoming.headers, "X-Lookout-Token"),
-            header_text(&incoming.headers, header::AUTHORIZATION.as_str()),
-        );
+        let checked = checked_token(&state.tokens, &incoming.headers);
         if let Err(error) = checked {
             let (reason, response) = request_refusal(&error);
             state.stats.refused(protocol, reason);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use lookout_gateway::lookout::request::{require_app_step, token};
+use lookout_gateway::lookout::request::{require_app_step, Tokens};
 use lookout_gateway::lookout::{Enrichment, Limits, LookoutError, Tags};
 use lookout_gateway::opentsdb::{
     self as decoder, parse_telnet_line, PointError, PointWriter, PutDecoded, TelnetCommand,
@@ -34,8 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::{
-    decode_off_runtime, header_text, incoming, refusal, request_refusal, write, GatewayState,
-    GatewayStats, Protocol,
+    checked_token, decode_off_runtime, header_text, incoming, refusal, request_refusal, write,
+    GatewayState, GatewayStats, Protocol,
 };
 
 /// Longest telnet line accepted, in bytes.
@@ -59,12 +59,8 @@ pub(super) async fn put(State(state): State<Arc<GatewayState>>, request: Request
         })
         .collect();
     if incoming.path.starts_with("/opentsdb/") {
-        let checked = require_app_step(&extra_tags).and_then(|()| {
-            token(
-                header_text(&incoming.headers, "X-Lookout-Token"),
-                header_text(&incoming.headers, header::AUTHORIZATION.as_str()),
-            )
-        });
+        let checked = require_app_step(&extra_tags)
+            .and_then(|()| checked_token(&state.tokens, &incoming.headers));
         if let Err(error) = checked {
             let (reason, response) = request_refusal(&error);
             state.stats.refused(protocol, reason);
@@ -174,7 +170,8 @@ pub async fn serve_telnet(
     stats: Arc<GatewayStats>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let state = GatewayState::new(storage, limits, stats);
+    // Telnet `put` lines carry no token (neither SOFALookout nor OpenTSDB asks for one).
+    let state = GatewayState::new(storage, limits, Tokens::any(), stats);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
