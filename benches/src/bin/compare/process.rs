@@ -172,8 +172,12 @@ impl ServerProcess {
                 let _ = child.wait();
             }
             None => {
+                // Until the process is gone, not merely a zombie: the leader of a threaded
+                // program shows `Z` while its other threads still exit and hold its files (and
+                // so its data directory's lock). Its new parent reaps it.
+                let proc_dir = PathBuf::from(format!("/proc/{}", self.pid));
                 let deadline = Instant::now() + STOP_TIMEOUT;
-                while procfs::alive(self.pid) && Instant::now() < deadline {
+                while proc_dir.exists() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }

@@ -127,20 +127,36 @@ impl HeadChunkFiles {
         Ok(chunk)
     }
 
-    /// Deletes full files no series refers to any more; returns how many.
+    /// Deletes files no series refers to any more, the one being filled included (after a
+    /// truncation that emptied the head, as a stop that writes the head into blocks does, its
+    /// written chunks would otherwise stay on disk until the next open); returns how many.
     pub(crate) fn collect_garbage(&self) -> usize {
         let mut state = self.state.lock();
+        let remove = |file: &MappedFile| {
+            if let Err(error) = fs::remove_file(&file.path) {
+                tracing::warn!(path = %file.path.display(), %error, "could not delete a head chunk file");
+            }
+        };
         let before = state.sealed.len();
         state.sealed.retain(|file| {
             if Arc::strong_count(&file.map) > 1 {
                 return true;
             }
-            if let Err(error) = fs::remove_file(&file.path) {
-                tracing::warn!(path = %file.path.display(), %error, "could not delete a head chunk file");
-            }
+            remove(file);
             false
         });
-        before - state.sealed.len()
+        let mut removed = before - state.sealed.len();
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|file| Arc::strong_count(&file.map) == 1)
+        {
+            if let Some(file) = state.current.take() {
+                remove(&file);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Number of files in use.
@@ -169,6 +185,19 @@ mod tests {
             "the current file is never collected"
         );
         drop((first, second));
+        // Nothing refers to the current file any more: it goes too, and the next write
+        // starts a new one.
+        assert_eq!(files.collect_garbage(), 1);
+        assert_eq!(files.file_count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("chunks_head"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let third = files.write(b"again").unwrap();
+        assert_eq!(third.bytes(), b"again");
+        drop(third);
         // Reopening starts empty.
         let files = HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap();
         assert_eq!(files.file_count(), 0);
