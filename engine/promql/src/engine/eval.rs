@@ -113,18 +113,23 @@ pub(crate) struct EffectiveKey<'a> {
 
 impl<'a> EffectiveKey<'a> {
     pub(crate) fn new(series: &'a VSeries) -> EffectiveKey<'a> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        for label in series.label_iter() {
-            hasher.update(label.name.as_bytes());
-            hasher.update(&[0xff]);
-            hasher.update(label.value.as_bytes());
-            hasher.update(&[0xff]);
-        }
         EffectiveKey {
             series,
-            hash: hasher.digest(),
+            hash: effective_labels_hasher(series).digest(),
         }
     }
+}
+
+/// A hasher fed a series' effective labels (seen through a pending name drop).
+pub(crate) fn effective_labels_hasher(series: &VSeries) -> xxhash_rust::xxh3::Xxh3 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for label in series.label_iter() {
+        hasher.update(label.name.as_bytes());
+        hasher.update(&[0xff]);
+        hasher.update(label.value.as_bytes());
+        hasher.update(&[0xff]);
+    }
+    hasher
 }
 
 impl PartialEq for EffectiveKey<'_> {

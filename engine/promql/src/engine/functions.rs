@@ -1993,14 +1993,10 @@ impl GroupFold {
     fn add(&mut self, batch: &[VSeries], check_duplicates: bool) -> Result<(), QueryError> {
         for series in batch {
             if check_duplicates {
-                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-                for label in series.label_iter() {
-                    hasher.update(label.name.as_bytes());
-                    hasher.update(&[0xff]);
-                    hasher.update(label.value.as_bytes());
-                    hasher.update(&[0xff]);
-                }
-                if !self.seen.insert(hasher.digest128()) {
+                if !self
+                    .seen
+                    .insert(super::eval::effective_labels_hasher(series).digest128())
+                {
                     return Err(QueryError::Execution(
                         "vector cannot contain metrics with the same labelset".into(),
                     ));
