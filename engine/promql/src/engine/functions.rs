@@ -1992,15 +1992,14 @@ impl GroupFold {
     /// function would when two of its outputs have the same labels.
     fn add(&mut self, batch: &[VSeries], check_duplicates: bool) -> Result<(), QueryError> {
         for series in batch {
-            if check_duplicates {
-                if !self
+            if check_duplicates
+                && !self
                     .seen
                     .insert(super::eval::effective_labels_hasher(series).digest128())
-                {
-                    return Err(QueryError::Execution(
-                        "vector cannot contain metrics with the same labelset".into(),
-                    ));
-                }
+            {
+                return Err(QueryError::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
             }
             let key = group_key(series, &self.grouping, self.without);
             let id = match self.ids.get(&key) {
