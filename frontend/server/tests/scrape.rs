@@ -28,18 +28,7 @@ fn query(
     server: &LookoutServer,
     expr: &str,
 ) -> Vec<serde_json::Value> {
-    let answer: serde_json::Value = client
-        .get(format!("{}/api/v1/query", server.api()))
-        .query(&[("query", expr)])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(answer["status"], "success", "{expr}: {answer}");
-    answer["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    support::instant_query(client, &server.api(), expr)
 }
 
 /// Polls `check` every 200 ms until it holds; panics with `what` after [`WAIT`].
