@@ -1036,22 +1036,28 @@ impl Tsdb {
             self.wake_maintenance();
             let _ = thread.join();
         }
-        {
+        let persisted = {
             let _cutting = self.inner.cutting.lock();
             if self.inner.persist_head_on_close
                 && self.inner.dir.is_some()
                 && self.inner.head.wal().is_some()
             {
-                let written = self.persist_head_locked()?;
-                if !written.is_empty() {
-                    tracing::info!(blocks = written.len(), "head written into blocks at close");
-                }
+                self.persist_head_locked().map(|written| {
+                    if !written.is_empty() {
+                        tracing::info!(blocks = written.len(), "head written into blocks at close");
+                    }
+                })
+            } else {
+                Ok(())
             }
-        }
-        match self.inner.head.wal() {
+        };
+        // Whatever writing the head did, the WAL is flushed and synced: what it still holds
+        // is replayed at the next open, so a failed block write loses nothing.
+        let closed = match self.inner.head.wal() {
             Some(wal) => wal.close(),
             None => Ok(()),
-        }
+        };
+        persisted.and(closed)
     }
 
     async fn blocking<T, F>(&self, work: F) -> StorageResult<T>

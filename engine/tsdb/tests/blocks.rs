@@ -422,3 +422,23 @@ fn close_can_persist_the_head_into_blocks_and_the_next_cut_merges_with_them() {
     let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
     assert_eq!(read(&tsdb), after);
 }
+
+#[test]
+fn a_failed_head_write_at_close_still_closes_the_wal_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let persisting = |dir: &Path| options(dir).persist_head_on_close(true);
+    {
+        let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
+        fill_range(&tsdb, 5, 0, 30 * 60_000);
+        // A file where the blocks directory was: writing a block fails.
+        fs::remove_dir_all(dir.path().join("blocks")).unwrap();
+        fs::write(dir.path().join("blocks"), b"in the way").unwrap();
+        assert!(tsdb.close().is_err(), "the block write failed");
+    }
+    fs::remove_file(dir.path().join("blocks")).unwrap();
+    let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
+    assert!(tsdb.replay_report().records > 0, "the head came back from the WAL");
+    let series = read_all(&tsdb);
+    assert_eq!(series.len(), 5);
+    assert!(series.iter().all(|(_, samples)| samples.len() == 120));
+}
