@@ -437,7 +437,10 @@ fn a_failed_head_write_at_close_still_closes_the_wal_and_loses_nothing() {
     }
     fs::remove_file(dir.path().join("blocks")).unwrap();
     let tsdb = Tsdb::open(persisting(dir.path())).unwrap();
-    assert!(tsdb.replay_report().records > 0, "the head came back from the WAL");
+    assert!(
+        tsdb.replay_report().records > 0,
+        "the head came back from the WAL"
+    );
     let series = read_all(&tsdb);
     assert_eq!(series.len(), 5);
     assert!(series.iter().all(|(_, samples)| samples.len() == 120));
