@@ -1,6 +1,9 @@
 //! `query/instant/*` and `query/range/*`: PromQL over an in-memory store of node_exporter-like
 //! series (10k series, 6 h at 15 s: 14.4M samples), queries as a Grafana dashboard sends them.
 //! Each iteration is one whole query: fetch from the store, evaluate, build the result.
+//! `query/range_blocks/*` asks the same range queries of an on-disk store whose older hours
+//! were cut into 2 h blocks as ingestion went (what a running server holds), so reads merge
+//! blocks and the head.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use lookout_benches::{node_exporter_series, set_round, write_batches, BASE_TIMESTAMP_MS};
 use lookout_promql::{Engine, QueryStats, QueryValue};
-use lookout_tsdb::{HeadOptions, Tsdb};
+use lookout_tsdb::{FsyncPolicy, HeadOptions, Tsdb, TsdbOptions};
 
 /// The allocator `lookout-server` runs with, so the figures are the server's.
 #[global_allocator]
@@ -33,6 +36,31 @@ fn store() -> Tsdb {
         set_round(&mut batches, &series, 0, round);
         for batch in &batches {
             tsdb.append(batch).expect("append");
+        }
+    }
+    tsdb
+}
+
+/// The same data in a store on disk: appended with blocks cut as the head grows, compaction
+/// off, so the older hours sit in level-1 blocks and the newest in the head.
+fn store_on_disk(dir: &std::path::Path) -> Tsdb {
+    let tsdb = Tsdb::open(
+        TsdbOptions::new(dir)
+            .fsync(FsyncPolicy::Never)
+            .max_future_ms(None)
+            .background_maintenance(false)
+            .auto_compaction(false),
+    )
+    .expect("store");
+    let series = node_exporter_series(SERIES);
+    let mut batches = write_batches(&series, 1_000);
+    for round in 0..SCRAPES {
+        set_round(&mut batches, &series, 0, round);
+        for batch in &batches {
+            tsdb.append(batch).expect("append");
+        }
+        if round % 240 == 0 {
+            while tsdb.cut_block().expect("cut").is_some() {}
         }
     }
     tsdb
@@ -166,5 +194,55 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn bench_blocks(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tsdb = store_on_disk(dir.path());
+    let engine = Engine::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let range = [
+        (
+            "sum_by_rate/6h",
+            "sum by (mode) (rate(node_cpu_seconds_total[5m]))",
+        ),
+        (
+            "regex_sum_by/6h",
+            r#"sum by (instance) (rate(node_network_receive_bytes_total{device=~"eth.*"}[5m]))"#,
+        ),
+        (
+            "ratio/6h",
+            "node_filesystem_avail_bytes / node_filesystem_free_bytes",
+        ),
+    ];
+    let (span, step) = (21_600_000, 60_000);
+    if std::env::var_os("LOOKOUT_QUERY_BENCH_STATS").is_some() {
+        eprintln!("{} blocks", tsdb.blocks().len());
+        for (name, query) in &range {
+            let out = runtime
+                .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
+                .expect("query");
+            print_stats(name, &out.stats);
+        }
+    }
+    let mut group = c.benchmark_group("query/range_blocks");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    for (name, query) in range {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let out = runtime
+                    .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
+                    .expect("query");
+                black_box(result_size(&out.value))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_blocks);
 criterion_main!(benches);

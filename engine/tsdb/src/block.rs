@@ -59,38 +59,6 @@ pub enum ChunkEncoding {
     ColumnarFast,
 }
 
-/// The samples of one block chunk, whatever its encoding.
-enum ChunkSamples<'a> {
-    Xor(XorIter<'a>),
-    Decoded(std::vec::IntoIter<(i64, f64)>),
-}
-
-impl ChunkSamples<'_> {
-    fn seek(&mut self, target: i64) -> Option<(i64, f64)> {
-        match self {
-            ChunkSamples::Xor(iter) => iter.seek(target),
-            ChunkSamples::Decoded(iter) => iter.find(|(t, _)| *t >= target),
-        }
-    }
-
-    fn err(&self) -> Option<String> {
-        match self {
-            ChunkSamples::Xor(iter) => iter.err().map(ToString::to_string),
-            ChunkSamples::Decoded(_) => None,
-        }
-    }
-}
-
-impl Iterator for ChunkSamples<'_> {
-    type Item = (i64, f64);
-
-    fn next(&mut self) -> Option<(i64, f64)> {
-        match self {
-            ChunkSamples::Xor(iter) => iter.next(),
-            ChunkSamples::Decoded(iter) => iter.next(),
-        }
-    }
-}
 /// Sections of the index: symbols, series, series offsets, postings, postings table.
 pub(crate) const SECTION_COUNT: usize = 5;
 const TOC_ENTRY_LEN: usize = 20;
@@ -351,6 +319,21 @@ impl IndexReader {
 
     /// Labels and chunk metas of series `id`.
     fn series(&self, id: u32) -> Result<(Labels, Vec<writer::ChunkMeta>)> {
+        let (labels, metas) = self.series_entry(id, true)?;
+        Ok((labels.unwrap_or_else(Labels::empty), metas))
+    }
+
+    /// Chunk metas of series `id`, without building its labels.
+    fn chunk_metas(&self, id: u32) -> Result<Vec<writer::ChunkMeta>> {
+        Ok(self.series_entry(id, false)?.1)
+    }
+
+    /// Decodes the index entry of series `id`; its labels only when `with_labels`.
+    fn series_entry(
+        &self,
+        id: u32,
+        with_labels: bool,
+    ) -> Result<(Option<Labels>, Vec<writer::ChunkMeta>)> {
         if id >= self.series_count {
             return Err(self.corruption(self.series_offsets.0, "series id out of range"));
         }
@@ -365,11 +348,17 @@ impl IndexReader {
             self.corruption(start + error.offset, error.reason)
         };
         let count = decoder.uvarint().map_err(wrap)?;
-        let mut labels = Vec::with_capacity(count.min(64) as usize);
+        let mut labels = Vec::with_capacity(if with_labels {
+            count.min(64) as usize
+        } else {
+            0
+        });
         for _ in 0..count {
-            let name = self.symbol(decoder.uvarint().map_err(wrap)?)?;
-            let value = self.symbol(decoder.uvarint().map_err(wrap)?)?;
-            labels.push(Label::new(name, value));
+            let name = decoder.uvarint().map_err(wrap)?;
+            let value = decoder.uvarint().map_err(wrap)?;
+            if with_labels {
+                labels.push(Label::new(self.symbol(name)?, self.symbol(value)?));
+            }
         }
         let chunks = decoder.uvarint().map_err(wrap)?;
         let mut metas = Vec::with_capacity(chunks.min(1 << 16) as usize);
@@ -383,9 +372,12 @@ impl IndexReader {
                 reference,
             });
         }
+        if !with_labels {
+            return Ok((None, metas));
+        }
         let labels =
             Labels::from_vec(labels).map_err(|_| self.corruption(start, "duplicate label name"))?;
-        Ok((labels, metas))
+        Ok((Some(labels), metas))
     }
 }
 
@@ -694,24 +686,6 @@ impl Block {
         self.meta.min_time <= maxt && mint < self.meta.max_time
     }
 
-    fn chunk(&self, reference: u64) -> Result<ChunkSamples<'_>> {
-        let (encoding, data) = self.chunk_entry(reference)?;
-        let corruption = |reason: &str| TsdbError::Corruption {
-            file: self.chunk_path(reference),
-            offset: reference & 0xffff_ffff,
-            reason: reason.to_owned(),
-        };
-        match encoding {
-            CHUNK_ENCODING_XOR => XorIter::new(data)
-                .map(ChunkSamples::Xor)
-                .map_err(|error| corruption(&error.to_string())),
-            CHUNK_ENCODING_COLUMNAR => columnar::decode(data)
-                .map(|samples| ChunkSamples::Decoded(samples.into_iter()))
-                .map_err(|error| corruption(&error.to_string())),
-            _ => Err(corruption("unknown chunk encoding")),
-        }
-    }
-
     /// Matching series with their samples in `[mint, maxt]` (deleted ranges removed), sorted
     /// by labels.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
@@ -754,40 +728,126 @@ impl Block {
     }
 
     fn read_series(&self, id: u32, mint: i64, maxt: i64) -> Result<Option<Series>> {
-        let tombstones = self.tombstones.read();
-        {
+        let (labels, metas) = self.index.series(id)?;
+        let mut samples = Vec::new();
+        self.read_chunks_into(id, &metas, mint, maxt, &mut samples)?;
+        Ok((!samples.is_empty()).then_some(Series { labels, samples }))
+    }
+
+    /// Matching series with a chunk overlapping `[mint, maxt]`, in label order, with their ids
+    /// for [`Block::read_samples`]: the plan of a read that merges several sources and decodes
+    /// later, possibly on other threads. A series listed here may still have no sample in the
+    /// range (a chunk straddling an edge, or deletions).
+    pub(crate) fn matching_series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, u32)>> {
+        let mut out = Vec::new();
+        if !self.overlaps(mint, maxt) {
+            return Ok(out);
+        }
+        for id in postings_for_matchers(&self.index, matchers) {
             let (labels, metas) = self.index.series(id)?;
-            let deleted = tombstones.get(&id).map(Vec::as_slice).unwrap_or_default();
-            let mut samples = Vec::new();
-            for meta in metas
+            if metas
+                .iter()
+                .any(|meta| meta.max_t >= mint && meta.min_t <= maxt)
+            {
+                out.push((labels, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the samples of series `id` (from [`Block::matching_series`]) in `[mint, maxt]`,
+    /// deleted ranges removed, to `out`.
+    pub(crate) fn read_samples(
+        &self,
+        id: u32,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<()> {
+        let metas = self.index.chunk_metas(id)?;
+        self.read_chunks_into(id, &metas, mint, maxt, out)
+    }
+
+    fn read_chunks_into(
+        &self,
+        id: u32,
+        metas: &[writer::ChunkMeta],
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<()> {
+        let tombstones = self.tombstones.read();
+        let deleted = tombstones.get(&id).map(Vec::as_slice).unwrap_or_default();
+        let keep = |t: i64| {
+            deleted.is_empty() || !deleted.iter().any(|(from, to)| (*from..=*to).contains(&t))
+        };
+        let overlapping = || {
+            metas
                 .iter()
                 .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
-            {
-                let mut iter = self.chunk(meta.reference)?;
-                let Some(first) = iter.seek(mint) else {
-                    continue;
-                };
-                for (t, v) in std::iter::once(first).chain(iter.by_ref()) {
-                    if t > maxt {
-                        break;
+        };
+        // Room for the chunks' samples (Gorilla chunks carry their count in the header), so
+        // that `out` is not regrown and copied chunk after chunk.
+        let expected: usize = overlapping()
+            .filter_map(|meta| {
+                let (encoding, bytes) = self.chunk_entry(meta.reference).ok()?;
+                (encoding == CHUNK_ENCODING_XOR)
+                    .then(|| bytes.get(1..3))
+                    .flatten()
+                    .map(|count| usize::from(u16::from_be_bytes([count[0], count[1]])))
+            })
+            .sum();
+        out.reserve(expected);
+        for meta in overlapping() {
+            let (encoding, data) = self.chunk_entry(meta.reference)?;
+            let corruption = |reason: String| TsdbError::Corruption {
+                file: self.chunk_path(meta.reference),
+                offset: meta.reference & 0xffff_ffff,
+                reason,
+            };
+            match encoding {
+                CHUNK_ENCODING_XOR => {
+                    let mut iter =
+                        XorIter::new(data).map_err(|error| corruption(error.to_string()))?;
+                    let Some(first) = iter.seek(mint) else {
+                        if let Some(error) = iter.err() {
+                            return Err(corruption(error.to_string()));
+                        }
+                        continue;
+                    };
+                    for (t, v) in std::iter::once(first).chain(iter.by_ref()) {
+                        if t > maxt {
+                            break;
+                        }
+                        if keep(t) {
+                            out.push(Sample::new(t, v));
+                        }
                     }
-                    if !deleted.iter().any(|(from, to)| (*from..=*to).contains(&t)) {
-                        samples.push(Sample::new(t, v));
+                    if let Some(error) = iter.err() {
+                        return Err(corruption(error.to_string()));
                     }
                 }
-                if let Some(reason) = iter.err() {
-                    return Err(TsdbError::Corruption {
-                        file: self.dir.join(CHUNKS_DIR),
-                        offset: meta.reference & 0xffff_ffff,
-                        reason,
-                    });
+                CHUNK_ENCODING_COLUMNAR => {
+                    let samples =
+                        columnar::decode(data).map_err(|error| corruption(error.to_string()))?;
+                    let from = samples.partition_point(|(t, _)| *t < mint);
+                    let to = samples.partition_point(|(t, _)| *t <= maxt);
+                    out.extend(
+                        samples[from..to.max(from)]
+                            .iter()
+                            .filter(|(t, _)| keep(*t))
+                            .map(|&(t, v)| Sample::new(t, v)),
+                    );
                 }
+                _ => return Err(corruption("unknown chunk encoding".into())),
             }
-            if samples.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(Series { labels, samples }))
         }
+        Ok(())
     }
 
     /// Label sets of matching series with samples in `[mint, maxt]`, decoding chunks only
@@ -839,12 +899,40 @@ impl Block {
             if (mint..=maxt).contains(&meta.min_t) || (mint..=maxt).contains(&meta.max_t) {
                 return Ok(true);
             }
-            let mut samples = self.chunk(meta.reference)?;
-            if samples.seek(mint).is_some_and(|(t, _)| t <= maxt) {
+            if self
+                .first_time_from(meta.reference, mint)?
+                .is_some_and(|t| t <= maxt)
+            {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// The time of the chunk's first sample at or after `mint`.
+    fn first_time_from(&self, reference: u64, mint: i64) -> Result<Option<i64>> {
+        let (encoding, data) = self.chunk_entry(reference)?;
+        let corruption = |reason: String| TsdbError::Corruption {
+            file: self.chunk_path(reference),
+            offset: reference & 0xffff_ffff,
+            reason,
+        };
+        match encoding {
+            CHUNK_ENCODING_XOR => {
+                let mut iter = XorIter::new(data).map_err(|error| corruption(error.to_string()))?;
+                let found = iter.seek(mint).map(|(t, _)| t);
+                match iter.err() {
+                    Some(error) if found.is_none() => Err(corruption(error.to_string())),
+                    _ => Ok(found),
+                }
+            }
+            CHUNK_ENCODING_COLUMNAR => Ok(columnar::decode(data)
+                .map_err(|error| corruption(error.to_string()))?
+                .into_iter()
+                .map(|(t, _)| t)
+                .find(|t| *t >= mint)),
+            _ => Err(corruption("unknown chunk encoding".into())),
+        }
     }
 
     /// Whether the whole block is inside `[mint, maxt]` with nothing deleted: then the index

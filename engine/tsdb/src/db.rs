@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lookout_model::{LabelLimits, Labels, Matcher, Sample};
+use lookout_model::{LabelLimits, Labels, Matcher};
 use lookout_storage::{
     Capabilities, DeleteRequest, LabelRequest, OutOfOrderPolicy, RejectReason, SelectRequest,
     Series, SeriesStream, Storage, StorageError, StorageResult, WriteBatch, WriteOutcome,
@@ -874,32 +874,37 @@ impl Tsdb {
     /// (the head, then the most recent block) wins.
     pub fn select_merged(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
         let blocks = self.blocks_in(mint, maxt);
-        let head_series = self.inner.head.select(matchers, mint, maxt);
-        if blocks.is_empty() {
-            return Ok(head_series);
+        let plan = self.merged_plan(&blocks, matchers, mint, maxt)?;
+        read_merged_batch(&blocks, &self.inner.head, plan, mint, maxt)
+    }
+
+    /// Which sources hold each matching series, in label order: the first half of a merged
+    /// read, cheap next to decoding, so that decoding can be split into batches.
+    fn merged_plan(
+        &self,
+        blocks: &[Arc<Block>],
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<PlannedSeries>> {
+        let mut plan = Vec::new();
+        for (index, block) in blocks.iter().enumerate() {
+            let listed = block.matching_series(matchers, mint, maxt)?;
+            plan = merge_plans(
+                plan,
+                listed
+                    .into_iter()
+                    .map(|(labels, id)| (labels, Source::Block(index, id))),
+            );
         }
-        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
-        for block in &blocks {
-            for series in block.select(matchers, mint, maxt)? {
-                merged
-                    .entry(series.labels)
-                    .or_default()
-                    .extend(series.samples);
-            }
-        }
-        for series in head_series {
-            merged
-                .entry(series.labels)
-                .or_default()
-                .extend(series.samples);
-        }
-        Ok(merged
-            .into_iter()
-            .map(|(labels, samples)| Series {
-                labels,
-                samples: compact::deduplicate(samples),
-            })
-            .collect())
+        let head = &self.inner.head;
+        let listed = head.sorted_labels(&head.postings(matchers), mint, maxt);
+        Ok(merge_plans(
+            plan,
+            listed
+                .into_iter()
+                .map(|(labels, series_ref)| (labels, Source::Head(series_ref))),
+        ))
     }
 
     /// The label sets [`Tsdb::select_merged`] would return, without reading samples: the
@@ -1098,25 +1103,45 @@ impl Storage for Tsdb {
         let (mint, maxt) = (request.mint.0, request.maxt.0);
         let limit = request.hints.limit;
         let labels_only = request.hints.labels_only;
-        if !self.blocks_in(mint, maxt).is_empty() {
+        let blocks = self.blocks_in(mint, maxt);
+        if !blocks.is_empty() && labels_only {
             let matchers = request.matchers;
             let mut merged = self
-                .blocking(move |tsdb| {
-                    Ok(if labels_only {
-                        tsdb.select_labels_merged(&matchers, mint, maxt)?
-                    } else {
-                        tsdb.select_merged(&matchers, mint, maxt)?
-                    })
-                })
+                .blocking(move |tsdb| Ok(tsdb.select_labels_merged(&matchers, mint, maxt)?))
                 .await?;
             if let Some(limit) = limit {
                 merged.truncate(limit);
             }
-            if labels_only {
-                merged.iter_mut().for_each(|series| series.samples.clear());
-            }
             let batches = chunk_owned(merged, SERIES_PER_BATCH);
             return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed());
+        }
+        if !blocks.is_empty() {
+            // Plan which sources hold each series, then decode and merge batches of series on
+            // the blocking pool, as many at once as there are cores, handed out in order.
+            let matchers = request.matchers;
+            let blocks = Arc::new(blocks);
+            let planned = Arc::clone(&blocks);
+            let plan = self
+                .blocking(move |tsdb| Ok(tsdb.merged_plan(&planned, &matchers, mint, maxt)?))
+                .await?;
+            let tsdb = self.clone();
+            let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let stream = futures::stream::iter(chunk_owned(plan, SERIES_PER_BATCH))
+                .map(move |batch| {
+                    let tsdb = tsdb.clone();
+                    let blocks = Arc::clone(&blocks);
+                    async move {
+                        tsdb.blocking(move |tsdb| {
+                            Ok(read_merged_batch(&blocks, tsdb.head(), batch, mint, maxt)?)
+                        })
+                        .await
+                    }
+                })
+                .buffered(parallel);
+            return Ok(match limit {
+                Some(limit) => limit_series(stream.boxed(), limit),
+                None => stream.boxed(),
+            });
         }
         let series = self
             .blocking(move |tsdb| {
@@ -1215,6 +1240,115 @@ fn chunk_owned<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
         batches.push(iter.by_ref().take(size).collect());
     }
     batches
+}
+
+/// Where a merged read finds samples of a series: block number (in the read's block list,
+/// oldest first) and series id, or the head.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Block(usize, u32),
+    Head(SeriesRef),
+}
+
+/// One series of a merged read and its sources, oldest first.
+type PlannedSeries = (Labels, Vec<Source>);
+
+/// Merges a plan with the next (newer) source's sorted listing.
+fn merge_plans(
+    plan: Vec<PlannedSeries>,
+    listed: impl ExactSizeIterator<Item = (Labels, Source)>,
+) -> Vec<PlannedSeries> {
+    if plan.is_empty() {
+        return listed
+            .map(|(labels, source)| (labels, vec![source]))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(plan.len().max(listed.len()));
+    let mut plan = plan.into_iter().peekable();
+    let mut listed = listed.peekable();
+    loop {
+        let order = match (plan.peek(), listed.peek()) {
+            (Some(a), Some(b)) => a.0.cmp(&b.0),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return out,
+        };
+        match order {
+            std::cmp::Ordering::Less => out.extend(plan.next()),
+            std::cmp::Ordering::Greater => {
+                out.extend(listed.next().map(|(labels, source)| (labels, vec![source])));
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some((labels, mut sources)), Some((_, source))) =
+                    (plan.next(), listed.next())
+                {
+                    sources.push(source);
+                    out.push((labels, sources));
+                }
+            }
+        }
+    }
+}
+
+/// Decodes planned series: each source's samples in turn, merged by time where sources
+/// overlap, the newest source winning a shared timestamp. Series left without samples are
+/// dropped.
+fn read_merged_batch(
+    blocks: &[Arc<Block>],
+    head: &Head,
+    batch: Vec<PlannedSeries>,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Series>> {
+    let mut out = Vec::with_capacity(batch.len());
+    for (labels, sources) in batch {
+        let mut samples = Vec::new();
+        let mut in_order = true;
+        for source in sources {
+            let before = samples.len();
+            match source {
+                Source::Block(block, id) => {
+                    blocks[block].read_samples(id, mint, maxt, &mut samples)?
+                }
+                Source::Head(series_ref) => {
+                    head.read_samples(series_ref, mint, maxt, &mut samples);
+                }
+            }
+            if before > 0
+                && samples.len() > before
+                && samples[before].timestamp <= samples[before - 1].timestamp
+            {
+                in_order = false;
+            }
+        }
+        if !in_order {
+            // Overlapping sources: a stable sort keeps them oldest first per timestamp, and
+            // deduplication keeps the last.
+            samples = compact::deduplicate(samples);
+        }
+        if !samples.is_empty() {
+            out.push(Series { labels, samples });
+        }
+    }
+    Ok(out)
+}
+
+/// Ends a stream of series batches after `limit` series.
+fn limit_series(stream: SeriesStream, limit: usize) -> SeriesStream {
+    stream
+        .scan(limit, |left, batch| {
+            let item = if *left == 0 {
+                None
+            } else {
+                Some(batch.map(|mut series| {
+                    series.truncate(*left);
+                    *left -= series.len();
+                    series
+                }))
+            };
+            futures::future::ready(item)
+        })
+        .boxed()
 }
 
 fn read_batch(
