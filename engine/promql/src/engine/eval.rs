@@ -200,12 +200,17 @@ struct Fetch {
     matchers: Vec<Matcher>,
     mint: i64,
     maxt: i64,
+    /// A range-vector selector's read: its samples can be handed over to the evaluator.
+    matrix: bool,
 }
 
 /// Series read for each selector, keyed by the selector's address in the plan's tree.
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
     series: HashMap<usize, Vec<Series>>,
+    /// Reads of range-vector selectors that nothing else uses: the evaluator takes them
+    /// over instead of copying their samples.
+    owned: HashMap<usize, Vec<Series>>,
     samples: u64,
     series_count: u64,
 }
@@ -248,6 +253,12 @@ impl Plan {
             let series = collect_series(storage.select(request).await?).await?;
             Ok::<_, QueryError>((fetch.key, series))
         });
+        let mut uses: HashMap<usize, (usize, bool)> = HashMap::new();
+        for fetch in &self.fetches {
+            let entry = uses.entry(fetch.key).or_insert((0, true));
+            entry.0 += 1;
+            entry.1 &= fetch.matrix;
+        }
         let mut fetched = Fetched::default();
         for (key, series) in try_join_all(reads).await? {
             fetched.series_count += series.len() as u64;
@@ -258,7 +269,11 @@ impl Plan {
             if fetched.samples.saturating_mul(BYTES_PER_POINT) > options.max_memory_bytes {
                 return Err(QueryError::MemoryBudget(options.max_memory_bytes));
             }
-            fetched.series.insert(key, series);
+            if uses.get(&key) == Some(&(1, true)) {
+                fetched.owned.insert(key, series);
+            } else {
+                fetched.series.insert(key, series);
+            }
         }
         Ok(fetched)
     }
@@ -279,6 +294,7 @@ impl Plan {
         };
         let mut ev = Evaluator {
             data: &data.series,
+            owned: data.owned,
             options,
             query_start: self.start,
             query_end: self.end,
@@ -367,6 +383,7 @@ fn collect_fetches(
                 }
                 None => {}
             }
+            fetch.matrix = true;
             out.push(fetch);
         }
         Expr::Subquery(subquery) => {
@@ -406,6 +423,7 @@ fn collect_fetches(
                     matchers: super::functions::info_matchers(call.args.get(1)),
                     mint,
                     maxt,
+                    matrix: false,
                 });
             }
             out.extend(base);
@@ -443,6 +461,7 @@ fn selector_fetch(
         matchers: selector.matchers.clone(),
         mint: s.saturating_sub(offset).saturating_sub(before),
         maxt: e.saturating_sub(offset),
+        matrix: false,
     }
 }
 
@@ -547,6 +566,8 @@ impl Guard<'_> {
 /// The evaluator of one query.
 pub(crate) struct Evaluator<'a> {
     data: &'a HashMap<usize, Vec<Series>>,
+    /// Reads only one range-vector selector uses, taken over when it is evaluated.
+    owned: HashMap<usize, Vec<Series>>,
     pub(crate) options: &'a EngineOptions,
     pub(crate) query_start: i64,
     pub(crate) query_end: i64,
@@ -812,22 +833,48 @@ impl<'a> Evaluator<'a> {
         let selector = &matrix.vector;
         let at = at_time(selector.at, self.query_start, self.query_end);
         let offset = selector.offset.unwrap_or(0);
-        let series = self
-            .fetched(selector)
-            .iter()
-            .map(|series| {
-                let points = series
-                    .samples
+        let series = match self.owned.remove(&selector_key(selector)) {
+            // The only use of this read: its sample vectors become the point vectors in place
+            // (same size and alignment, so the collect reuses each allocation).
+            Some(fetched) => fetched
+                .into_iter()
+                .map(|series| {
+                    let points = series
+                        .samples
+                        .into_iter()
+                        .filter(|s| !is_stale_nan(s.value))
+                        .map(|s| Point {
+                            t: s.timestamp.0,
+                            v: s.value,
+                        })
+                        .collect();
+                    (series.labels, points)
+                })
+                .collect(),
+            None => {
+                debug_assert!(
+                    self.data.contains_key(&selector_key(selector)),
+                    "a range selector's read was taken over by an earlier evaluation"
+                );
+                self.fetched(selector)
                     .iter()
-                    .filter(|s| !is_stale_nan(s.value))
-                    .map(|s| Point {
-                        t: s.timestamp.0,
-                        v: s.value,
+                    .map(|series| {
+                        let mut points = Vec::with_capacity(series.samples.len());
+                        points.extend(
+                            series
+                                .samples
+                                .iter()
+                                .filter(|s| !is_stale_nan(s.value))
+                                .map(|s| Point {
+                                    t: s.timestamp.0,
+                                    v: s.value,
+                                }),
+                        );
+                        (series.labels.clone(), points)
                     })
-                    .collect();
-                (series.labels.clone(), points)
-            })
-            .collect();
+                    .collect()
+            }
+        };
         let ends = (0..grid.len())
             .map(|i| at.unwrap_or(grid.time(i)) - offset)
             .collect();
