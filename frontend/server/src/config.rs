@@ -56,6 +56,9 @@
 //! "*" = 0
 //! demo = 50
 //!
+//! [gateway.token_apps]         # the app of a token, for rate limits of requests without an app header
+//! s3cret = "demo"
+//!
 //! [management]                 # GET /ok, /cmd/down (refuse mode), /cmd/up
 //! enabled = true
 //! listen_address = "127.0.0.1:6200" # default: loopback, gateway port - 1000
@@ -166,6 +169,10 @@ pub struct Args {
     /// file's `[gateway.rate_limits]`).
     #[arg(long = "gateway.rate-limit", value_name = "APP=RATE")]
     pub rate_limits: Vec<String>,
+    /// The app a token belongs to, as `token=app`, for the rate limits of requests without
+    /// an `app` header; repeat for more (adds to the file's `[gateway.token_apps]`).
+    #[arg(long = "gateway.token-app", value_name = "TOKEN=APP")]
+    pub token_apps: Vec<String>,
     /// Samples of the push protocols older than this are refused as `too_old`, e.g. `2d`;
     /// `0` turns the check off [default: 2d].
     #[arg(long = "gateway.max-sample-age")]
@@ -489,6 +496,9 @@ pub struct GatewayConfig {
     /// `--gateway.rate-limit app=rate` (repeatable): push requests per second by app (`"*"`:
     /// every app not listed; <= 0: unlimited).
     pub rate_limits: BTreeMap<String, f64>,
+    /// `--gateway.token-app token=app` (repeatable): the app of each token, for the rate
+    /// limits of requests without an `app` header (it does not make a token valid).
+    pub token_apps: BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
@@ -509,6 +519,7 @@ impl Default for GatewayConfig {
             max_sample_age: "2d".into(),
             common_tags: BTreeMap::new(),
             rate_limits: BTreeMap::new(),
+            token_apps: BTreeMap::new(),
         }
     }
 }
@@ -604,6 +615,19 @@ impl Config {
         for text in &args.rate_limits {
             let (app, rate) = parse_rate_limit(text)?;
             config.gateway.rate_limits.insert(app, rate);
+        }
+        for text in &args.token_apps {
+            let pair = text
+                .split_once('=')
+                .map(|(token, app)| (token.trim(), app.trim()))
+                .filter(|(token, app)| !token.is_empty() && !app.is_empty());
+            let Some((token, app)) = pair else {
+                anyhow::bail!("invalid --gateway.token-app: expected token=app");
+            };
+            config
+                .gateway
+                .token_apps
+                .insert(token.to_owned(), app.to_owned());
         }
         config.validate()?;
         Ok(config)
@@ -738,6 +762,13 @@ impl Config {
             );
         }
         self.management_address()?;
+        anyhow::ensure!(
+            self.gateway
+                .token_apps
+                .iter()
+                .all(|(token, app)| !token.trim().is_empty() && !app.trim().is_empty()),
+            "gateway.token_apps must map non-empty tokens to non-empty apps"
+        );
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
@@ -795,7 +826,14 @@ impl Config {
 
     /// `[gateway.rate_limits]` as the limiters.
     pub fn rate_limits(&self) -> crate::gateway::ratelimit::RateLimits {
+        let token_apps = self
+            .gateway
+            .token_apps
+            .iter()
+            .map(|(token, app)| (token.trim().to_owned(), app.trim().to_owned()))
+            .collect();
         crate::gateway::ratelimit::RateLimits::new(&self.gateway.rate_limits)
+            .with_token_apps(token_apps)
     }
 
     /// Where the management port listens (`None`: disabled): the configured address, else
@@ -896,6 +934,15 @@ impl Config {
                     .rate_limits
                     .iter()
                     .map(|(app, rate)| format!("{app}={rate}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "gateway.token-app",
+                self.gateway
+                    .token_apps
+                    .values()
+                    .map(|app| format!("<secret>={app}"))
                     .collect::<Vec<_>>()
                     .join(","),
             ),
@@ -1026,6 +1073,13 @@ impl Config {
         for token in &mut shown.gateway.tokens {
             *token = "<secret>".into();
         }
+        shown.gateway.token_apps = shown
+            .gateway
+            .token_apps
+            .values()
+            .enumerate()
+            .map(|(index, app)| (format!("<secret {}>", index + 1), app.clone()))
+            .collect();
         toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
@@ -1233,9 +1287,17 @@ mod tests {
             "free=-1",
             "--web.max-in-flight-remote-writes",
             "4",
+            "--gateway.token-app",
+            "tok=demo",
         ])
         .unwrap();
         let config = Config::load(&args).unwrap();
+        assert_eq!(config.rate_limits().token_app("tok"), Some("demo"));
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("\"tok\"") && shown.contains("\"<secret 1>\" = \"demo\""),
+            "{shown}"
+        );
         assert_eq!(
             config.management_address().unwrap(),
             Some("127.0.0.1:6300".parse().unwrap())
@@ -1253,8 +1315,9 @@ mod tests {
         assert!(config.rate_limits().is_active());
         assert_eq!(config.web.max_in_flight_remote_writes, 4);
         assert_eq!(config.opentsdb.max_connections, 8);
-        let again: Config = toml::from_str(&config.to_toml()).unwrap();
-        assert_eq!(again, config);
+        let mut again: Config = toml::from_str(&config.to_toml()).unwrap();
+        again.gateway.token_apps = config.gateway.token_apps.clone();
+        assert_eq!(again, config, "everything but the tokens reads back");
 
         let args = Args::try_parse_from([
             "lookout-server",

@@ -1028,6 +1028,34 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn too_old_samples_and_emptied_series_are_dropped() {
+        use lookout_model::{Labels, Sample};
+        let mut batch = lookout_storage::WriteBatch::new();
+        batch.push(
+            Labels::from_pairs([("__name__", "mixed")]).unwrap(),
+            vec![
+                Sample::new(899, 1.0),
+                Sample::new(900, 2.0),
+                Sample::new(1_000, 3.0),
+            ],
+        );
+        batch.push(
+            Labels::from_pairs([("__name__", "old")]).unwrap(),
+            vec![Sample::new(10, 1.0)],
+        );
+        // max age 100 at now 1000: 900 is exactly at the edge and kept.
+        assert_eq!(drop_too_old(&mut batch, 100, 1_000), 2);
+        assert_eq!(batch.series.len(), 1);
+        let kept: Vec<i64> = batch.series[0]
+            .samples
+            .iter()
+            .map(|sample| sample.timestamp.0)
+            .collect();
+        assert_eq!(kept, [900, 1_000]);
+        assert_eq!(drop_too_old(&mut batch, 100, 1_000), 0);
+    }
+
     #[tokio::test]
     async fn limits_are_413() {
         let mut limits = Limits::default();

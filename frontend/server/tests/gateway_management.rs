@@ -301,6 +301,8 @@ fn rate_limits_per_app() {
             "*=0.01",
             "--gateway.rate-limit",
             "free=0",
+            "--gateway.token-app",
+            "rwtok=mapped",
         ],
     );
     let gateway = server.gateway();
@@ -368,7 +370,22 @@ fn rate_limits_per_app() {
         .parse()
         .unwrap();
     assert!((1..=100).contains(&retry_after), "{retry_after}");
-    // Without an app (no header, no path tag) a request is not limited.
+    // Without an app header, the app its token is mapped to.
+    let with_token = |name: &str| {
+        client
+            .post(&url)
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Lookout-Token", "rwtok")
+            .body(remote_write_body(&[name], now))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with_token("rl_tok"), 204);
+    assert_eq!(with_token("rl_tok2"), 503);
+    // Without an app (no header, no mapped token, no path tag) a request is not limited.
     for round in 0..3 {
         let name = format!("rl_anon_{round}");
         let response = remote_write(&client, &url, remote_write_body(&[&name], now), None);
@@ -392,7 +409,7 @@ fn rate_limits_per_app() {
     };
     assert_eq!(refused("lookout_sdk"), 4.0);
     assert_eq!(refused("lookout_metrics"), 4.0);
-    assert_eq!(refused("remote_write"), 1.0);
+    assert_eq!(refused("remote_write"), 2.0);
     // What was stored is what the self-metrics count as accepted.
     let accepted_samples = |protocol| {
         counter(
@@ -414,8 +431,11 @@ fn rate_limits_per_app() {
         .count();
     assert_eq!(other_stored, 1, "{names:?}");
     assert_eq!(accepted_samples("lookout_metrics"), 1.0);
-    assert_eq!(accepted_samples("remote_write"), 4.0);
-    assert!(!names.contains(&"rl_rw2.v".to_owned()) && !names.contains(&"rl_rw2".to_owned()));
+    assert_eq!(accepted_samples("remote_write"), 5.0);
+    for refused in ["rl_rw2", "rl_tok2"] {
+        assert!(!names.contains(&refused.to_owned()), "{names:?}");
+    }
+    assert!(names.contains(&"rl_tok".to_owned()), "{names:?}");
 }
 
 #[test]

@@ -274,15 +274,25 @@ impl Drop for InFlight<'_> {
 }
 
 /// The app a request belongs to, for rate limits (spec §4.1 step 5): the `app` header, else
-/// the `app` tag of the path (`/lookout/metrics/...`, `/prom/metrics/...`).
-fn request_app(request: &Request, protocol: Protocol) -> Option<String> {
-    if let Some(app) = request
-        .headers()
-        .get("app")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|app| !app.is_empty())
-    {
+/// the app its token is mapped to, else the `app` tag of the path (`/lookout/metrics/...`,
+/// `/prom/metrics/...`).
+fn request_app(request: &Request, protocol: Protocol, limits: &RateLimits) -> Option<String> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    if let Some(app) = header("app") {
+        return Some(app.to_owned());
+    }
+    let token = lookout_gateway::lookout::request::token(
+        header("X-Lookout-Token"),
+        header(axum::http::header::AUTHORIZATION.as_str()),
+    );
+    if let Some(app) = token.ok().and_then(|token| limits.token_app(&token)) {
         return Some(app.to_owned());
     }
     let prefix = match protocol {
@@ -375,7 +385,7 @@ pub async fn admit(
         }
     }
     if let Some(limits) = &admission.rate_limits {
-        if let Some(app) = request_app(&request, protocol) {
+        if let Some(app) = request_app(&request, protocol, limits) {
             if let Err(wait) = limits.try_acquire(&app, std::time::Instant::now()) {
                 let response = if protocol == Protocol::RemoteWrite {
                     let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, "RATE_LIMITED");

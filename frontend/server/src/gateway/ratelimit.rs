@@ -4,8 +4,10 @@
 //!
 //! Each app has a token bucket holding at most `max(rate, 1)` requests (the burst: a sender
 //! that was quiet for a second may send a second's worth at once) and refilling at `rate`
-//! per second. Requests whose app is unknown (no `app` header and no `app` path tag: remote
-//! write, Metricbeat, the Pushgateway API, ...) are not limited.
+//! per second. A request's app is its `app` header, else the app its token is mapped to
+//! (`[gateway.token_apps]`), else the `app` tag of its path (spec §4.1 step 5). Requests
+//! whose app is unknown (remote write, Metricbeat, the Pushgateway API, ... without an `app`
+//! header or a mapped token) are not limited.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -32,6 +34,8 @@ pub struct RateLimits {
     /// The rate of other apps, if > 0.
     default_rate: Option<f64>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The app of each token, for requests without an `app` header.
+    token_apps: BTreeMap<String, String>,
 }
 
 impl RateLimits {
@@ -46,7 +50,19 @@ impl RateLimits {
                 .map(|(app, rate)| (app.clone(), *rate))
                 .collect(),
             buckets: Mutex::new(HashMap::new()),
+            token_apps: BTreeMap::new(),
         }
+    }
+
+    /// Also resolves the app of requests without an `app` header from their token.
+    pub fn with_token_apps(mut self, token_apps: BTreeMap<String, String>) -> RateLimits {
+        self.token_apps = token_apps;
+        self
+    }
+
+    /// The app `token` is mapped to.
+    pub fn token_app(&self, token: &str) -> Option<&str> {
+        self.token_apps.get(token).map(String::as_str)
     }
 
     /// Whether any app is limited.
