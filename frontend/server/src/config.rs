@@ -32,6 +32,7 @@
 //! [web]
 //! listen_address = "0.0.0.0:9090"
 //! enable_admin_api = false
+//! max_in_flight_remote_writes = 256 # more remote writes at once get 503 + Retry-After; 0: unlimited
 //!
 //! [gateway]
 //! listen_address = "0.0.0.0:7200"
@@ -46,12 +47,25 @@
 //! max_label_value_bytes = 4096
 //! tokens = []                  # valid tokens where one is asked for; empty: any non-empty one
 //! require_token_everywhere = false # also on /datas, /lookout/metrics, /api/put, /_bulk, remote write, ...
+//! max_sample_age = "2d"        # older samples of the push protocols are refused (too_old); "0": off
 //!
 //! [gateway.common_tags]        # added to every series the gateway receives, sender's win
 //! dc = "gz"
 //!
+//! [gateway.rate_limits]        # push requests per second by app; "*": every other app; <= 0: unlimited
+//! "*" = 0
+//! demo = 50
+//!
+//! [gateway.token_apps]         # the app of a token, for rate limits of requests without an app header
+//! s3cret = "demo"
+//!
+//! [management]                 # GET /ok, /cmd/down (refuse mode), /cmd/up
+//! enabled = true
+//! listen_address = "127.0.0.1:6200" # default: loopback, gateway port - 1000
+//!
 //! [opentsdb]
 //! listen_address = "0.0.0.0:4242"
+//! max_connections = 1024       # more telnet connections at once are refused; 0: unlimited
 //!
 //! [scrape]
 //! config_file = "scrape.yml"       # Prometheus-style YAML (global, scrape_configs); unset: none
@@ -96,6 +110,10 @@ pub struct Args {
     /// Serve the admin endpoints (`/api/v1/admin/tsdb/...`): series deletion, snapshots.
     #[arg(long = "web.enable-admin-api")]
     pub enable_admin_api: bool,
+    /// Remote-write requests the query API port serves at once; more are answered 503 with
+    /// `Retry-After` (0: unlimited) [default: 256].
+    #[arg(long = "web.max-in-flight-remote-writes")]
+    pub max_in_flight_remote_writes: Option<usize>,
     /// Address of the gateway port (remote write at `/api/v1/write`, SOFALookout's `/datas`,
     /// `/lookout/metrics/...` and `/prom/metrics/...`) [default: 0.0.0.0:7200].
     #[arg(long = "gateway.listen-address", env = "LOOKOUT_GATEWAY_LISTEN")]
@@ -146,9 +164,33 @@ pub struct Args {
     /// as `name=value`; repeat for more (adds to the file's `[gateway.common_tags]`).
     #[arg(long = "gateway.common-tag", value_name = "NAME=VALUE")]
     pub common_tags: Vec<String>,
+    /// Push requests per second an app may send to the gateway port, as `app=rate`; `*`
+    /// is every app not listed, a rate <= 0 is unlimited; repeat for more (adds to the
+    /// file's `[gateway.rate_limits]`).
+    #[arg(long = "gateway.rate-limit", value_name = "APP=RATE")]
+    pub rate_limits: Vec<String>,
+    /// The app a token belongs to, as `token=app`, for the rate limits of requests without
+    /// an `app` header; repeat for more (adds to the file's `[gateway.token_apps]`).
+    #[arg(long = "gateway.token-app", value_name = "TOKEN=APP")]
+    pub token_apps: Vec<String>,
+    /// Samples of the push protocols older than this are refused as `too_old`, e.g. `2d`;
+    /// `0` turns the check off [default: 2d].
+    #[arg(long = "gateway.max-sample-age")]
+    pub max_sample_age: Option<String>,
+    /// Address of the management port (`/ok`, `/cmd/down`, `/cmd/up`)
+    /// [default: 127.0.0.1 and the gateway port - 1000].
+    #[arg(long = "management.listen-address", env = "LOOKOUT_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
+    /// Do not open the management port.
+    #[arg(long = "management.disable")]
+    pub management_disable: bool,
     /// Address of the OpenTSDB telnet listener (`put` lines) [default: 0.0.0.0:4242].
     #[arg(long = "opentsdb.listen-address", env = "LOOKOUT_OPENTSDB_LISTEN")]
     pub opentsdb_listen: Option<SocketAddr>,
+    /// Telnet connections served at once; a further one gets an error line and is closed
+    /// (0: unlimited) [default: 1024].
+    #[arg(long = "opentsdb.max-connections")]
+    pub opentsdb_max_connections: Option<usize>,
     /// Scrape configuration: Prometheus-style YAML with `global` and `scrape_configs`;
     /// re-read on SIGHUP.
     #[arg(long = "scrape.config-file", env = "LOOKOUT_SCRAPE_CONFIG")]
@@ -220,6 +262,8 @@ pub struct Config {
     pub web: WebConfig,
     /// The gateway port.
     pub gateway: GatewayConfig,
+    /// The management port.
+    pub management: ManagementConfig,
     /// The OpenTSDB telnet port.
     pub opentsdb: OpenTsdbConfig,
     /// Scraping (pull).
@@ -369,6 +413,10 @@ pub struct WebConfig {
     pub listen_address: SocketAddr,
     /// `--web.enable-admin-api`
     pub enable_admin_api: bool,
+    /// `--web.max-in-flight-remote-writes`: remote-write requests the port serves at once
+    /// before answering 503 + `Retry-After` (`[gateway] retry_after_seconds`); 0 is
+    /// unlimited.
+    pub max_in_flight_remote_writes: usize,
 }
 
 impl Default for WebConfig {
@@ -376,6 +424,27 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: SocketAddr::from(([0, 0, 0, 0], 9090)),
             enable_admin_api: false,
+            max_in_flight_remote_writes: 256,
+        }
+    }
+}
+
+/// `[management]`: the management port (spec §3.7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// `--management.disable` turns it off.
+    pub enabled: bool,
+    /// `--management.listen-address`; unset: loopback on the gateway port − 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_address: Option<SocketAddr>,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig {
+            enabled: true,
+            listen_address: None,
         }
     }
 }
@@ -417,10 +486,19 @@ pub struct GatewayConfig {
     /// for a valid token, also where SOFALookout asked for none (`/datas`, remote write,
     /// ...). Off by default.
     pub require_token_everywhere: bool,
+    /// `--gateway.max-sample-age`: samples of the push protocols (not remote write, not
+    /// scrapes) older than this are refused as `too_old` (spec §4.5); `"0"` is off.
+    pub max_sample_age: String,
     /// `--gateway.common-tag name=value` (repeatable): tags added to every series the
     /// gateway port, the telnet listener and the scrape loops write, where the series does
     /// not set them.
     pub common_tags: BTreeMap<String, String>,
+    /// `--gateway.rate-limit app=rate` (repeatable): push requests per second by app (`"*"`:
+    /// every app not listed; <= 0: unlimited).
+    pub rate_limits: BTreeMap<String, f64>,
+    /// `--gateway.token-app token=app` (repeatable): the app of each token, for the rate
+    /// limits of requests without an `app` header (it does not make a token valid).
+    pub token_apps: BTreeMap<String, String>,
 }
 
 impl Default for GatewayConfig {
@@ -438,7 +516,10 @@ impl Default for GatewayConfig {
             max_label_value_bytes: LabelLimits::default().max_value_bytes,
             tokens: Vec::new(),
             require_token_everywhere: false,
+            max_sample_age: "2d".into(),
             common_tags: BTreeMap::new(),
+            rate_limits: BTreeMap::new(),
+            token_apps: BTreeMap::new(),
         }
     }
 }
@@ -449,12 +530,15 @@ impl Default for GatewayConfig {
 pub struct OpenTsdbConfig {
     /// `--opentsdb.listen-address`
     pub listen_address: SocketAddr,
+    /// `--opentsdb.max-connections`: connections served at once; 0 is unlimited.
+    pub max_connections: usize,
 }
 
 impl Default for OpenTsdbConfig {
     fn default() -> Self {
         OpenTsdbConfig {
             listen_address: SocketAddr::from(([0, 0, 0, 0], 4242)),
+            max_connections: 1024,
         }
     }
 }
@@ -528,6 +612,23 @@ impl Config {
                 .with_context(|| "in --gateway.common-tag".to_owned())?;
             config.gateway.common_tags.insert(name, value);
         }
+        for text in &args.rate_limits {
+            let (app, rate) = parse_rate_limit(text)?;
+            config.gateway.rate_limits.insert(app, rate);
+        }
+        for text in &args.token_apps {
+            let pair = text
+                .split_once('=')
+                .map(|(token, app)| (token.trim(), app.trim()))
+                .filter(|(token, app)| !token.is_empty() && !app.is_empty());
+            let Some((token, app)) = pair else {
+                anyhow::bail!("invalid --gateway.token-app: expected token=app");
+            };
+            config
+                .gateway
+                .token_apps
+                .insert(token.to_owned(), app.to_owned());
+        }
         config.validate()?;
         Ok(config)
     }
@@ -558,6 +659,21 @@ impl Config {
         }
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
+        set(
+            &mut self.web.max_in_flight_remote_writes,
+            &args.max_in_flight_remote_writes,
+        );
+        if args.management_listen.is_some() {
+            self.management.listen_address = args.management_listen;
+        }
+        if args.management_disable {
+            self.management.enabled = false;
+        }
+        set(
+            &mut self.opentsdb.max_connections,
+            &args.opentsdb_max_connections,
+        );
+        set(&mut self.gateway.max_sample_age, &args.max_sample_age);
         set(&mut self.gateway.listen_address, &args.gateway_listen);
         set(&mut self.gateway.max_active_series, &args.max_active_series);
         set(
@@ -638,6 +754,21 @@ impl Config {
                 .all(|token| !token.trim().is_empty()),
             "gateway.tokens must not hold an empty token"
         );
+        self.max_sample_age_ms()?;
+        for (app, rate) in &self.gateway.rate_limits {
+            anyhow::ensure!(
+                !app.trim().is_empty() && rate.is_finite(),
+                "gateway.rate_limits: {app:?} = {rate} is not an app and a rate in requests per second"
+            );
+        }
+        self.management_address()?;
+        anyhow::ensure!(
+            self.gateway
+                .token_apps
+                .iter()
+                .all(|(token, app)| !token.trim().is_empty() && !app.trim().is_empty()),
+            "gateway.token_apps must map non-empty tokens to non-empty apps"
+        );
         match self.storage.backend.as_str() {
             "tsdb" => {}
             "es" => {
@@ -683,6 +814,45 @@ impl Config {
             common_tags: self.common_tags()?,
             label_limits: self.label_limits(),
         })
+    }
+
+    /// `[gateway] max_sample_age` in milliseconds (`None`: off).
+    pub fn max_sample_age_ms(&self) -> anyhow::Result<Option<i64>> {
+        let text = self.gateway.max_sample_age.trim();
+        let millis = lookout_promql::parse_duration(text)
+            .map_err(|error| anyhow::anyhow!("invalid gateway.max_sample_age {text:?}: {error}"))?;
+        Ok((millis > 0).then_some(millis))
+    }
+
+    /// `[gateway.rate_limits]` as the limiters.
+    pub fn rate_limits(&self) -> crate::gateway::ratelimit::RateLimits {
+        let token_apps = self
+            .gateway
+            .token_apps
+            .iter()
+            .map(|(token, app)| (token.trim().to_owned(), app.trim().to_owned()))
+            .collect();
+        crate::gateway::ratelimit::RateLimits::new(&self.gateway.rate_limits)
+            .with_token_apps(token_apps)
+    }
+
+    /// Where the management port listens (`None`: disabled): the configured address, else
+    /// loopback on the gateway port − 1000 (SOFALookout's rule; it listened on every
+    /// interface).
+    pub fn management_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if !self.management.enabled {
+            return Ok(None);
+        }
+        if let Some(address) = self.management.listen_address {
+            return Ok(Some(address));
+        }
+        let port = self.gateway.listen_address.port();
+        anyhow::ensure!(
+            port > 1000,
+            "the management port defaults to the gateway port - 1000, which gateway port \
+             {port} does not allow: set management.listen_address or disable the port"
+        );
+        Ok(Some(SocketAddr::from(([127, 0, 0, 1], port - 1000))))
     }
 
     /// `[gateway] tokens` as the token service.
@@ -747,8 +917,46 @@ impl Config {
                 self.web.enable_admin_api.to_string(),
             ),
             flag(
+                "web.max-in-flight-remote-writes",
+                self.web.max_in_flight_remote_writes.to_string(),
+            ),
+            flag(
                 "gateway.listen-address",
                 self.gateway.listen_address.to_string(),
+            ),
+            flag(
+                "gateway.max-sample-age",
+                self.gateway.max_sample_age.clone(),
+            ),
+            flag(
+                "gateway.rate-limit",
+                self.gateway
+                    .rate_limits
+                    .iter()
+                    .map(|(app, rate)| format!("{app}={rate}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "gateway.token-app",
+                self.gateway
+                    .token_apps
+                    .values()
+                    .map(|app| format!("<secret>={app}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "management.listen-address",
+                self.management_address()
+                    .ok()
+                    .flatten()
+                    .map_or(String::new(), |address| address.to_string()),
+            ),
+            flag("management.disable", (!self.management.enabled).to_string()),
+            flag(
+                "opentsdb.max-connections",
+                self.opentsdb.max_connections.to_string(),
             ),
             flag(
                 "gateway.max-active-series",
@@ -865,6 +1073,13 @@ impl Config {
         for token in &mut shown.gateway.tokens {
             *token = "<secret>".into();
         }
+        shown.gateway.token_apps = shown
+            .gateway
+            .token_apps
+            .values()
+            .enumerate()
+            .map(|(index, app)| (format!("<secret {}>", index + 1), app.clone()))
+            .collect();
         toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
@@ -880,6 +1095,20 @@ impl Config {
         }
         parts.join(" or ")
     }
+}
+
+/// `app=rate` of `--gateway.rate-limit`.
+fn parse_rate_limit(text: &str) -> anyhow::Result<(String, f64)> {
+    let parsed = text.split_once('=').and_then(|(app, rate)| {
+        let rate: f64 = rate.trim().parse().ok()?;
+        let app = app.trim();
+        (!app.is_empty() && rate.is_finite()).then(|| (app.to_owned(), rate))
+    });
+    parsed.ok_or_else(|| {
+        anyhow::anyhow!(
+            "invalid --gateway.rate-limit {text:?}: expected app=requests-per-second, e.g. demo=50 or '*=10'"
+        )
+    })
 }
 
 fn positive_duration_ms(name: &str, text: &str) -> anyhow::Result<i64> {
@@ -1025,6 +1254,110 @@ mod tests {
         };
         let error = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(error.contains("not implemented"), "{error}");
+    }
+
+    #[test]
+    fn management_rate_limits_age_and_bounds_from_file_and_flags() {
+        let config = Config::default();
+        assert_eq!(
+            config.management_address().unwrap(),
+            Some("127.0.0.1:6200".parse().unwrap()),
+            "loopback, gateway port - 1000"
+        );
+        assert_eq!(config.max_sample_age_ms().unwrap(), Some(2 * 86_400_000));
+        assert!(!config.rate_limits().is_active());
+        assert_eq!(config.web.max_in_flight_remote_writes, 256);
+        assert_eq!(config.opentsdb.max_connections, 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nlisten_address = \"0.0.0.0:7300\"\nmax_sample_age = \"0\"\n\
+             [gateway.rate_limits]\n\"*\" = 10\ndemo = 0.5\n[opentsdb]\nmax_connections = 8\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--gateway.rate-limit",
+            "demo=2",
+            "--gateway.rate-limit",
+            "free=-1",
+            "--web.max-in-flight-remote-writes",
+            "4",
+            "--gateway.token-app",
+            "tok=demo",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.rate_limits().token_app("tok"), Some("demo"));
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("\"tok\"") && shown.contains("\"<secret 1>\" = \"demo\""),
+            "{shown}"
+        );
+        assert_eq!(
+            config.management_address().unwrap(),
+            Some("127.0.0.1:6300".parse().unwrap())
+        );
+        assert_eq!(config.max_sample_age_ms().unwrap(), None, "0 is off");
+        assert_eq!(
+            config.gateway.rate_limits,
+            BTreeMap::from([
+                ("*".into(), 10.0),
+                ("demo".into(), 2.0),
+                ("free".into(), -1.0)
+            ]),
+            "the flag wins for demo"
+        );
+        assert!(config.rate_limits().is_active());
+        assert_eq!(config.web.max_in_flight_remote_writes, 4);
+        assert_eq!(config.opentsdb.max_connections, 8);
+        let mut again: Config = toml::from_str(&config.to_toml()).unwrap();
+        again.gateway.token_apps = config.gateway.token_apps.clone();
+        assert_eq!(again, config, "everything but the tokens reads back");
+
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--management.listen-address",
+            "0.0.0.0:1234",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert_eq!(
+            config.management_address().unwrap(),
+            Some("0.0.0.0:1234".parse().unwrap())
+        );
+        let again: Config = toml::from_str(&config.to_toml()).unwrap();
+        assert_eq!(again, config);
+        let args = Args::try_parse_from(["lookout-server", "--management.disable"]).unwrap();
+        assert_eq!(
+            Config::load(&args).unwrap().management_address().unwrap(),
+            None
+        );
+
+        for bad in ["demo", "demo=x", "=3", "demo=inf"] {
+            let args = Args {
+                rate_limits: vec![bad.into()],
+                ..Args::default()
+            };
+            let error = format!("{:#}", Config::load(&args).unwrap_err());
+            assert!(error.contains("--gateway.rate-limit"), "{bad}: {error}");
+        }
+        let args = Args {
+            max_sample_age: Some("two days".into()),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("max_sample_age"), "{error}");
+        let args = Args {
+            gateway_listen: Some("127.0.0.1:80".parse().unwrap()),
+            ..Args::default()
+        };
+        let error = format!("{:#}", Config::load(&args).unwrap_err());
+        assert!(error.contains("management.listen_address"), "{error}");
     }
 
     #[test]

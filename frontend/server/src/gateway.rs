@@ -24,10 +24,12 @@
 //! limits on every write, the cardinality budget's refusals reported like any other, and
 //! back-pressure (503 + `Retry-After` when too many writes are in flight).
 
+pub mod management;
 mod metricbeat;
 pub mod opentsdb;
 pub mod pipeline;
 mod pushgateway;
+pub mod ratelimit;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,10 +72,13 @@ pub enum Protocol {
     /// `/api/v1/write` on the gateway port (counted by [`pipeline`]: requests, stored and
     /// store-rejected samples, refusals)
     RemoteWrite,
+    /// `/api/v1/write` on the query API port (counted the same way; no common tags, label
+    /// limits, refuse mode or rate limits there)
+    ApiRemoteWrite,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 9] = [
+    const ALL: [Protocol; 10] = [
         Protocol::LookoutSdk,
         Protocol::LookoutMetrics,
         Protocol::PrometheusPush,
@@ -83,6 +88,7 @@ impl Protocol {
         Protocol::Metricbeat,
         Protocol::Scrape,
         Protocol::RemoteWrite,
+        Protocol::ApiRemoteWrite,
     ];
 
     fn as_str(self) -> &'static str {
@@ -96,12 +102,13 @@ impl Protocol {
             Protocol::Metricbeat => "metricbeat",
             Protocol::Scrape => "scrape",
             Protocol::RemoteWrite => "remote_write",
+            Protocol::ApiRemoteWrite => "api_remote_write",
         }
     }
 }
 
 /// Why a whole request was refused, as named in self-metrics.
-const REFUSAL_REASONS: [&str; 10] = [
+const REFUSAL_REASONS: [&str; 12] = [
     "app_missing",
     "bad_path",
     "token_missing",
@@ -112,6 +119,8 @@ const REFUSAL_REASONS: [&str; 10] = [
     "scrape_failed",
     "overloaded",
     "unsupported_media_type",
+    "refuse_mode",
+    "rate_limited",
 ];
 
 /// Samples not stored although the request succeeded: info samples (never stored, spec
@@ -120,6 +129,9 @@ const INFO_NOT_STORED: &str = "info_not_stored";
 
 /// Remote write 2.0 native histogram samples, which are not stored yet.
 const NATIVE_HISTOGRAM_UNSUPPORTED: &str = "native_histogram_unsupported";
+
+/// Samples older than `[gateway] max_sample_age` (spec §4.5's "metric is too old").
+const TOO_OLD: &str = "too_old";
 
 #[derive(Debug, Default)]
 struct ProtocolCounters {
@@ -139,12 +151,29 @@ pub struct GatewayStats {
     pub(crate) in_flight: AtomicI64,
     /// Most write requests served at once (0: unlimited).
     pub(crate) in_flight_limit: AtomicI64,
+    /// Remote-write requests of the query API port being served.
+    pub(crate) api_in_flight: AtomicI64,
+    /// Most of them served at once (0: unlimited).
+    pub(crate) api_in_flight_limit: AtomicI64,
+    /// Refuse mode (`GET /cmd/down` on the management port, spec §3.7): every push to the
+    /// gateway port and telnet `put` lines are refused.
+    refusing: std::sync::atomic::AtomicBool,
 }
 
 /// At most one warning about skipped items per this many seconds.
 const SKIP_LOG_INTERVAL_SECONDS: i64 = 10;
 
 impl GatewayStats {
+    /// Whether the gateway is in refuse mode.
+    pub fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Enters (`true`) or leaves refuse mode; whether the mode changed.
+    pub fn set_refusing(&self, refusing: bool) -> bool {
+        self.refusing.swap(refusing, Ordering::Relaxed) != refusing
+    }
+
     fn update(&self, protocol: Protocol, change: impl FnOnce(&mut ProtocolCounters)) {
         let mut counters = self
             .counters
@@ -240,6 +269,21 @@ impl GatewayStats {
                 "Most write requests the gateway port serves at once before answering 503 (0: unlimited).",
                 self.in_flight_limit.load(Ordering::Relaxed),
             ),
+            (
+                "lookout_api_remote_write_in_flight_requests",
+                "Remote-write requests of the query API port being served.",
+                self.api_in_flight.load(Ordering::Relaxed),
+            ),
+            (
+                "lookout_api_remote_write_in_flight_requests_limit",
+                "Most remote-write requests the query API port serves at once before answering 503 (0: unlimited).",
+                self.api_in_flight_limit.load(Ordering::Relaxed),
+            ),
+            (
+                "lookout_gateway_refuse_mode",
+                "1 while the gateway refuses every push (management GET /cmd/down), else 0.",
+                i64::from(self.refusing()),
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
@@ -264,7 +308,7 @@ impl GatewayStats {
             .iter()
             .map(|reason| reason.as_str())
             .chain(RejectReason::ALL.iter().map(|reason| reason.as_str()))
-            .chain([INFO_NOT_STORED, NATIVE_HISTOGRAM_UNSUPPORTED])
+            .chain([INFO_NOT_STORED, NATIVE_HISTOGRAM_UNSUPPORTED, TOO_OLD])
             .collect();
         for reason in reasons {
             for protocol in Protocol::ALL {
@@ -290,9 +334,14 @@ impl GatewayStats {
     }
 }
 
+/// The answer to every push in refuse mode (spec §3.0 step 1), as header `Err` and body.
+pub const REFUSE_MODE_MESSAGE: &str = "lookout gateway is in refuse requests mode";
+
 struct GatewayState {
     storage: Arc<dyn Storage>,
     limits: Limits,
+    /// Samples older than this many milliseconds are refused as `too_old` (`None`: no check).
+    max_sample_age_ms: Option<i64>,
     /// Checked where SOFALookout asks for a token.
     tokens: Tokens,
     stats: Arc<GatewayStats>,
@@ -305,12 +354,14 @@ impl GatewayState {
     fn new(
         storage: Arc<dyn Storage>,
         limits: Limits,
+        max_sample_age_ms: Option<i64>,
         tokens: Tokens,
         stats: Arc<GatewayStats>,
     ) -> Arc<Self> {
         Arc::new(GatewayState {
             storage,
             limits,
+            max_sample_age_ms,
             tokens,
             stats,
             push_groups: tokio::sync::Mutex::new(PushGroups::new()),
@@ -319,15 +370,16 @@ impl GatewayState {
 }
 
 /// The SOFALookout routes over `storage`; `tokens` are checked where SOFALookout asks for a
-/// token. Serve with `into_make_service_with_connect_info::<SocketAddr>()` so samples get the
-/// peer's `ip`.
+/// token; samples older than `max_sample_age_ms` (if any) are refused as `too_old`. Serve
+/// with `into_make_service_with_connect_info::<SocketAddr>()` so samples get the peer's `ip`.
 pub fn router(
     storage: Arc<dyn Storage>,
     limits: Limits,
+    max_sample_age_ms: Option<i64>,
     tokens: Tokens,
     stats: Arc<GatewayStats>,
 ) -> Router {
-    let state = GatewayState::new(storage, limits, tokens, stats);
+    let state = GatewayState::new(storage, limits, max_sample_age_ms, tokens, stats);
     Router::new()
         .route("/datas", get(datas_probe).post(datas))
         .route(
@@ -631,13 +683,43 @@ fn refuse_body(state: &GatewayState, protocol: Protocol, error: &LookoutError) -
     response
 }
 
-/// Writes the batch of what was decoded and counts what was stored and what not: the
-/// storage's outcome, or the failure in words (counted as `storage_unavailable`).
+/// What [`write`] stored and refused.
+#[derive(Debug, Default)]
+struct Written {
+    /// The store's outcome.
+    outcome: WriteOutcome,
+    /// Samples refused before the store as older than `max_sample_age`.
+    too_old: u64,
+}
+
+/// Removes the samples older than `max_age_ms` before `now_ms` (spec §4.5: `timestamp +
+/// max_age < now`) and the series left without samples; how many were removed.
+fn drop_too_old(batch: &mut lookout_storage::WriteBatch, max_age_ms: i64, now_ms: i64) -> u64 {
+    let oldest = now_ms.saturating_sub(max_age_ms);
+    let mut removed = 0u64;
+    for series in &mut batch.series {
+        let before = series.samples.len();
+        series.samples.retain(|sample| sample.timestamp.0 >= oldest);
+        removed += (before - series.samples.len()) as u64;
+    }
+    if removed > 0 {
+        batch.series.retain(|series| !series.samples.is_empty());
+    }
+    removed
+}
+
+/// Writes the batch of what was decoded, less the samples older than `max_sample_age`, and
+/// counts what was stored and what not: the storage's outcome, or the failure in words
+/// (counted as `storage_unavailable`).
 async fn write(
     state: &GatewayState,
     protocol: Protocol,
-    decoded: Decoded,
-) -> Result<WriteOutcome, String> {
+    mut decoded: Decoded,
+) -> Result<Written, String> {
+    let too_old = match state.max_sample_age_ms {
+        Some(max_age) => drop_too_old(&mut decoded.batch, max_age, now_ms()),
+        None => 0,
+    };
     if decoded.skipped_total() > 0 && state.stats.may_log_skip() {
         tracing::warn!(
             protocol = protocol.as_str(),
@@ -674,8 +756,16 @@ async fn write(
             reject(reason.as_str(), *count);
         }
         reject(INFO_NOT_STORED, infos);
+        reject(TOO_OLD, too_old);
     });
-    Ok(outcome)
+    if too_old > 0 && state.stats.may_log_skip() {
+        tracing::warn!(
+            protocol = protocol.as_str(),
+            too_old,
+            "samples older than max_sample_age were refused (logged at most every 10 s)"
+        );
+    }
+    Ok(Written { outcome, too_old })
 }
 
 /// Milliseconds since the epoch, now.
@@ -710,7 +800,7 @@ mod tests {
         limits: Limits,
     ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
-        let app = router(storage, limits, Tokens::any(), stats.clone())
+        let app = router(storage, limits, None, Tokens::any(), stats.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -936,6 +1026,34 @@ mod tests {
         assert!(gateway.metrics().contains(
             "lookout_gateway_samples_rejected_total{protocol=\"prometheus_push\",reason=\"malformed_line\"} 1"
         ));
+    }
+
+    #[test]
+    fn too_old_samples_and_emptied_series_are_dropped() {
+        use lookout_model::{Labels, Sample};
+        let mut batch = lookout_storage::WriteBatch::new();
+        batch.push(
+            Labels::from_pairs([("__name__", "mixed")]).unwrap(),
+            vec![
+                Sample::new(899, 1.0),
+                Sample::new(900, 2.0),
+                Sample::new(1_000, 3.0),
+            ],
+        );
+        batch.push(
+            Labels::from_pairs([("__name__", "old")]).unwrap(),
+            vec![Sample::new(10, 1.0)],
+        );
+        // max age 100 at now 1000: 900 is exactly at the edge and kept.
+        assert_eq!(drop_too_old(&mut batch, 100, 1_000), 2);
+        assert_eq!(batch.series.len(), 1);
+        let kept: Vec<i64> = batch.series[0]
+            .samples
+            .iter()
+            .map(|sample| sample.timestamp.0)
+            .collect();
+        assert_eq!(kept, [900, 1_000]);
+        assert_eq!(drop_too_old(&mut batch, 100, 1_000), 0);
     }
 
     #[tokio::test]

@@ -147,20 +147,23 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             gateway::Protocol::RemoteWrite,
             gateway_stats.clone(),
         ));
-    let admission = if config.gateway.require_token_everywhere {
-        gateway::pipeline::Admission::require_tokens(
-            config.gateway.max_in_flight_requests,
-            config.gateway.retry_after_seconds,
-            gateway_stats.clone(),
-            config.tokens(),
-        )
-    } else {
-        gateway::pipeline::Admission::new(
-            config.gateway.max_in_flight_requests,
-            config.gateway.retry_after_seconds,
-            gateway_stats.clone(),
-        )
-    };
+    let mut admission = gateway::pipeline::Admission::new(
+        config.gateway.max_in_flight_requests,
+        config.gateway.retry_after_seconds,
+        gateway_stats.clone(),
+    )
+    .rate_limits(config.rate_limits());
+    if config.gateway.require_token_everywhere {
+        admission = admission.tokens_everywhere(config.tokens());
+    }
+    let admission = Arc::new(admission);
+    // The query port's receiver: the same in-flight bound, counted as `api_remote_write`.
+    let api_admission = Arc::new(gateway::pipeline::Admission::api(
+        config.web.max_in_flight_remote_writes,
+        config.gateway.retry_after_seconds,
+        gateway_stats.clone(),
+    ));
+    let max_sample_age_ms = config.max_sample_age_ms()?;
     let scrape_manager = scrape::ScrapeManager::start(
         scrape::ScrapeSources {
             config_file: config.scrape.config_file.clone(),
@@ -175,7 +178,25 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         targets: Some(scrape_manager.clone()),
         ..options
     };
-    let api = lookout_api::router(storage.clone(), options.clone());
+    let api_observed = gateway_stats.clone();
+    let api_options = ApiOptions {
+        remote_write_observer: Some(Arc::new(move |refusal| {
+            observe_remote_write(&api_observed, gateway::Protocol::ApiRemoteWrite, refusal)
+        })),
+        ..options.clone()
+    };
+    let api_storage: Arc<dyn lookout_storage::Storage> =
+        Arc::new(gateway::pipeline::GatewayStore::counting_only(
+            storage.clone(),
+            gateway::Protocol::ApiRemoteWrite,
+            gateway_stats.clone(),
+        ));
+    let api = lookout_api::router(api_storage, api_options)
+        .layer(axum::middleware::from_fn_with_state(
+            api_admission,
+            gateway::pipeline::admit,
+        ))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let lookout_limits = lookout_gateway::lookout::Limits {
         decode: options.decode_limits,
         labels: config.label_limits(),
@@ -184,15 +205,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let observed_stats = gateway_stats.clone();
     let gateway_write_options = ApiOptions {
         remote_write_observer: Some(Arc::new(move |refusal| {
-            let protocol = gateway::Protocol::RemoteWrite;
-            match refusal {
-                lookout_api::RemoteWriteRefusal::Request(reason) => {
-                    observed_stats.refused(protocol, reason)
-                }
-                lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
-                    observed_stats.rejected(protocol, reason, count)
-                }
-            }
+            observe_remote_write(&observed_stats, gateway::Protocol::RemoteWrite, refusal)
         })),
         ..options
     };
@@ -200,6 +213,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         .merge(gateway::router(
             gateway_storage.clone(),
             lookout_limits,
+            max_sample_age_ms,
             config.tokens(),
             gateway_stats.clone(),
         ))
@@ -218,10 +232,22 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
         .await
         .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
+    let management_listener = match config.management_address()? {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listening on {address} (the management port)"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         address = %api_listener.local_addr()?,
         gateway = %gateway_listener.local_addr()?,
         opentsdb = %telnet_listener.local_addr()?,
+        management = %management_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+            .map_or("disabled".to_owned(), |address| address.to_string()),
         data = %data_dir.display(),
         storage = %config.storage.backend,
         "lookout-server ready"
@@ -240,10 +266,18 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         axum::serve(api_listener, api).with_graceful_shutdown(until_stopped(stopped.clone()));
     let gateway_server = axum::serve(gateway_listener, gateway)
         .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let management_server = management_listener.map(|listener| {
+        axum::serve(listener, gateway::management::router(gateway_stats.clone()))
+            .with_graceful_shutdown(until_stopped(stopped.clone()))
+    });
     let telnet_server = gateway::opentsdb::serve_telnet(
         telnet_listener,
         gateway_storage,
         lookout_limits,
+        gateway::opentsdb::TelnetOptions {
+            max_sample_age_ms,
+            max_connections: config.opentsdb.max_connections,
+        },
         gateway_stats,
         stopped,
     );
@@ -253,6 +287,12 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         async {
             telnet_server.await;
             Ok(())
+        },
+        async {
+            match management_server {
+                Some(server) => server.await.context("serving the management port"),
+                None => Ok(()),
+            }
         },
     )?;
     scrape_manager.shutdown().await;
@@ -269,6 +309,20 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Counts what a remote-write receiver refused as `protocol`'s.
+fn observe_remote_write(
+    stats: &gateway::GatewayStats,
+    protocol: gateway::Protocol,
+    refusal: lookout_api::RemoteWriteRefusal,
+) {
+    match refusal {
+        lookout_api::RemoteWriteRefusal::Request(reason) => stats.refused(protocol, reason),
+        lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
+            stats.rejected(protocol, reason, count)
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -25,6 +25,8 @@ fn start_args(data: &std::path::Path, port: u16) -> Vec<String> {
         format!("127.0.0.1:{}", free_port()),
         "--opentsdb.listen-address".into(),
         format!("127.0.0.1:{}", free_port()),
+        "--management.listen-address".into(),
+        format!("127.0.0.1:{}", free_port()),
     ]
 }
 
@@ -217,6 +219,8 @@ fn config_file_flags_override_and_gateway_port() {
         "30s".into(),
         // Not the default 4242, which another process on the machine may hold.
         "--opentsdb.listen-address".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--management.listen-address".into(),
         format!("127.0.0.1:{}", free_port()),
     ]);
     wait_ready(&client, port);

@@ -23,6 +23,8 @@ fn promql_follows_the_groups() {
             .arg(format!("127.0.0.1:{gateway_port}"))
             .arg("--opentsdb.listen-address")
             .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--management.listen-address")
+            .arg(format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

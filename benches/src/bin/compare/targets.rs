@@ -152,6 +152,9 @@ impl Target {
                     // Loopback only, and never the default 4242 another server may hold.
                     "--opentsdb.listen-address".to_owned(),
                     format!("127.0.0.1:{}", free_port()?),
+                    // Not the gateway port - 1000, which another process may hold.
+                    "--management.listen-address".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
                 ];
                 let mut server =
                     ServerProcess::spawn(&programs.lookout, &args, &self.dir.join("lookout.log"))?;

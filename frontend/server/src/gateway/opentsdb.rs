@@ -27,7 +27,7 @@ use lookout_gateway::opentsdb::{
     self as decoder, parse_telnet_line, PointError, PointWriter, PutDecoded, TelnetCommand,
     TelnetError, TELNET_COMMANDS,
 };
-use lookout_storage::{Storage, WriteOutcome};
+use lookout_storage::Storage;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use super::{
     checked_token, decode_off_runtime, header_text, incoming, refusal, request_refusal, write,
-    GatewayState, GatewayStats, Protocol,
+    GatewayState, GatewayStats, Protocol, Written,
 };
 
 /// Longest telnet line accepted, in bytes.
@@ -93,13 +93,14 @@ pub(super) async fn put(State(state): State<Arc<GatewayState>>, request: Request
         Err(error) => return super::refuse_body(&state, protocol, &error),
     };
     match write(&state, protocol, decoded).await {
-        Ok(outcome) => put_answer(incoming.query.as_deref(), errors, &outcome),
+        Ok(written) => put_answer(incoming.query.as_deref(), errors, &written),
         Err(message) => refusal(StatusCode::SERVICE_UNAVAILABLE, &message),
     }
 }
 
 /// OpenTSDB's answer to a put: 204, or the summary with or without details.
-fn put_answer(query: Option<&str>, errors: Vec<PointError>, outcome: &WriteOutcome) -> Response {
+fn put_answer(query: Option<&str>, errors: Vec<PointError>, written: &Written) -> Response {
+    let outcome = &written.outcome;
     let flag = |name: &str| {
         query.is_some_and(|query| {
             query
@@ -109,7 +110,7 @@ fn put_answer(query: Option<&str>, errors: Vec<PointError>, outcome: &WriteOutco
     };
     let (summary, details) = (flag("summary"), flag("details"));
     let rejected_by_storage: u64 = outcome.rejected.values().sum();
-    let failed = errors.len() as u64 + rejected_by_storage;
+    let failed = errors.len() as u64 + rejected_by_storage + written.too_old;
     let status = if failed == 0 {
         StatusCode::OK
     } else {
@@ -131,6 +132,15 @@ fn put_answer(query: Option<&str>, errors: Vec<PointError>, outcome: &WriteOutco
             .into_iter()
             .map(|error| json!({"datapoint": error.datapoint, "error": error.error}))
             .collect();
+        if written.too_old > 0 {
+            listed.push(json!({
+                "datapoint": null,
+                "error": format!(
+                    "{} data points older than max_sample_age refused (too_old)",
+                    written.too_old
+                ),
+            }));
+        }
         // The store does not say which data point it refused; its messages name the series.
         listed.extend(
             outcome
@@ -161,30 +171,77 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
+/// How the telnet listener runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TelnetOptions {
+    /// Data points older than this many milliseconds are refused as `too_old` (`None`: no
+    /// check).
+    pub max_sample_age_ms: Option<i64>,
+    /// Most connections served at once; a further one is answered with an error line and
+    /// closed, counted as `overloaded` (0: unlimited).
+    pub max_connections: usize,
+}
+
+/// The line a connection over `--opentsdb.max-connections` gets before it is closed.
+fn too_many_connections(limit: usize) -> String {
+    format!("put: too many connections ({limit} open); retry later\n")
+}
+
 /// Serves telnet `put` lines on `listener` until `stopped` turns true; connections end after
 /// the read in progress.
+///
+/// Back-pressure: a connection reads its next chunk only once the lines of the previous one
+/// are stored and answered, so a store that lags stops the reading and the sender's TCP
+/// window fills (nothing is buffered beyond one chunk per connection), and at most
+/// `max_connections` connections are served at once.
 pub async fn serve_telnet(
     listener: TcpListener,
     storage: Arc<dyn Storage>,
     limits: Limits,
+    options: TelnetOptions,
     stats: Arc<GatewayStats>,
     mut stopped: watch::Receiver<bool>,
 ) {
     // Telnet `put` lines carry no token (neither SOFALookout nor OpenTSDB asks for one).
-    let state = GatewayState::new(storage, limits, Tokens::any(), stats);
+    let state = GatewayState::new(
+        storage,
+        limits,
+        options.max_sample_age_ms,
+        Tokens::any(),
+        stats,
+    );
+    let permits = (options.max_connections > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_connections)));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped.wait_for(|stop| *stop) => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((mut stream, peer)) => {
+                let permit = match &permits {
+                    Some(permits) => match permits.clone().try_acquire_owned() {
+                        Ok(permit) => Some(permit),
+                        Err(_) => {
+                            state.stats.request(Protocol::OpenTsdbTelnet);
+                            state.stats.refused(Protocol::OpenTsdbTelnet, "overloaded");
+                            let line = too_many_connections(options.max_connections);
+                            tokio::spawn(async move {
+                                let _ = stream.write_all(line.as_bytes()).await;
+                                let _ = stream.shutdown().await;
+                            });
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let state = state.clone();
                 let stopped = stopped.clone();
                 tokio::spawn(async move {
                     if let Err(error) = connection(stream, peer, &state, stopped).await {
                         tracing::debug!(%peer, %error, "opentsdb telnet connection ended");
                     }
+                    drop(permit);
                 });
             }
             Err(error) => {
@@ -244,8 +301,21 @@ async fn answer_lines(
     let mut writer = PointWriter::new(enrichment, &state.limits);
     let mut exit = false;
     let mut puts = 0;
+    // Read once for the whole chunk, so that its lines are all refused or all taken.
+    let refusing = state.stats.refusing();
     for line in lines {
-        let answer = match parse_telnet_line(line) {
+        let parsed = parse_telnet_line(line);
+        if refusing
+            && matches!(
+                parsed,
+                Ok(TelnetCommand::Put(_)) | Err(TelnetError::Put { .. })
+            )
+        {
+            puts += 1;
+            replies.push_str(&format!("put: {}\n", super::REFUSE_MODE_MESSAGE));
+            continue;
+        }
+        let answer = match parsed {
             Ok(TelnetCommand::Put(point)) => {
                 puts += 1;
                 match writer.add(point) {
@@ -281,8 +351,17 @@ async fn answer_lines(
         state
             .stats
             .update(protocol, |counters| counters.requests += 1);
-        if let Err(message) = write(state, protocol, writer.finish()).await {
-            replies.push_str(&format!("put: {message}\n"));
+        if refusing {
+            state.stats.refused(protocol, "refuse_mode");
+            return exit;
+        }
+        match write(state, protocol, writer.finish()).await {
+            Ok(written) if written.too_old > 0 => replies.push_str(&format!(
+                "put: {} data points older than max_sample_age refused (too_old)\n",
+                written.too_old
+            )),
+            Ok(_) => {}
+            Err(message) => replies.push_str(&format!("put: {message}\n")),
         }
     }
     exit
@@ -541,6 +620,7 @@ mod http_tests {
             listener,
             gateway.storage.clone(),
             Limits::default(),
+            TelnetOptions::default(),
             gateway.stats.clone(),
             stopped,
         ));

@@ -1,7 +1,9 @@
 //! The gateway's pipeline around the store (spec §4, with its bugs fixed): common tags and
 //! label limits on every series the gateway port, the telnet listener and the scrape loops
-//! write ([`GatewayStore`] over [`Pipeline`]), and back-pressure on the gateway port
-//! ([`Admission`]).
+//! write ([`GatewayStore`] over [`Pipeline`]), and what is decided before a write request's
+//! body is read ([`Admission`], in this order): refuse mode (spec §3.0 step 1), tokens when
+//! asked for everywhere, per-app rate limits ([`super::ratelimit`]), back-pressure on the
+//! gateway port and on the query API port's remote-write receiver.
 //!
 //! SOFALookout queued every body and answered at once, dropping what did not fit (spec
 //! §13.23). Here a write request holds a permit from the moment it arrives until its samples
@@ -24,6 +26,7 @@ use lookout_storage::{
 };
 use tokio::sync::Semaphore;
 
+use super::ratelimit::RateLimits;
 use super::{checked_token, refusal, request_refusal, GatewayStats, Protocol};
 use lookout_gateway::lookout::request::Tokens;
 
@@ -33,7 +36,8 @@ use lookout_gateway::lookout::request::Tokens;
 /// whose handlers do not count, such as remote write). Reads pass through unchanged.
 pub struct GatewayStore {
     inner: Arc<dyn Storage>,
-    pipeline: Arc<Pipeline>,
+    /// `None`: batches are written as sent (the query API port's receiver).
+    pipeline: Option<Arc<Pipeline>>,
     counting: Option<(Protocol, Arc<GatewayStats>)>,
     /// Seconds since the epoch of the last warning about refused samples (the log's rate
     /// limit: the counters have every one).
@@ -48,8 +52,22 @@ impl GatewayStore {
     pub fn new(inner: Arc<dyn Storage>, pipeline: Arc<Pipeline>) -> GatewayStore {
         GatewayStore {
             inner,
-            pipeline,
+            pipeline: Some(pipeline),
             counting: None,
+            last_rejection_log: Default::default(),
+        }
+    }
+
+    /// `inner` unchanged, counting stored and rejected samples as `protocol`'s.
+    pub fn counting_only(
+        inner: Arc<dyn Storage>,
+        protocol: Protocol,
+        stats: Arc<GatewayStats>,
+    ) -> GatewayStore {
+        GatewayStore {
+            inner,
+            pipeline: None,
+            counting: Some((protocol, stats)),
             last_rejection_log: Default::default(),
         }
     }
@@ -63,7 +81,7 @@ impl GatewayStore {
     ) -> GatewayStore {
         GatewayStore {
             inner,
-            pipeline,
+            pipeline: Some(pipeline),
             counting: Some((protocol, stats)),
             last_rejection_log: Default::default(),
         }
@@ -105,7 +123,10 @@ impl Storage for GatewayStore {
     }
 
     async fn write(&self, mut batch: WriteBatch) -> StorageResult<WriteOutcome> {
-        let refused = self.pipeline.prepare(&mut batch);
+        let refused = match &self.pipeline {
+            Some(pipeline) => pipeline.prepare(&mut batch),
+            None => WriteOutcome::default(),
+        };
         let result = if batch.is_empty() {
             Ok(WriteOutcome::default())
         } else {
@@ -144,9 +165,20 @@ impl Storage for GatewayStore {
     }
 }
 
-/// Back-pressure on the gateway port: at most `max_in_flight` write requests at once; with
-/// [`Admission::require_tokens`], a valid token on every write request.
+/// Which listener an [`Admission`] guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// The gateway port: every push route.
+    Gateway,
+    /// The query API port: only its remote-write receiver, and only the in-flight bound.
+    Api,
+}
+
+/// What is checked before a write request's body is read: refuse mode, tokens (with
+/// [`Admission::tokens_everywhere`]), per-app rate limits ([`Admission::rate_limits`]) and
+/// at most `max_in_flight` write requests at once.
 pub struct Admission {
+    port: Port,
     /// `None`: no limit.
     permits: Option<Arc<Semaphore>>,
     max_in_flight: usize,
@@ -155,62 +187,122 @@ pub struct Admission {
     /// Tokens every write request must carry, also on the routes where SOFALookout asked
     /// for none; `None`: only those routes check (in their handlers).
     tokens_everywhere: Option<Tokens>,
+    /// `None`: no request is rate limited.
+    rate_limits: Option<RateLimits>,
 }
 
 impl Admission {
-    /// `max_in_flight` 0 admits every request; refusals ask to retry after
-    /// `retry_after_seconds`.
+    /// The gateway port's: `max_in_flight` 0 admits every request; refusals ask to retry
+    /// after `retry_after_seconds`.
     pub fn new(
         max_in_flight: usize,
         retry_after_seconds: u64,
         stats: Arc<GatewayStats>,
-    ) -> Arc<Admission> {
+    ) -> Admission {
         stats
             .in_flight_limit
             .store(max_in_flight as i64, std::sync::atomic::Ordering::Relaxed);
-        Arc::new(Admission {
+        Admission {
+            port: Port::Gateway,
             permits: (max_in_flight > 0).then(|| Arc::new(Semaphore::new(max_in_flight))),
             max_in_flight,
             retry_after: HeaderValue::from(retry_after_seconds),
             stats,
             tokens_everywhere: None,
-        })
+            rate_limits: None,
+        }
     }
 
-    /// The same, also asking every write request for a token `tokens` accepts.
-    pub fn require_tokens(
+    /// The query API port's: at most `max_in_flight` remote-write requests at once (0:
+    /// unlimited), counted as protocol `api_remote_write`. No refuse mode, tokens or rate
+    /// limits: the port is Prometheus' API, not the gateway.
+    pub fn api(
         max_in_flight: usize,
         retry_after_seconds: u64,
         stats: Arc<GatewayStats>,
-        tokens: Tokens,
-    ) -> Arc<Admission> {
-        let mut admission = Admission::new(max_in_flight, retry_after_seconds, stats);
-        if let Some(admission) = Arc::get_mut(&mut admission) {
-            admission.tokens_everywhere = Some(tokens);
+    ) -> Admission {
+        stats
+            .api_in_flight_limit
+            .store(max_in_flight as i64, std::sync::atomic::Ordering::Relaxed);
+        Admission {
+            port: Port::Api,
+            permits: (max_in_flight > 0).then(|| Arc::new(Semaphore::new(max_in_flight))),
+            max_in_flight,
+            retry_after: HeaderValue::from(retry_after_seconds),
+            stats,
+            tokens_everywhere: None,
+            rate_limits: None,
         }
-        admission
+    }
+
+    /// Also asks every write request for a token `tokens` accepts.
+    pub fn tokens_everywhere(mut self, tokens: Tokens) -> Admission {
+        self.tokens_everywhere = Some(tokens);
+        self
+    }
+
+    /// Also limits the requests of each app (when any app is limited).
+    pub fn rate_limits(mut self, limits: RateLimits) -> Admission {
+        self.rate_limits = limits.is_active().then_some(limits);
+        self
+    }
+
+    /// The in-flight gauge of the port.
+    fn in_flight(&self) -> &std::sync::atomic::AtomicI64 {
+        match self.port {
+            Port::Gateway => &self.stats.in_flight,
+            Port::Api => &self.stats.api_in_flight,
+        }
     }
 }
 
-/// One write request counted in `lookout_gateway_in_flight_requests` while it lives (also
-/// when the handler panics or the client goes away).
-struct InFlight<'a>(&'a GatewayStats);
+/// One write request counted in an in-flight gauge while it lives (also when the handler
+/// panics or the client goes away).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicI64);
 
 impl<'a> InFlight<'a> {
-    fn enter(stats: &'a GatewayStats) -> InFlight<'a> {
-        stats
-            .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(stats)
+    fn enter(gauge: &'a std::sync::atomic::AtomicI64) -> InFlight<'a> {
+        gauge.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(gauge)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The app a request belongs to, for rate limits (spec §4.1 step 5): the `app` header, else
+/// the app its token is mapped to, else the `app` tag of the path (`/lookout/metrics/...`,
+/// `/prom/metrics/...`).
+fn request_app(request: &Request, protocol: Protocol, limits: &RateLimits) -> Option<String> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    if let Some(app) = header("app") {
+        return Some(app.to_owned());
+    }
+    let token = lookout_gateway::lookout::request::token(
+        header("X-Lookout-Token"),
+        header(axum::http::header::AUTHORIZATION.as_str()),
+    );
+    if let Some(app) = token.ok().and_then(|token| limits.token_app(&token)) {
+        return Some(app.to_owned());
+    }
+    let prefix = match protocol {
+        Protocol::LookoutMetrics => "/lookout/metrics",
+        Protocol::PrometheusPush => "/prom/metrics",
+        _ => return None,
+    };
+    let rest = request.uri().path().strip_prefix(prefix)?;
+    let tags = lookout_gateway::lookout::request::path_tags(rest).ok()?;
+    tags.get("app").filter(|app| !app.is_empty()).cloned()
 }
 
 /// The protocol a write request of the gateway port belongs to, by its path.
@@ -239,38 +331,80 @@ fn is_write(method: &Method) -> bool {
     method == Method::POST || method == Method::PUT || method == Method::DELETE
 }
 
-/// The middleware: admits a write request when a permit is free (held until the answer is
-/// ready), else answers 503 + `Retry-After`; counts remote-write requests (the other
-/// protocols count their own); adds `Retry-After` to every 503.
+/// The middleware. On the gateway port, for a write request: refuse mode answers 400 (the
+/// SDK's `GET /datas` probe too, so that SDKs stop choosing this gateway); then the token
+/// when asked for everywhere; then the app's rate limit: 400 `Err: RATE_LIMITED` (spec
+/// §3.8), except remote write, which gets 503 + `Retry-After` (Prometheus retries a 5xx
+/// after `Retry-After`, but drops a batch answered 4xx, 429 included unless
+/// `retry_on_http_429`); then a free permit, else 503 + `Retry-After`. The permit is held
+/// until the answer is ready. Counts remote-write requests (the other protocols count their
+/// own) and every refusal; adds `Retry-After` to every 503.
 pub async fn admit(
     State(admission): State<Arc<Admission>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let protocol = is_write(request.method())
-        .then(|| protocol_of(request.uri().path()))
-        .flatten();
-    if protocol == Some(Protocol::RemoteWrite) {
-        admission.stats.request(Protocol::RemoteWrite);
+    let write = is_write(request.method());
+    let path = request.uri().path();
+    let protocol = match admission.port {
+        Port::Gateway => write.then(|| protocol_of(path)).flatten(),
+        Port::Api => (write && path == "/api/v1/write").then_some(Protocol::ApiRemoteWrite),
+    };
+    let counts_itself =
+        |protocol| !matches!(protocol, Protocol::RemoteWrite | Protocol::ApiRemoteWrite);
+    if let Some(protocol) = protocol.filter(|protocol| !counts_itself(*protocol)) {
+        admission.stats.request(protocol);
     }
-    if let (Some(tokens), Some(protocol)) = (&admission.tokens_everywhere, protocol) {
-        if let Err(error) = checked_token(tokens, request.headers()) {
-            if protocol != Protocol::RemoteWrite {
-                admission.stats.request(protocol);
-            }
-            let (reason, response) = request_refusal(&error);
-            admission.stats.refused(protocol, reason);
-            return response;
+    let refuse = |protocol: Protocol, reason: &'static str, response: Response| {
+        if counts_itself(protocol) {
+            admission.stats.request(protocol);
+        }
+        admission.stats.refused(protocol, reason);
+        response
+    };
+    if admission.port == Port::Gateway && admission.stats.refusing() {
+        if let Some(protocol) = protocol {
+            let response = refusal(StatusCode::BAD_REQUEST, super::REFUSE_MODE_MESSAGE);
+            return refuse(protocol, "refuse_mode", response);
+        }
+        if request.method() == Method::GET && path == "/datas" {
+            return refusal(StatusCode::BAD_REQUEST, super::REFUSE_MODE_MESSAGE);
         }
     }
-    let permit = match (&admission.permits, protocol) {
-        (Some(permits), Some(protocol)) => match permits.clone().try_acquire_owned() {
+    let Some(protocol) = protocol else {
+        let mut response = next.run(request).await;
+        if admission.port == Port::Gateway {
+            add_retry_after(&admission, &mut response);
+        }
+        return response;
+    };
+    if let Some(tokens) = &admission.tokens_everywhere {
+        if let Err(error) = checked_token(tokens, request.headers()) {
+            let (reason, response) = request_refusal(&error);
+            return refuse(protocol, reason, response);
+        }
+    }
+    if let Some(limits) = &admission.rate_limits {
+        if let Some(app) = request_app(&request, protocol, limits) {
+            if let Err(wait) = limits.try_acquire(&app, std::time::Instant::now()) {
+                let response = if protocol == Protocol::RemoteWrite {
+                    let mut response = refusal(StatusCode::SERVICE_UNAVAILABLE, "RATE_LIMITED");
+                    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                    response
+                        .headers_mut()
+                        .insert("Retry-After", HeaderValue::from(seconds));
+                    response
+                } else {
+                    refusal(StatusCode::BAD_REQUEST, "RATE_LIMITED")
+                };
+                return refuse(protocol, "rate_limited", response);
+            }
+        }
+    }
+    let permit = match &admission.permits {
+        Some(permits) => match permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                if protocol != Protocol::RemoteWrite {
-                    admission.stats.request(protocol);
-                }
-                admission.stats.refused(protocol, "overloaded");
                 let message = format!(
                     "the store is behind: {} write requests are in flight; retry later",
                     admission.max_in_flight
@@ -279,15 +413,21 @@ pub async fn admit(
                 response
                     .headers_mut()
                     .insert("Retry-After", admission.retry_after.clone());
-                return response;
+                return refuse(protocol, "overloaded", response);
             }
         },
-        _ => None,
+        None => None,
     };
-    let counted = protocol.map(|_| InFlight::enter(&admission.stats));
+    let counted = InFlight::enter(admission.in_flight());
     let mut response = next.run(request).await;
     drop(counted);
     drop(permit);
+    add_retry_after(&admission, &mut response);
+    response
+}
+
+/// `Retry-After` on a 503 that has none.
+fn add_retry_after(admission: &Admission, response: &mut Response) {
     if response.status() == StatusCode::SERVICE_UNAVAILABLE
         && !response.headers().contains_key("Retry-After")
     {
@@ -295,7 +435,6 @@ pub async fn admit(
             .headers_mut()
             .insert("Retry-After", admission.retry_after.clone());
     }
-    response
 }
 
 #[cfg(test)]
@@ -349,10 +488,16 @@ mod tests {
         max_in_flight: usize,
     ) -> (String, Arc<GatewayStats>) {
         let stats = Arc::new(GatewayStats::default());
-        let admission = Admission::new(max_in_flight, 7, stats.clone());
-        let app = router(storage, Limits::default(), Tokens::any(), stats.clone())
-            .layer(axum::middleware::from_fn_with_state(admission, admit))
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let admission = Arc::new(Admission::new(max_in_flight, 7, stats.clone()));
+        let app = router(
+            storage,
+            Limits::default(),
+            None,
+            Tokens::any(),
+            stats.clone(),
+        )
+        .layer(axum::middleware::from_fn_with_state(admission, admit))
+        .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -428,8 +573,9 @@ mod tests {
         let tsdb = Arc::new(Tsdb::open(TsdbOptions::new(dir.path()).retention_ms(None)).unwrap());
         let stats = Arc::new(GatewayStats::default());
         let tokens = Tokens::only(["t1".to_owned()]);
-        let admission = Admission::require_tokens(0, 5, stats.clone(), tokens.clone());
-        let app = crate::gateway::router(tsdb, Limits::default(), tokens, stats.clone())
+        let admission =
+            Arc::new(Admission::new(0, 5, stats.clone()).tokens_everywhere(tokens.clone()));
+        let app = crate::gateway::router(tsdb, Limits::default(), None, tokens, stats.clone())
             .layer(axum::middleware::from_fn_with_state(admission, admit))
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -484,7 +630,7 @@ mod tests {
         let tsdb = Arc::new(Tsdb::open(TsdbOptions::new(dir.path()).retention_ms(None)).unwrap());
         let stats = Arc::new(GatewayStats::default());
         let tokens = Tokens::only(["t1".to_owned()]);
-        let app = crate::gateway::router(tsdb, Limits::default(), tokens, stats)
+        let app = crate::gateway::router(tsdb, Limits::default(), None, tokens, stats)
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

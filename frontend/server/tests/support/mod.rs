@@ -127,12 +127,15 @@ pub struct LookoutServer {
     pub gateway_port: u16,
     /// The OpenTSDB telnet port (4242).
     pub telnet_port: u16,
+    /// The management port (6200).
+    pub management_port: u16,
 }
 
 impl LookoutServer {
     /// Starts the server on `data` with `extra` flags; waits until the API is ready.
     pub fn start(data: &Path, extra: &[&str]) -> LookoutServer {
-        let (api_port, gateway_port, telnet_port) = (free_port(), free_port(), free_port());
+        let (api_port, gateway_port, telnet_port, management_port) =
+            (free_port(), free_port(), free_port(), free_port());
         let process = Killed(
             Command::new(env!("CARGO_BIN_EXE_lookout-server"))
                 .arg("--storage.tsdb.path")
@@ -143,6 +146,8 @@ impl LookoutServer {
                 .arg(format!("127.0.0.1:{gateway_port}"))
                 .arg("--opentsdb.listen-address")
                 .arg(format!("127.0.0.1:{telnet_port}"))
+                .arg("--management.listen-address")
+                .arg(format!("127.0.0.1:{management_port}"))
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -154,6 +159,7 @@ impl LookoutServer {
             api_port,
             gateway_port,
             telnet_port,
+            management_port,
         };
         wait_ready(
             &reqwest::blocking::Client::new(),
@@ -170,6 +176,11 @@ impl LookoutServer {
     /// `http://127.0.0.1:<gateway port>`.
     pub fn gateway(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// `http://127.0.0.1:<management port>`.
+    pub fn management(&self) -> String {
+        format!("http://127.0.0.1:{}", self.management_port)
     }
 }
 
