@@ -152,7 +152,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         config.gateway.retry_after_seconds,
         gateway_stats.clone(),
     )
-    .rate_limits(config.rate_limits());
+    .rate_limits(config.rate_limits())
+    .route_tokens(config.tokens());
     if config.gateway.require_token_everywhere {
         admission = admission.tokens_everywhere(config.tokens());
     }

@@ -348,6 +348,25 @@ fn rate_limits_per_app() {
         }
     }
     assert_eq!(accepted, [1, 1, 5]);
+    // A request refused for its token does not use up its app's allowance (the token is
+    // checked before the rate limit, spec §4.1): the next one with a token is written.
+    let push = |token: Option<&str>| {
+        let mut request = client
+            .post(format!("{gateway}/prom/metrics/job/j/app/tokenapp/step/10"))
+            .body(format!("rl_token_order 1 {now}\n"));
+        if let Some(token) = token {
+            request = request.header("X-Lookout-Token", token);
+        }
+        let response = request.send().unwrap();
+        let err = response
+            .headers()
+            .get("Err")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (response.status().as_u16(), err)
+    };
+    assert_eq!(push(None), (400, Some("token is empty".to_owned())));
+    assert_eq!(push(Some("t")).0, 202);
+    assert_eq!(push(Some("t")), (400, Some("RATE_LIMITED".to_owned())));
     // Remote write with an `app` header: 503 + Retry-After, which Prometheus retries.
     let url = format!("{gateway}/api/v1/write");
     let first = remote_write(

@@ -187,6 +187,8 @@ pub struct Admission {
     /// Tokens every write request must carry, also on the routes where SOFALookout asked
     /// for none; `None`: only those routes check (in their handlers).
     tokens_everywhere: Option<Tokens>,
+    /// The tokens checked before a rate limit is charged, where SOFALookout asks for one.
+    route_tokens: Option<Tokens>,
     /// `None`: no request is rate limited.
     rate_limits: Option<RateLimits>,
 }
@@ -209,6 +211,7 @@ impl Admission {
             retry_after: HeaderValue::from(retry_after_seconds),
             stats,
             tokens_everywhere: None,
+            route_tokens: None,
             rate_limits: None,
         }
     }
@@ -231,6 +234,7 @@ impl Admission {
             retry_after: HeaderValue::from(retry_after_seconds),
             stats,
             tokens_everywhere: None,
+            route_tokens: None,
             rate_limits: None,
         }
     }
@@ -238,6 +242,15 @@ impl Admission {
     /// Also asks every write request for a token `tokens` accepts.
     pub fn tokens_everywhere(mut self, tokens: Tokens) -> Admission {
         self.tokens_everywhere = Some(tokens);
+        self
+    }
+
+    /// The gateway's tokens: on the routes where SOFALookout asks for a token
+    /// ([`sofalookout_token_route`]) they are checked before a rate limit is charged, as spec
+    /// §4.1 orders the pre-filters, so that a refused request does not use up its app's
+    /// allowance. The handlers check them again (and answer the same way).
+    pub fn route_tokens(mut self, tokens: Tokens) -> Admission {
+        self.route_tokens = Some(tokens);
         self
     }
 
@@ -303,6 +316,15 @@ fn request_app(request: &Request, protocol: Protocol, limits: &RateLimits) -> Op
     let rest = request.uri().path().strip_prefix(prefix)?;
     let tags = lookout_gateway::lookout::request::path_tags(rest).ok()?;
     tags.get("app").filter(|app| !app.is_empty()).cloned()
+}
+
+/// Whether SOFALookout asks for a token on this write route: Prometheus push
+/// (`/prom/metrics/...`), OpenTSDB under `/opentsdb/` and Metricbeat under `/beat/` (the
+/// handlers of those routes check it).
+fn sofalookout_token_route(path: &str) -> bool {
+    path.starts_with("/prom/metrics")
+        || path.starts_with("/opentsdb/")
+        || path.starts_with("/beat/")
 }
 
 /// The protocol a write request of the gateway port belongs to, by its path.
@@ -385,6 +407,16 @@ pub async fn admit(
         }
     }
     if let Some(limits) = &admission.rate_limits {
+        if let Some(tokens) = admission
+            .route_tokens
+            .as_ref()
+            .filter(|_| sofalookout_token_route(path))
+        {
+            if let Err(error) = checked_token(tokens, request.headers()) {
+                let (reason, response) = request_refusal(&error);
+                return refuse(protocol, reason, response);
+            }
+        }
         if let Some(app) = request_app(&request, protocol, limits) {
             if let Err(wait) = limits.try_acquire(&app, std::time::Instant::now()) {
                 let response = if protocol == Protocol::RemoteWrite {
