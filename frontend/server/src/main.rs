@@ -98,6 +98,9 @@ async fn open_backend(config: &Config) -> anyhow::Result<Backend> {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    if config.gateway_only() {
+        return run_gateway_only(args, config).await;
+    }
     let backend = open_backend(&config).await?;
     let data_dir = config.storage.path.clone();
     let native = match &backend {
@@ -134,80 +137,13 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Native(tsdb) => Arc::new(tsdb.clone()),
         Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
     };
-    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
-    // tags, label limits); the query port's remote-write receiver writes as sent.
-    let pipeline = Arc::new(config.pipeline()?);
-    let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
-        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
-    );
-    let remote_write_storage: Arc<dyn lookout_storage::Storage> =
-        Arc::new(gateway::pipeline::GatewayStore::counting(
-            storage.clone(),
-            pipeline,
-            gateway::Protocol::RemoteWrite,
-            gateway_stats.clone(),
-        ));
-    let admission = if config.gateway.require_token_everywhere {
-        gateway::pipeline::Admission::require_tokens(
-            config.gateway.max_in_flight_requests,
-            config.gateway.retry_after_seconds,
-            gateway_stats.clone(),
-            config.tokens(),
-        )
-    } else {
-        gateway::pipeline::Admission::new(
-            config.gateway.max_in_flight_requests,
-            config.gateway.retry_after_seconds,
-            gateway_stats.clone(),
-        )
-    };
-    let scrape_manager = scrape::ScrapeManager::start(
-        scrape::ScrapeSources {
-            config_file: config.scrape.config_file.clone(),
-            sofalookout_dir: config.scrape.sofalookout_dir.clone(),
-        },
-        gateway_storage.clone(),
-        gateway_stats.clone(),
-        options.decode_limits.max_body_bytes,
-    )?;
-    scrape::reload_on_hangup(scrape_manager.clone())?;
-    let options = ApiOptions {
-        targets: Some(scrape_manager.clone()),
-        ..options
-    };
-    let api = lookout_api::router(storage.clone(), options.clone());
-    let lookout_limits = lookout_gateway::lookout::Limits {
-        decode: options.decode_limits,
-        labels: config.label_limits(),
-    };
-    // The gateway port's receiver reports what it refuses into the gateway's counters.
-    let observed_stats = gateway_stats.clone();
-    let gateway_write_options = ApiOptions {
-        remote_write_observer: Some(Arc::new(move |refusal| {
-            let protocol = gateway::Protocol::RemoteWrite;
-            match refusal {
-                lookout_api::RemoteWriteRefusal::Request(reason) => {
-                    observed_stats.refused(protocol, reason)
-                }
-                lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
-                    observed_stats.rejected(protocol, reason, count)
-                }
-            }
-        })),
-        ..options
-    };
-    let gateway = lookout_api::write_router(remote_write_storage, gateway_write_options)
-        .merge(gateway::router(
-            gateway_storage.clone(),
-            lookout_limits,
-            config.tokens(),
-            gateway_stats.clone(),
-        ))
-        .merge(scrape::router(scrape_manager.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            gateway::pipeline::admit,
-        ))
+    let gateway_parts = gateway_parts(&config, storage.clone(), gateway_stats.clone(), options)?;
+    let scrape_manager = gateway_parts.scrape_manager.clone();
+    let gateway_storage = gateway_parts.storage.clone();
+    let lookout_limits = gateway_parts.lookout_limits;
+    let api = lookout_api::router(storage.clone(), gateway_parts.options.clone());
+    let gateway = gateway_parts
+        .router
         .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
@@ -268,6 +204,208 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             tracing::info!("shutting down");
         }
     }
+    Ok(())
+}
+
+/// The gateway port's pieces, shared by both modes.
+struct GatewayParts {
+    /// Every route of the gateway port, behind the admission middleware.
+    router: axum::Router,
+    /// What the gateways write through (the pipeline over the store).
+    storage: Arc<dyn lookout_storage::Storage>,
+    scrape_manager: Arc<scrape::ScrapeManager>,
+    lookout_limits: lookout_gateway::lookout::Limits,
+    /// The API options with the scrape targets filled in.
+    options: ApiOptions,
+}
+
+/// Builds the gateway port over `storage`: SOFALookout's protocols, remote write, scrape
+/// targets; starts the scrape loops and their SIGHUP reload.
+fn gateway_parts(
+    config: &Config,
+    storage: Arc<dyn lookout_storage::Storage>,
+    gateway_stats: Arc<gateway::GatewayStats>,
+    options: ApiOptions,
+) -> anyhow::Result<GatewayParts> {
+    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
+    // tags, label limits); the query port's remote-write receiver writes as sent.
+    let pipeline = Arc::new(config.pipeline()?);
+    let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
+        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
+    );
+    let remote_write_storage: Arc<dyn lookout_storage::Storage> =
+        Arc::new(gateway::pipeline::GatewayStore::counting(
+            storage,
+            pipeline,
+            gateway::Protocol::RemoteWrite,
+            gateway_stats.clone(),
+        ));
+    let admission = if config.gateway.require_token_everywhere {
+        gateway::pipeline::Admission::require_tokens(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+            config.tokens(),
+        )
+    } else {
+        gateway::pipeline::Admission::new(
+            config.gateway.max_in_flight_requests,
+            config.gateway.retry_after_seconds,
+            gateway_stats.clone(),
+        )
+    };
+    let scrape_manager = scrape::ScrapeManager::start(
+        scrape::ScrapeSources {
+            config_file: config.scrape.config_file.clone(),
+            sofalookout_dir: config.scrape.sofalookout_dir.clone(),
+        },
+        gateway_storage.clone(),
+        gateway_stats.clone(),
+        options.decode_limits.max_body_bytes,
+    )?;
+    scrape::reload_on_hangup(scrape_manager.clone())?;
+    let options = ApiOptions {
+        targets: Some(scrape_manager.clone()),
+        ..options
+    };
+    let lookout_limits = lookout_gateway::lookout::Limits {
+        decode: options.decode_limits,
+        labels: config.label_limits(),
+    };
+    // The gateway port's receiver reports what it refuses into the gateway's counters.
+    let observed_stats = gateway_stats.clone();
+    let gateway_write_options = ApiOptions {
+        remote_write_observer: Some(Arc::new(move |refusal| {
+            let protocol = gateway::Protocol::RemoteWrite;
+            match refusal {
+                lookout_api::RemoteWriteRefusal::Request(reason) => {
+                    observed_stats.refused(protocol, reason)
+                }
+                lookout_api::RemoteWriteRefusal::Samples(reason, count) => {
+                    observed_stats.rejected(protocol, reason, count)
+                }
+            }
+        })),
+        ..options.clone()
+    };
+    let router = lookout_api::write_router(remote_write_storage, gateway_write_options)
+        .merge(gateway::router(
+            gateway_storage.clone(),
+            lookout_limits,
+            config.tokens(),
+            gateway_stats,
+        ))
+        .merge(scrape::router(scrape_manager.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            gateway::pipeline::admit,
+        ));
+    Ok(GatewayParts {
+        router,
+        storage: gateway_storage,
+        scrape_manager,
+        lookout_limits,
+        options,
+    })
+}
+
+/// Gateway-only mode: the gateway port (with `/metrics`, `/-/healthy`, `/-/ready`), telnet
+/// and scrape, writing into the forwarding queues; no store, no query API.
+async fn run_gateway_only(args: Args, config: Config) -> anyhow::Result<()> {
+    let (forward_options, exporters) = config.forward_setup()?;
+    let queue_dir = forward_options.queue_dir.clone();
+    let forwarder = tokio::task::spawn_blocking(move || {
+        lookout_relay::Forwarder::open(forward_options, exporters)
+    })
+    .await?
+    .with_context(|| format!("opening the forwarding queues in {}", queue_dir.display()))?;
+    let gateway_stats = Arc::new(gateway::GatewayStats::default());
+    let options = ApiOptions {
+        engine: config.engine_options()?,
+        decode_limits: config.decode_limits(),
+        status: StatusInfo {
+            flags: config.flags(args.config_file.as_deref()),
+            config: config.to_toml(),
+            ..StatusInfo::default()
+        },
+        ..ApiOptions::default()
+    };
+    let storage: Arc<dyn lookout_storage::Storage> = Arc::new(forwarder.clone());
+    let parts = gateway_parts(&config, storage, gateway_stats.clone(), options)?;
+    let metrics_stats = gateway_stats.clone();
+    let metrics_forwarder = forwarder.clone();
+    let router = parts
+        .router
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                let mut out = String::new();
+                metrics_stats.render(&mut out);
+                metrics_forwarder.render_metrics(&mut out);
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    out,
+                )
+            }),
+        )
+        .route(
+            "/-/healthy",
+            axum::routing::get(|| async { "Lookout gateway is Healthy.\n" }),
+        )
+        .route(
+            "/-/ready",
+            axum::routing::get(|| async { "Lookout gateway is Ready.\n" }),
+        );
+    let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
+    let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
+    tracing::info!(
+        gateway = %gateway_listener.local_addr()?,
+        opentsdb = %telnet_listener.local_addr()?,
+        queue = %queue_dir.display(),
+        exporters = ?config.forward_setup()?.1.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(),
+        "lookout-server ready (gateway-only mode)"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let deliveries = forwarder.spawn(stopped.clone());
+    scrape::refresh_periodically(parts.scrape_manager.clone(), stopped.clone());
+    let mut until_stopped = stopped.clone();
+    let gateway_server = axum::serve(
+        gateway_listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = until_stopped.wait_for(|stop| *stop).await;
+    });
+    let telnet_server = gateway::opentsdb::serve_telnet(
+        telnet_listener,
+        parts.storage.clone(),
+        parts.lookout_limits,
+        gateway_stats,
+        stopped,
+    );
+    tokio::try_join!(
+        async { gateway_server.await.context("serving the gateway port") },
+        async {
+            telnet_server.await;
+            Ok(())
+        },
+    )?;
+    parts.scrape_manager.shutdown().await;
+    for delivery in deliveries {
+        let _ = delivery.await;
+    }
+    tracing::info!("shutting down; undelivered batches stay queued for the next start");
     Ok(())
 }
 
