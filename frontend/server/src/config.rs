@@ -914,8 +914,8 @@ impl Config {
             let parsed = reqwest::Url::parse(url)
                 .with_context(|| format!("invalid forward.{kind} url {url:?}"))?;
             anyhow::ensure!(
-                matches!(parsed.scheme(), "http" | "https"),
-                "forward.{kind} url {url:?} must be http or https"
+                parsed.scheme() == "http",
+                "forward.{kind} url {url:?} must be http:// (no TLS client is built in)"
             );
             Ok(())
         };
@@ -1415,7 +1415,7 @@ mod tests {
             "--config.file",
             path.to_str().unwrap(),
             "--forward.remote-write-url",
-            "https://vm:8428/api/v1/write",
+            "http://vm:8428/api/v1/write",
             "--forward.remote-write-username",
             "u",
             "--forward.remote-write-password",
@@ -1454,7 +1454,7 @@ mod tests {
                 (
                     "remote_write-1",
                     "remote_write",
-                    "https://vm:8428/api/v1/write"
+                    "http://vm:8428/api/v1/write"
                 ),
             ]
         );
@@ -1490,7 +1490,7 @@ mod tests {
             ),
             (
                 vec!["--mode", "gateway", "--forward.relay-url", "gw2:7200"],
-                "must be http or https",
+                "must be http://",
             ),
             (
                 vec![
