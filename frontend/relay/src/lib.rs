@@ -525,7 +525,11 @@ async fn deliver(
             }
             continue;
         }
-        let answer = post(&exporter, &client, &records).await;
+        // A stop abandons a request in flight: its records stay queued for the next start.
+        let answer = tokio::select! {
+            answer = post(&exporter, &client, &records) => answer,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
         let retry = match answer {
             Answer::Delivered => {
                 delivered(&exporter, &records);
@@ -676,5 +680,215 @@ async fn post(exporter: &Exporter, client: &reqwest::Client, records: &[Record])
         Answer::Retry(reason, retry_after)
     } else {
         Answer::Permanent(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookout_model::{Labels, Sample, TimestampMs};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A scripted HTTP receiver on loopback: answers every request with the status `decide`
+    /// gives for its body and the number of requests before it; keeps the bodies it answered
+    /// with 2xx.
+    struct Receiver {
+        url: String,
+        accepted: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn receiver(decide: impl Fn(&str, u64) -> u16 + Send + Sync + 'static) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/datas", listener.local_addr().unwrap());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let kept = accepted.clone();
+        let decide = Arc::new(decide);
+        let seen = Arc::new(AtomicU64::new(0));
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let (decide, kept, seen) = (decide.clone(), kept.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut bytes = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let (head_end, length) = loop {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        assert!(read > 0, "the request ended early");
+                        bytes.extend_from_slice(&buffer[..read]);
+                        let text = String::from_utf8_lossy(&bytes).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text[..end]
+                                .lines()
+                                .find_map(|line| {
+                                    let (name, value) = line.split_once(':')?;
+                                    name.eq_ignore_ascii_case("content-length")
+                                        .then(|| value.trim().parse::<usize>().unwrap())
+                                })
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    while bytes.len() < head_end + length {
+                        let read = stream.read(&mut buffer).await.unwrap();
+                        bytes.extend_from_slice(&buffer[..read]);
+                    }
+                    let body = String::from_utf8(bytes[head_end..].to_vec()).unwrap();
+                    let status = decide(&body, seen.fetch_add(1, Ordering::SeqCst));
+                    if (200..300).contains(&status) {
+                        kept.lock().unwrap().push(body);
+                    }
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Receiver { url, accepted }
+    }
+
+    fn open_forwarder(dir: &std::path::Path, url: &str) -> Forwarder {
+        let options = ForwardOptions {
+            queue_dir: dir.to_path_buf(),
+            queue_max_bytes: 1 << 20,
+            fsync: false,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            request_timeout: Duration::from_secs(10),
+            max_request_bytes: 1 << 20,
+        };
+        let exporter = ExporterConfig {
+            name: "relay-0".into(),
+            kind: ExporterKind::Relay { compress: false },
+            url: url.into(),
+            auth: Auth::None,
+        };
+        Forwarder::open(options, vec![exporter]).unwrap()
+    }
+
+    fn batch(name: &str) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.push(
+            Labels::from_pairs([("__name__", name), ("host", "h")]).unwrap(),
+            vec![Sample {
+                timestamp: TimestampMs(1_000),
+                value: 1.0,
+            }],
+        );
+        batch
+    }
+
+    /// Waits (at most 10 s) until the queue is empty.
+    async fn drained(forwarder: &Forwarder) {
+        for _ in 0..500 {
+            if forwarder.queue_stats("relay-0").unwrap().records == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the queue did not drain");
+    }
+
+    fn counter(forwarder: &Forwarder, pick: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        pick(&forwarder.exporters[0].counters).load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_permanent_refusal_drops_only_the_refused_batch() {
+        let receiver = receiver(|body, _| if body.contains("bad") { 400 } else { 200 }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let forwarder = open_forwarder(dir.path(), &receiver.url);
+        // Queued before delivery starts: the first request carries all three.
+        for name in ["good.one", "bad.one", "good.two"] {
+            let outcome = forwarder.write(batch(name)).await.unwrap();
+            assert_eq!(outcome.accepted, 1);
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = forwarder.spawn(stopped);
+        drained(&forwarder).await;
+        let accepted = receiver.accepted.lock().unwrap().clone();
+        assert_eq!(accepted.len(), 2, "{accepted:?}");
+        assert!(accepted[0].contains("\"good\":{\"one\""), "{accepted:?}");
+        assert!(accepted[1].contains("\"good\":{\"two\""), "{accepted:?}");
+        assert_eq!(counter(&forwarder, |c| &c.sent_samples), 2);
+        assert_eq!(counter(&forwarder, |c| &c.failed_samples), 1);
+        assert_eq!(counter(&forwarder, |c| &c.failed_requests), 1);
+        assert_eq!(counter(&forwarder, |c| &c.retried_requests), 0);
+        let mut metrics = String::new();
+        forwarder.render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("lookout_forward_samples_failed_total{exporter=\"relay-0\"} 1"),
+            "{metrics}"
+        );
+        stop.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unavailable_receivers_are_retried_until_they_take_it() {
+        // 503, 429, 500, then success.
+        let receiver = receiver(|_, before| match before {
+            0 => 503,
+            1 => 429,
+            2 => 500,
+            _ => 204,
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let forwarder = open_forwarder(dir.path(), &receiver.url);
+        forwarder.write(batch("m.v")).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = forwarder.spawn(stopped);
+        drained(&forwarder).await;
+        assert_eq!(receiver.accepted.lock().unwrap().len(), 1);
+        assert_eq!(counter(&forwarder, |c| &c.retried_requests), 3);
+        assert_eq!(counter(&forwarder, |c| &c.sent_samples), 1);
+        assert_eq!(counter(&forwarder, |c| &c.failed_samples), 0);
+        stop.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_is_undelivered_at_a_stop_is_delivered_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens on this port (bound, then closed).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nowhere = format!("http://{}/datas", closed.local_addr().unwrap());
+        drop(closed);
+        let forwarder = open_forwarder(dir.path(), &nowhere);
+        forwarder.write(batch("a.v")).await.unwrap();
+        forwarder.write(batch("b.v")).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = forwarder.spawn(stopped);
+        for _ in 0..500 {
+            if counter(&forwarder, |c| &c.retried_requests) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counter(&forwarder, |c| &c.retried_requests) > 0);
+        stop.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        drop(forwarder);
+
+        let receiver = receiver(|_, _| 200).await;
+        let forwarder = open_forwarder(dir.path(), &receiver.url);
+        assert_eq!(forwarder.queue_stats("relay-0").unwrap().samples, 2);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = forwarder.spawn(stopped);
+        drained(&forwarder).await;
+        let accepted = receiver.accepted.lock().unwrap().concat();
+        assert!(accepted.contains("\"a\":{\"v\"") && accepted.contains("\"b\":{\"v\""));
+        assert_eq!(counter(&forwarder, |c| &c.sent_samples), 2);
+        stop.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
     }
 }
