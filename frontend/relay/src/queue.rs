@@ -48,6 +48,9 @@ pub const RECORD_HEADER: u64 = 12;
 /// Longest payload a record may have; a longer length field is damage.
 const MAX_PAYLOAD: u64 = 1 << 30;
 const CURSOR_FILE: &str = "cursor";
+/// When every record is delivered and the current segment holds at least this much, a new
+/// segment is started and the old one deleted.
+const RECLAIM_WHEN_IDLE: u64 = 1 << 20;
 
 /// Settings of one queue.
 #[derive(Debug, Clone)]
@@ -619,6 +622,13 @@ impl Inner {
             moved = true;
         }
         if moved {
+            // Everything delivered: start a fresh segment so the delivered bytes of the
+            // current one can go (else they stay until the segment fills).
+            if self.pending.is_empty()
+                && self.writer.size >= RECLAIM_WHEN_IDLE.min(self.options.segment_bytes)
+            {
+                self.rotate()?;
+            }
             self.write_cursor()?;
             self.collect_garbage(false)?;
         }
@@ -735,6 +745,20 @@ mod tests {
         let queue = DiskQueue::open(options(dir.path(), 1 << 20)).unwrap();
         assert!(all(&queue).is_empty());
         // Delivered segments are deleted: only the new writer's is left.
+        assert_eq!(segments(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn delivered_bytes_are_reclaimed_once_the_queue_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(options(dir.path(), 64 << 20)).unwrap();
+        for seq in 0..40 {
+            queue.append(&payload(seq, 50_000), 1).unwrap();
+        }
+        assert!(queue.stats().bytes > 2_000_000);
+        let records = queue.peek(usize::MAX, usize::MAX).unwrap();
+        queue.ack(records.last().unwrap().seq).unwrap();
+        assert_eq!(queue.stats().bytes, SEGMENT_HEADER);
         assert_eq!(segments(dir.path()).len(), 1);
     }
 
