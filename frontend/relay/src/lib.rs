@@ -732,7 +732,7 @@ mod tests {
                         let read = stream.read(&mut buffer).await.unwrap();
                         bytes.extend_from_slice(&buffer[..read]);
                     }
-                    let body = String::from_utf8(bytes[head_end..].to_vec()).unwrap();
+                    let body = String::from_utf8_lossy(&bytes[head_end..]).into_owned();
                     let status = decide(&body, seen.fetch_add(1, Ordering::SeqCst));
                     if (200..300).contains(&status) {
                         kept.lock().unwrap().push(body);
@@ -846,6 +846,61 @@ mod tests {
         assert_eq!(counter(&forwarder, |c| &c.retried_requests), 3);
         assert_eq!(counter(&forwarder, |c| &c.sent_samples), 1);
         assert_eq!(counter(&forwarder, |c| &c.failed_samples), 0);
+        stop.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_exporter_has_its_own_queue() {
+        let up = receiver(|_, _| 200).await;
+        let down = receiver(|_, _| 503).await;
+        let dir = tempfile::tempdir().unwrap();
+        let exporter = |name: &str, url: &str| ExporterConfig {
+            name: name.into(),
+            kind: ExporterKind::Relay { compress: true },
+            url: url.into(),
+            auth: Auth::None,
+        };
+        let options = ForwardOptions {
+            queue_dir: dir.path().to_path_buf(),
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            ..ForwardOptions::default()
+        };
+        let duplicate = Forwarder::open(
+            options.clone(),
+            vec![exporter("a", &up.url), exporter("a", &down.url)],
+        );
+        assert!(matches!(duplicate, Err(ForwardError::DuplicateName(_))));
+        let forwarder = Forwarder::open(
+            options,
+            vec![exporter("up", &up.url), exporter("down", &down.url)],
+        )
+        .unwrap();
+        forwarder.write(batch("a.v")).await.unwrap();
+        forwarder.write(batch("b.v")).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = forwarder.spawn(stopped);
+        for _ in 0..500 {
+            let retried = forwarder.exporters[1]
+                .counters
+                .retried_requests
+                .load(Ordering::SeqCst);
+            if forwarder.queue_stats("up").unwrap().records == 0 && retried > 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(forwarder.queue_stats("up").unwrap().records, 0);
+        assert_eq!(
+            up.accepted.lock().unwrap().len(),
+            1,
+            "both batches in one request"
+        );
+        assert_eq!(forwarder.queue_stats("down").unwrap().records, 2);
+        assert!(dir.path().join("up").is_dir() && dir.path().join("down").is_dir());
         stop.send(true).unwrap();
         for task in tasks {
             task.await.unwrap();
