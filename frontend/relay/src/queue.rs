@@ -7,6 +7,7 @@
 //! 0000000000000001.seg   segment: 8-byte magic `LKRELAY1`, then records
 //! 0000000000000002.seg   the segment being appended to (a new one at every open)
 //! cursor                 segment id (u64 LE), offset (u64 LE), crc32 of those 16 bytes
+//! lock                   locked (flock) while a process has the queue open
 //! ```
 //!
 //! A record is a 12-byte header — payload length (u32 LE), sample count (u32 LE), crc32 of
@@ -48,6 +49,7 @@ pub const RECORD_HEADER: u64 = 12;
 /// Longest payload a record may have; a longer length field is damage.
 const MAX_PAYLOAD: u64 = 1 << 30;
 const CURSOR_FILE: &str = "cursor";
+const LOCK_FILE: &str = "lock";
 /// When every record is delivered and the current segment holds at least this much, a new
 /// segment is started and the old one deleted.
 const RECLAIM_WHEN_IDLE: u64 = 1 << 20;
@@ -88,6 +90,9 @@ pub enum QueueError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process has the queue open.
+    #[error("queue {dir} is in use by another process")]
+    Locked { dir: String },
     /// One record is larger than the whole queue may be.
     #[error("a batch of {size} bytes is larger than the queue bound of {max} bytes")]
     RecordTooLarge { size: u64, max: u64 },
@@ -164,6 +169,8 @@ struct Inner {
 /// The queue; every method takes `&self` and may block on file I/O.
 #[derive(Debug)]
 pub struct DiskQueue {
+    /// `lock` in the directory, locked while the queue is open.
+    _lock: File,
     inner: Mutex<Inner>,
     /// Position (segment id, offset) up to which appends are known synced. Held while
     /// syncing, so concurrent appends share one `fdatasync` (group commit); always taken
@@ -199,6 +206,17 @@ impl DiskQueue {
     pub fn open(options: QueueOptions) -> Result<DiskQueue, QueueError> {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(QueueError::Locked {
+                    dir: dir.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io_error(&lock_path)(error)),
+        }
         let cursor = read_cursor(&dir);
         let mut ids = Vec::new();
         for item in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
@@ -273,6 +291,7 @@ impl DiskQueue {
                 samples = inner.pending_samples, "queue opened with undelivered records");
         }
         Ok(DiskQueue {
+            _lock: lock,
             inner: Mutex::new(inner),
             synced: Mutex::new((writer_id, SEGMENT_HEADER)),
         })
@@ -760,6 +779,16 @@ mod tests {
         queue.ack(records.last().unwrap().seq).unwrap();
         assert_eq!(queue.stats().bytes, SEGMENT_HEADER);
         assert_eq!(segments(dir.path()).len(), 1);
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DiskQueue::open(options(dir.path(), 1 << 20)).unwrap();
+        let error = DiskQueue::open(options(dir.path(), 1 << 20)).unwrap_err();
+        assert!(matches!(error, QueueError::Locked { .. }), "{error}");
+        drop(queue);
+        DiskQueue::open(options(dir.path(), 1 << 20)).unwrap();
     }
 
     #[test]
