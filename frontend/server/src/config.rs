@@ -2,6 +2,8 @@
 //! (and their environment variables), every one with a default so that no file is needed.
 //!
 //! ```toml
+//! mode = "all"                # or "gateway": gateways only, forwarding to [forward]
+//!
 //! [storage]
 //! path = "data"
 //! retention_hours = 360
@@ -70,6 +72,27 @@
 //! [scrape]
 //! config_file = "scrape.yml"       # Prometheus-style YAML (global, scrape_configs); unset: none
 //! sofalookout_dir = "metric_scrape" # SOFALookout's directory of metric_scrape_configs files
+//!
+//! [forward]                  # gateway-only mode (mode = "gateway")
+//! queue_dir = ""              # "": <storage.path>/forward-queue; one directory per exporter
+//! queue_max_bytes = 1073741824 # per exporter; when full the oldest queued batches are dropped
+//! queue_fsync = true          # fdatasync every batch before the gateway answers 200
+//! min_backoff = "500ms"       # retry delay, doubling up to max_backoff
+//! max_backoff = "30s"
+//! request_timeout = "30s"
+//! max_request_bytes = 4194304 # queued batches sent together, uncompressed
+//!
+//! [[forward.relay]]           # SOFALookout relay format to another gateway's /datas
+//! url = "http://gw2:7200/datas"
+//! compress = true
+//! name = ""                   # "": relay-<n>; names the metrics and the queue directory
+//!
+//! [[forward.remote_write]]    # Prometheus remote write 1.0
+//! url = "http://prometheus:9090/api/v1/write"
+//! username = ""               # basic auth when non-empty
+//! password = ""
+//! bearer_token = ""
+//! name = ""                   # "": remote_write-<n>
 //!
 //! [query]
 //! timeout = "2m"
@@ -250,12 +273,64 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long = "log.level")]
     pub log_level: Option<tracing::Level>,
+    /// `all` (gateways, store and query API in one process) or `gateway` (only the
+    /// gateways, forwarding everything through an on-disk queue to the `--forward.*`
+    /// exporters; no query API, no local store) [default: all].
+    #[arg(long = "mode", env = "LOOKOUT_MODE")]
+    pub mode: Option<String>,
+    /// Gateway-only mode: relay to this SOFALookout/Lookout gateway URL (`.../datas`) in the
+    /// SOFALookout relay format; repeat for more (adds to the file's `[[forward.relay]]`).
+    #[arg(long = "forward.relay-url", value_delimiter = ',')]
+    pub forward_relay_urls: Vec<String>,
+    /// Snappy-compress the bodies of the `--forward.relay-url` exporters [default: true].
+    #[arg(long = "forward.relay-compress", value_name = "BOOL")]
+    pub forward_relay_compress: Option<bool>,
+    /// Gateway-only mode: Prometheus remote write 1.0 to this URL; repeat for more (adds to
+    /// the file's `[[forward.remote_write]]`).
+    #[arg(long = "forward.remote-write-url", value_delimiter = ',')]
+    pub forward_remote_write_urls: Vec<String>,
+    /// Basic-auth user of the `--forward.remote-write-url` exporters.
+    #[arg(long = "forward.remote-write-username")]
+    pub forward_remote_write_username: Option<String>,
+    /// Basic-auth password of the `--forward.remote-write-url` exporters.
+    #[arg(
+        long = "forward.remote-write-password",
+        env = "LOOKOUT_FORWARD_REMOTE_WRITE_PASSWORD"
+    )]
+    pub forward_remote_write_password: Option<String>,
+    /// Bearer token of the `--forward.remote-write-url` exporters.
+    #[arg(
+        long = "forward.remote-write-bearer-token",
+        env = "LOOKOUT_FORWARD_REMOTE_WRITE_BEARER_TOKEN"
+    )]
+    pub forward_remote_write_bearer_token: Option<String>,
+    /// Directory of the forwarding queues, one subdirectory per exporter
+    /// [default: <storage.tsdb.path>/forward-queue].
+    #[arg(long = "forward.queue-dir")]
+    pub forward_queue_dir: Option<PathBuf>,
+    /// Most bytes each exporter's queue may take on disk; when full the oldest queued
+    /// batches are dropped (counted, logged) [default: 1073741824].
+    #[arg(long = "forward.queue-max-bytes")]
+    pub forward_queue_max_bytes: Option<u64>,
+    /// fdatasync every queued batch before the gateway answers (`false`: survives a crash of
+    /// the process, not of the machine) [default: true].
+    #[arg(long = "forward.queue-fsync", value_name = "BOOL")]
+    pub forward_queue_fsync: Option<bool>,
+    /// First retry delay after a failed delivery, doubling up to `--forward.max-backoff`
+    /// [default: 500ms].
+    #[arg(long = "forward.min-backoff")]
+    pub forward_min_backoff: Option<String>,
+    /// Longest retry delay [default: 30s].
+    #[arg(long = "forward.max-backoff")]
+    pub forward_max_backoff: Option<String>,
 }
 
 /// The effective configuration; also the layout of the TOML file.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `--mode`: `all` or `gateway`.
+    pub mode: String,
     /// The native store.
     pub storage: StorageConfig,
     /// The query API port.
@@ -272,6 +347,103 @@ pub struct Config {
     pub query: QueryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Gateway-only mode's exporters and queue.
+    pub forward: ForwardConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: "all".into(),
+            storage: StorageConfig::default(),
+            web: WebConfig::default(),
+            gateway: GatewayConfig::default(),
+            management: ManagementConfig::default(),
+            opentsdb: OpenTsdbConfig::default(),
+            scrape: ScrapeConfig::default(),
+            query: QueryConfig::default(),
+            log: LogConfig::default(),
+            forward: ForwardConfig::default(),
+        }
+    }
+}
+
+/// `[forward]`: where gateway-only mode sends what it receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// `--forward.queue-dir`; `None`: `<storage.path>/forward-queue`.
+    pub queue_dir: Option<PathBuf>,
+    /// `--forward.queue-max-bytes`, per exporter.
+    pub queue_max_bytes: u64,
+    /// `--forward.queue-fsync`
+    pub queue_fsync: bool,
+    /// `--forward.min-backoff`
+    pub min_backoff: String,
+    /// `--forward.max-backoff`
+    pub max_backoff: String,
+    /// Longest one request to a receiver may take.
+    pub request_timeout: String,
+    /// Most uncompressed bytes of queued batches sent in one request.
+    pub max_request_bytes: usize,
+    /// `[[forward.relay]]`, plus `--forward.relay-url`.
+    pub relay: Vec<RelayExporterConfig>,
+    /// `[[forward.remote_write]]`, plus `--forward.remote-write-url`.
+    pub remote_write: Vec<RemoteWriteExporterConfig>,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        let defaults = lookout_relay::ForwardOptions::default();
+        ForwardConfig {
+            queue_dir: None,
+            queue_max_bytes: defaults.queue_max_bytes,
+            queue_fsync: defaults.fsync,
+            min_backoff: "500ms".into(),
+            max_backoff: "30s".into(),
+            request_timeout: "30s".into(),
+            max_request_bytes: defaults.max_request_bytes,
+            relay: Vec::new(),
+            remote_write: Vec::new(),
+        }
+    }
+}
+
+/// `[[forward.relay]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayExporterConfig {
+    /// The receiving gateway's `/datas` URL.
+    pub url: String,
+    /// Raw snappy bodies.
+    pub compress: bool,
+    /// Metrics label and queue directory; empty: `relay-<n>`.
+    pub name: String,
+}
+
+impl Default for RelayExporterConfig {
+    fn default() -> Self {
+        RelayExporterConfig {
+            url: String::new(),
+            compress: true,
+            name: String::new(),
+        }
+    }
+}
+
+/// `[[forward.remote_write]]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteWriteExporterConfig {
+    /// The receiver's URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub url: String,
+    /// Basic auth when non-empty.
+    pub username: String,
+    pub password: String,
+    /// `Authorization: Bearer` when non-empty.
+    pub bearer_token: String,
+    /// Metrics label and queue directory; empty: `remote_write-<n>`.
+    pub name: String,
 }
 
 /// `[storage]`
@@ -725,6 +897,40 @@ impl Config {
         if let Some(level) = args.log_level {
             self.log.level = level.to_string().to_lowercase();
         }
+        set(&mut self.mode, &args.mode);
+        let forward = &mut self.forward;
+        for url in &args.forward_relay_urls {
+            forward.relay.push(RelayExporterConfig {
+                url: url.clone(),
+                compress: args.forward_relay_compress.unwrap_or(true),
+                name: String::new(),
+            });
+        }
+        for url in &args.forward_remote_write_urls {
+            forward.remote_write.push(RemoteWriteExporterConfig {
+                url: url.clone(),
+                username: args
+                    .forward_remote_write_username
+                    .clone()
+                    .unwrap_or_default(),
+                password: args
+                    .forward_remote_write_password
+                    .clone()
+                    .unwrap_or_default(),
+                bearer_token: args
+                    .forward_remote_write_bearer_token
+                    .clone()
+                    .unwrap_or_default(),
+                name: String::new(),
+            });
+        }
+        if args.forward_queue_dir.is_some() {
+            forward.queue_dir = args.forward_queue_dir.clone();
+        }
+        set(&mut forward.queue_max_bytes, &args.forward_queue_max_bytes);
+        set(&mut forward.queue_fsync, &args.forward_queue_fsync);
+        set(&mut forward.min_backoff, &args.forward_min_backoff);
+        set(&mut forward.max_backoff, &args.forward_max_backoff);
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -781,7 +987,133 @@ impl Config {
             }
             other => anyhow::bail!("unknown storage backend {other:?}: use tsdb or es"),
         }
+        match self.mode.as_str() {
+            "all" => anyhow::ensure!(
+                self.forward.relay.is_empty() && self.forward.remote_write.is_empty(),
+                "forward exporters are only used with mode = \"gateway\" (--mode gateway)"
+            ),
+            "gateway" => {
+                self.forward_setup()?;
+            }
+            other => anyhow::bail!("unknown mode {other:?}: use all or gateway"),
+        }
         Ok(())
+    }
+
+    /// Whether this process runs only the gateways (`--mode gateway`).
+    pub fn gateway_only(&self) -> bool {
+        self.mode == "gateway"
+    }
+
+    /// Gateway-only mode's queue settings and exporters, checked.
+    pub fn forward_setup(
+        &self,
+    ) -> anyhow::Result<(
+        lookout_relay::ForwardOptions,
+        Vec<lookout_relay::ExporterConfig>,
+    )> {
+        let forward = &self.forward;
+        let duration = |name: &str, text: &str| -> anyhow::Result<std::time::Duration> {
+            let millis = positive_duration_ms(name, text)?;
+            Ok(std::time::Duration::from_millis(millis as u64))
+        };
+        let options = lookout_relay::ForwardOptions {
+            queue_dir: forward
+                .queue_dir
+                .clone()
+                .unwrap_or_else(|| self.storage.path.join("forward-queue")),
+            queue_max_bytes: forward.queue_max_bytes,
+            fsync: forward.queue_fsync,
+            min_backoff: duration("forward.min_backoff", &forward.min_backoff)?,
+            max_backoff: duration("forward.max_backoff", &forward.max_backoff)?,
+            request_timeout: duration("forward.request_timeout", &forward.request_timeout)?,
+            max_request_bytes: forward.max_request_bytes,
+        };
+        anyhow::ensure!(
+            options.min_backoff <= options.max_backoff,
+            "forward.min_backoff must not be longer than forward.max_backoff"
+        );
+        anyhow::ensure!(
+            forward.queue_max_bytes >= 1 << 20,
+            "forward.queue_max_bytes must be at least 1 MiB, got {}",
+            forward.queue_max_bytes
+        );
+        anyhow::ensure!(
+            forward.max_request_bytes > 0,
+            "forward.max_request_bytes must be greater than zero"
+        );
+        let check_url = |kind: &str, url: &str| -> anyhow::Result<()> {
+            let parsed = reqwest::Url::parse(url)
+                .with_context(|| format!("invalid forward.{kind} url {url:?}"))?;
+            anyhow::ensure!(
+                parsed.scheme() == "http",
+                "forward.{kind} url {url:?} must be http:// (no TLS client is built in)"
+            );
+            Ok(())
+        };
+        let name_of = |name: &str, kind: &str, index: usize| -> anyhow::Result<String> {
+            if name.is_empty() {
+                return Ok(format!("{kind}-{index}"));
+            }
+            anyhow::ensure!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                    && !name.starts_with('.'),
+                "forward.{kind} name {name:?}: use letters, digits, '_', '-' and '.'"
+            );
+            Ok(name.to_owned())
+        };
+        let mut exporters = Vec::new();
+        for (index, relay) in forward.relay.iter().enumerate() {
+            check_url("relay", &relay.url)?;
+            exporters.push(lookout_relay::ExporterConfig {
+                name: name_of(&relay.name, "relay", index)?,
+                kind: lookout_relay::ExporterKind::Relay {
+                    compress: relay.compress,
+                },
+                url: relay.url.clone(),
+                auth: lookout_relay::Auth::None,
+            });
+        }
+        for (index, remote) in forward.remote_write.iter().enumerate() {
+            check_url("remote_write", &remote.url)?;
+            anyhow::ensure!(
+                remote.username.is_empty() || remote.bearer_token.is_empty(),
+                "forward.remote_write {}: set username/password or bearer_token, not both",
+                remote.url
+            );
+            let auth = if !remote.bearer_token.is_empty() {
+                lookout_relay::Auth::Bearer(remote.bearer_token.clone())
+            } else if !remote.username.is_empty() {
+                lookout_relay::Auth::Basic {
+                    username: remote.username.clone(),
+                    password: remote.password.clone(),
+                }
+            } else {
+                lookout_relay::Auth::None
+            };
+            exporters.push(lookout_relay::ExporterConfig {
+                name: name_of(&remote.name, "remote_write", index)?,
+                kind: lookout_relay::ExporterKind::RemoteWrite,
+                url: remote.url.clone(),
+                auth,
+            });
+        }
+        anyhow::ensure!(
+            !exporters.is_empty(),
+            "mode = \"gateway\" needs an exporter: --forward.relay-url, \
+             --forward.remote-write-url or [[forward.relay]] / [[forward.remote_write]]"
+        );
+        for (at, exporter) in exporters.iter().enumerate() {
+            anyhow::ensure!(
+                exporters[..at]
+                    .iter()
+                    .all(|other| other.name != exporter.name),
+                "two forward exporters are named {:?}",
+                exporter.name
+            );
+        }
+        Ok((options, exporters))
     }
 
     /// `[gateway] common_tags` checked.
@@ -1061,6 +1393,39 @@ impl Config {
             ),
             flag("query.lookback-delta", self.query.lookback_delta.clone()),
             flag("log.level", self.log.level.clone()),
+            flag("mode", self.mode.clone()),
+            flag(
+                "forward.relay-url",
+                self.forward
+                    .relay
+                    .iter()
+                    .map(|relay| relay.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "forward.remote-write-url",
+                self.forward
+                    .remote_write
+                    .iter()
+                    .map(|remote| remote.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            flag(
+                "forward.queue-dir",
+                self.forward
+                    .queue_dir
+                    .as_ref()
+                    .map_or(String::new(), |path| path.display().to_string()),
+            ),
+            flag(
+                "forward.queue-max-bytes",
+                self.forward.queue_max_bytes.to_string(),
+            ),
+            flag("forward.queue-fsync", self.forward.queue_fsync.to_string()),
+            flag("forward.min-backoff", self.forward.min_backoff.clone()),
+            flag("forward.max-backoff", self.forward.max_backoff.clone()),
         ]
     }
 
@@ -1080,6 +1445,13 @@ impl Config {
             .enumerate()
             .map(|(index, app)| (format!("<secret {}>", index + 1), app.clone()))
             .collect();
+        for remote in &mut shown.forward.remote_write {
+            for secret in [&mut remote.password, &mut remote.bearer_token] {
+                if !secret.is_empty() {
+                    *secret = "<secret>".into();
+                }
+            }
+        }
         toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot render: {error}\n"))
     }
 
@@ -1358,6 +1730,135 @@ mod tests {
         };
         let error = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(error.contains("management.listen_address"), "{error}");
+    }
+
+    #[test]
+    fn gateway_only_mode_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(
+            &path,
+            "mode = \"gateway\"\n[forward]\nqueue_max_bytes = 2097152\nmax_backoff = \"10s\"\n\
+             [[forward.relay]]\nurl = \"http://gw2:7200/datas\"\ncompress = false\nname = \"gw2\"\n\
+             [[forward.remote_write]]\nurl = \"http://prom:9090/api/v1/write\"\n\
+             bearer_token = \"s3cret\"\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "lookout-server",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--forward.remote-write-url",
+            "http://vm:8428/api/v1/write",
+            "--forward.remote-write-username",
+            "u",
+            "--forward.remote-write-password",
+            "p4ss",
+            "--forward.queue-fsync",
+            "false",
+        ])
+        .unwrap();
+        let config = Config::load(&args).unwrap();
+        assert!(config.gateway_only());
+        let (options, exporters) = config.forward_setup().unwrap();
+        assert_eq!(options.queue_dir, PathBuf::from("data/forward-queue"));
+        assert_eq!(options.queue_max_bytes, 2 << 20);
+        assert!(!options.fsync);
+        assert_eq!(options.min_backoff, std::time::Duration::from_millis(500));
+        assert_eq!(options.max_backoff, std::time::Duration::from_secs(10));
+        let summary: Vec<(&str, &str, &str)> = exporters
+            .iter()
+            .map(|exporter| {
+                (
+                    exporter.name.as_str(),
+                    exporter.kind.as_str(),
+                    exporter.url.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("gw2", "relay", "http://gw2:7200/datas"),
+                (
+                    "remote_write-0",
+                    "remote_write",
+                    "http://prom:9090/api/v1/write"
+                ),
+                (
+                    "remote_write-1",
+                    "remote_write",
+                    "http://vm:8428/api/v1/write"
+                ),
+            ]
+        );
+        assert_eq!(
+            exporters[0].kind,
+            lookout_relay::ExporterKind::Relay { compress: false }
+        );
+        assert_eq!(
+            exporters[1].auth,
+            lookout_relay::Auth::Bearer("s3cret".into())
+        );
+        assert_eq!(
+            exporters[2].auth,
+            lookout_relay::Auth::Basic {
+                username: "u".into(),
+                password: "p4ss".into()
+            }
+        );
+        let shown = config.to_toml();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("p4ss"),
+            "{shown}"
+        );
+        let again: Config = toml::from_str(&shown).unwrap();
+        assert_eq!(again.forward.relay, config.forward.relay);
+
+        for (flags, message) in [
+            (vec!["--mode", "gateway"], "needs an exporter"),
+            (vec!["--mode", "relay"], "unknown mode"),
+            (
+                vec!["--forward.relay-url", "http://gw2:7200/datas"],
+                "only used with mode = \"gateway\"",
+            ),
+            (
+                vec!["--mode", "gateway", "--forward.relay-url", "gw2:7200"],
+                "must be http://",
+            ),
+            (
+                vec![
+                    "--mode",
+                    "gateway",
+                    "--forward.remote-write-url",
+                    "http://a/w",
+                    "--forward.remote-write-username",
+                    "u",
+                    "--forward.remote-write-bearer-token",
+                    "t",
+                ],
+                "not both",
+            ),
+            (
+                vec![
+                    "--mode",
+                    "gateway",
+                    "--forward.relay-url",
+                    "http://a/datas",
+                    "--forward.min-backoff",
+                    "1m",
+                    "--forward.max-backoff",
+                    "1s",
+                ],
+                "min_backoff",
+            ),
+        ] {
+            let mut argv = vec!["lookout-server"];
+            argv.extend(flags.iter().copied());
+            let args = Args::try_parse_from(argv).unwrap();
+            let error = format!("{:#}", Config::load(&args).unwrap_err());
+            assert!(error.contains(message), "{flags:?}: {error}");
+        }
     }
 
     #[test]

@@ -98,6 +98,9 @@ async fn open_backend(config: &Config) -> anyhow::Result<Backend> {
 }
 
 async fn run(args: Args, config: Config) -> anyhow::Result<()> {
+    if config.gateway_only() {
+        return run_gateway_only(args, config).await;
+    }
     let backend = open_backend(&config).await?;
     let data_dir = config.storage.path.clone();
     let native = match &backend {
@@ -134,57 +137,23 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Native(tsdb) => Arc::new(tsdb.clone()),
         Backend::Elasticsearch(es, _) => Arc::new(es.clone()),
     };
-    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
-    // tags, label limits); the query port's remote-write receiver writes as sent.
-    let pipeline = Arc::new(config.pipeline()?);
-    let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
-        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
-    );
-    let remote_write_storage: Arc<dyn lookout_storage::Storage> =
-        Arc::new(gateway::pipeline::GatewayStore::counting(
-            storage.clone(),
-            pipeline,
-            gateway::Protocol::RemoteWrite,
-            gateway_stats.clone(),
-        ));
-    let mut admission = gateway::pipeline::Admission::new(
-        config.gateway.max_in_flight_requests,
-        config.gateway.retry_after_seconds,
-        gateway_stats.clone(),
-    )
-    .rate_limits(config.rate_limits())
-    .route_tokens(config.tokens());
-    if config.gateway.require_token_everywhere {
-        admission = admission.tokens_everywhere(config.tokens());
-    }
-    let admission = Arc::new(admission);
+    let gateway_parts = gateway_parts(&config, storage.clone(), gateway_stats.clone(), options)?;
+    let scrape_manager = gateway_parts.scrape_manager.clone();
+    let gateway_storage = gateway_parts.storage.clone();
+    let lookout_limits = gateway_parts.lookout_limits;
+    let max_sample_age_ms = gateway_parts.max_sample_age_ms;
     // The query port's receiver: the same in-flight bound, counted as `api_remote_write`.
     let api_admission = Arc::new(gateway::pipeline::Admission::api(
         config.web.max_in_flight_remote_writes,
         config.gateway.retry_after_seconds,
         gateway_stats.clone(),
     ));
-    let max_sample_age_ms = config.max_sample_age_ms()?;
-    let scrape_manager = scrape::ScrapeManager::start(
-        scrape::ScrapeSources {
-            config_file: config.scrape.config_file.clone(),
-            sofalookout_dir: config.scrape.sofalookout_dir.clone(),
-        },
-        gateway_storage.clone(),
-        gateway_stats.clone(),
-        options.decode_limits.max_body_bytes,
-    )?;
-    scrape::reload_on_hangup(scrape_manager.clone())?;
-    let options = ApiOptions {
-        targets: Some(scrape_manager.clone()),
-        ..options
-    };
     let api_observed = gateway_stats.clone();
     let api_options = ApiOptions {
         remote_write_observer: Some(Arc::new(move |refusal| {
             observe_remote_write(&api_observed, gateway::Protocol::ApiRemoteWrite, refusal)
         })),
-        ..options.clone()
+        ..gateway_parts.options.clone()
     };
     let api_storage: Arc<dyn lookout_storage::Storage> =
         Arc::new(gateway::pipeline::GatewayStore::counting_only(
@@ -198,31 +167,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
             gateway::pipeline::admit,
         ))
         .into_make_service_with_connect_info::<SocketAddr>();
-    let lookout_limits = lookout_gateway::lookout::Limits {
-        decode: options.decode_limits,
-        labels: config.label_limits(),
-    };
-    // The gateway port's receiver reports what it refuses into the gateway's counters.
-    let observed_stats = gateway_stats.clone();
-    let gateway_write_options = ApiOptions {
-        remote_write_observer: Some(Arc::new(move |refusal| {
-            observe_remote_write(&observed_stats, gateway::Protocol::RemoteWrite, refusal)
-        })),
-        ..options
-    };
-    let gateway = lookout_api::write_router(remote_write_storage, gateway_write_options)
-        .merge(gateway::router(
-            gateway_storage.clone(),
-            lookout_limits,
-            max_sample_age_ms,
-            config.tokens(),
-            gateway_stats.clone(),
-        ))
-        .merge(scrape::router(scrape_manager.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            admission,
-            gateway::pipeline::admit,
-        ))
+    let gateway = gateway_parts
+        .router
         .into_make_service_with_connect_info::<SocketAddr>();
     let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
         .await
@@ -233,14 +179,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
         .await
         .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
-    let management_listener = match config.management_address()? {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("listening on {address} (the management port)"))?,
-        ),
-        None => None,
-    };
+    let management_listener = bind_management(&config).await?;
     tracing::info!(
         address = %api_listener.local_addr()?,
         gateway = %gateway_listener.local_addr()?,
@@ -312,6 +251,17 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The management port's listener, unless it is disabled.
+async fn bind_management(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(address) = config.management_address()? else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (the management port)"))?;
+    Ok(Some(listener))
+}
+
 /// Counts what a remote-write receiver refused as `protocol`'s.
 fn observe_remote_write(
     stats: &gateway::GatewayStats,
@@ -324,6 +274,220 @@ fn observe_remote_write(
             stats.rejected(protocol, reason, count)
         }
     }
+}
+
+/// The gateway port's pieces, shared by both modes.
+struct GatewayParts {
+    /// Every route of the gateway port, behind the admission middleware.
+    router: axum::Router,
+    /// What the gateways write through (the pipeline over the store).
+    storage: Arc<dyn lookout_storage::Storage>,
+    scrape_manager: Arc<scrape::ScrapeManager>,
+    lookout_limits: lookout_gateway::lookout::Limits,
+    /// The "too old" cut-off of the SOFALookout protocols and telnet (`None`: off).
+    max_sample_age_ms: Option<i64>,
+    /// The API options with the scrape targets filled in.
+    options: ApiOptions,
+}
+
+/// Builds the gateway port over `storage`: SOFALookout's protocols, remote write, scrape
+/// targets; starts the scrape loops and their SIGHUP reload.
+fn gateway_parts(
+    config: &Config,
+    storage: Arc<dyn lookout_storage::Storage>,
+    gateway_stats: Arc<gateway::GatewayStats>,
+    options: ApiOptions,
+) -> anyhow::Result<GatewayParts> {
+    // What the gateway writes (its port, telnet, scrape) goes through the pipeline (common
+    // tags, label limits); the query port's remote-write receiver writes as sent.
+    let pipeline = Arc::new(config.pipeline()?);
+    let gateway_storage: Arc<dyn lookout_storage::Storage> = Arc::new(
+        gateway::pipeline::GatewayStore::new(storage.clone(), pipeline.clone()),
+    );
+    let remote_write_storage: Arc<dyn lookout_storage::Storage> =
+        Arc::new(gateway::pipeline::GatewayStore::counting(
+            storage,
+            pipeline,
+            gateway::Protocol::RemoteWrite,
+            gateway_stats.clone(),
+        ));
+    let mut admission = gateway::pipeline::Admission::new(
+        config.gateway.max_in_flight_requests,
+        config.gateway.retry_after_seconds,
+        gateway_stats.clone(),
+    )
+    .rate_limits(config.rate_limits())
+    .route_tokens(config.tokens());
+    if config.gateway.require_token_everywhere {
+        admission = admission.tokens_everywhere(config.tokens());
+    }
+    let admission = Arc::new(admission);
+    let max_sample_age_ms = config.max_sample_age_ms()?;
+    let scrape_manager = scrape::ScrapeManager::start(
+        scrape::ScrapeSources {
+            config_file: config.scrape.config_file.clone(),
+            sofalookout_dir: config.scrape.sofalookout_dir.clone(),
+        },
+        gateway_storage.clone(),
+        gateway_stats.clone(),
+        options.decode_limits.max_body_bytes,
+    )?;
+    scrape::reload_on_hangup(scrape_manager.clone())?;
+    let options = ApiOptions {
+        targets: Some(scrape_manager.clone()),
+        ..options
+    };
+    let lookout_limits = lookout_gateway::lookout::Limits {
+        decode: options.decode_limits,
+        labels: config.label_limits(),
+    };
+    // The gateway port's receiver reports what it refuses into the gateway's counters.
+    let observed_stats = gateway_stats.clone();
+    let gateway_write_options = ApiOptions {
+        remote_write_observer: Some(Arc::new(move |refusal| {
+            observe_remote_write(&observed_stats, gateway::Protocol::RemoteWrite, refusal)
+        })),
+        ..options.clone()
+    };
+    let router = lookout_api::write_router(remote_write_storage, gateway_write_options)
+        .merge(gateway::router(
+            gateway_storage.clone(),
+            lookout_limits,
+            max_sample_age_ms,
+            config.tokens(),
+            gateway_stats,
+        ))
+        .merge(scrape::router(scrape_manager.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            admission,
+            gateway::pipeline::admit,
+        ));
+    Ok(GatewayParts {
+        router,
+        storage: gateway_storage,
+        scrape_manager,
+        lookout_limits,
+        max_sample_age_ms,
+        options,
+    })
+}
+
+/// Gateway-only mode: the gateway port (with `/metrics`, `/-/healthy`, `/-/ready`), telnet
+/// and scrape, writing into the forwarding queues; no store, no query API.
+async fn run_gateway_only(args: Args, config: Config) -> anyhow::Result<()> {
+    let (forward_options, exporters) = config.forward_setup()?;
+    let queue_dir = forward_options.queue_dir.clone();
+    let forwarder = tokio::task::spawn_blocking(move || {
+        lookout_relay::Forwarder::open(forward_options, exporters)
+    })
+    .await?
+    .with_context(|| format!("opening the forwarding queues in {}", queue_dir.display()))?;
+    let gateway_stats = Arc::new(gateway::GatewayStats::default());
+    let options = ApiOptions {
+        engine: config.engine_options()?,
+        decode_limits: config.decode_limits(),
+        status: StatusInfo {
+            flags: config.flags(args.config_file.as_deref()),
+            config: config.to_toml(),
+            ..StatusInfo::default()
+        },
+        ..ApiOptions::default()
+    };
+    let storage: Arc<dyn lookout_storage::Storage> = Arc::new(forwarder.clone());
+    let parts = gateway_parts(&config, storage, gateway_stats.clone(), options)?;
+    let metrics_stats = gateway_stats.clone();
+    let metrics_forwarder = forwarder.clone();
+    let router = parts
+        .router
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move {
+                let mut out = String::new();
+                metrics_stats.render(&mut out);
+                metrics_forwarder.render_metrics(&mut out);
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    out,
+                )
+            }),
+        )
+        .route(
+            "/-/healthy",
+            axum::routing::get(|| async { "Lookout gateway is Healthy.\n" }),
+        )
+        .route(
+            "/-/ready",
+            axum::routing::get(|| async { "Lookout gateway is Ready.\n" }),
+        );
+    let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
+    let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
+        .await
+        .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
+    let management_listener = bind_management(&config).await?;
+    tracing::info!(
+        gateway = %gateway_listener.local_addr()?,
+        opentsdb = %telnet_listener.local_addr()?,
+        queue = %queue_dir.display(),
+        exporters = ?config.forward_setup()?.1.iter().map(|e| e.url.as_str()).collect::<Vec<_>>(),
+        "lookout-server ready (gateway-only mode)"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let deliveries = forwarder.spawn(stopped.clone());
+    scrape::refresh_periodically(parts.scrape_manager.clone(), stopped.clone());
+    let mut until_stopped = stopped.clone();
+    let gateway_server = axum::serve(
+        gateway_listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = until_stopped.wait_for(|stop| *stop).await;
+    });
+    let management_server = management_listener.map(|listener| {
+        let mut until_stopped = stopped.clone();
+        axum::serve(listener, gateway::management::router(gateway_stats.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = until_stopped.wait_for(|stop| *stop).await;
+            })
+    });
+    let telnet_server = gateway::opentsdb::serve_telnet(
+        telnet_listener,
+        parts.storage.clone(),
+        parts.lookout_limits,
+        gateway::opentsdb::TelnetOptions {
+            max_sample_age_ms: parts.max_sample_age_ms,
+            max_connections: config.opentsdb.max_connections,
+        },
+        gateway_stats,
+        stopped,
+    );
+    tokio::try_join!(
+        async { gateway_server.await.context("serving the gateway port") },
+        async {
+            telnet_server.await;
+            Ok(())
+        },
+        async {
+            match management_server {
+                Some(server) => server.await.context("serving the management port"),
+                None => Ok(()),
+            }
+        },
+    )?;
+    parts.scrape_manager.shutdown().await;
+    for delivery in deliveries {
+        let _ = delivery.await;
+    }
+    tracing::info!("shutting down; undelivered batches stay queued for the next start");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -134,8 +134,38 @@ pub struct LookoutServer {
 impl LookoutServer {
     /// Starts the server on `data` with `extra` flags; waits until the API is ready.
     pub fn start(data: &Path, extra: &[&str]) -> LookoutServer {
-        let (api_port, gateway_port, telnet_port, management_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        LookoutServer::start_on(data, (free_port(), free_port(), free_port()), extra)
+    }
+
+    /// [`LookoutServer::start`] on given `(api, gateway, telnet)` ports, e.g. those of a
+    /// server stopped before, to restart it where its senders expect it.
+    pub fn start_on(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> LookoutServer {
+        let server = LookoutServer::spawn(data, ports, extra);
+        wait_ready(
+            &reqwest::blocking::Client::new(),
+            &format!("{}/-/ready", server.api()),
+        );
+        server
+    }
+
+    /// A gateway-only server (`--mode gateway` plus `extra`, which names the exporters) on
+    /// `(gateway, telnet)` ports, its queue under `data`; waits until the gateway port is
+    /// ready. Its `api_port` is 0: gateway-only mode serves no query API.
+    pub fn start_gateway_only(data: &Path, ports: (u16, u16), extra: &[&str]) -> LookoutServer {
+        let mut args = vec!["--mode", "gateway"];
+        args.extend_from_slice(extra);
+        let mut server = LookoutServer::spawn(data, (free_port(), ports.0, ports.1), &args);
+        server.api_port = 0;
+        wait_ready(
+            &reqwest::blocking::Client::new(),
+            &format!("{}/-/ready", server.gateway()),
+        );
+        server
+    }
+
+    fn spawn(data: &Path, ports: (u16, u16, u16), extra: &[&str]) -> LookoutServer {
+        let (api_port, gateway_port, telnet_port) = ports;
+        let management_port = free_port();
         let process = Killed(
             Command::new(env!("CARGO_BIN_EXE_lookout-server"))
                 .arg("--storage.tsdb.path")
@@ -154,18 +184,13 @@ impl LookoutServer {
                 .spawn()
                 .unwrap(),
         );
-        let server = LookoutServer {
+        LookoutServer {
             process,
             api_port,
             gateway_port,
             telnet_port,
             management_port,
-        };
-        wait_ready(
-            &reqwest::blocking::Client::new(),
-            &format!("{}/-/ready", server.api()),
-        );
-        server
+        }
     }
 
     /// `http://127.0.0.1:<api port>`.
