@@ -1086,6 +1086,7 @@ impl Storage for Tsdb {
             delete: true,
             rejects_conflicting_duplicates: true,
             pushdown_functions: &[],
+            pushdown_aggregations: &[],
         }
     }
 
