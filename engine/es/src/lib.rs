@@ -125,6 +125,8 @@ pub struct EsStats {
     pub search_after_pages: u64,
     /// Pages of raw reads fetched with a scroll.
     pub scroll_pages: u64,
+    /// Documents (hits) read by raw reads.
+    pub raw_hits: u64,
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +137,7 @@ struct Counters {
     raw_selects: AtomicU64,
     search_after_pages: AtomicU64,
     scroll_pages: AtomicU64,
+    raw_hits: AtomicU64,
 }
 
 impl Counters {
@@ -409,6 +412,7 @@ impl EsStorage {
             raw_selects: get(&c.raw_selects),
             search_after_pages: get(&c.search_after_pages),
             scroll_pages: get(&c.scroll_pages),
+            raw_hits: get(&c.raw_hits),
         }
     }
 
@@ -827,6 +831,10 @@ impl EsStorage {
                 if hits.is_empty() {
                     break;
                 }
+                inner
+                    .counters
+                    .raw_hits
+                    .fetch_add(hits.len() as u64, Ordering::Relaxed);
                 for hit in &hits {
                     let source = hit.get("_source").unwrap_or(&Value::Null);
                     let (labels, sample) = match document::decode(source) {
