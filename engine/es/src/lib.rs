@@ -416,6 +416,39 @@ impl EsStorage {
         }
     }
 
+    /// Appends the read counters ([`EsStorage::stats`]) in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let stats = self.stats();
+        let _ = write!(
+            out,
+            "# HELP lookout_es_selects_total Selects answered by the Elasticsearch backend, by how: pushdown (latest sample per series and step aggregated by the cluster) or raw (every sample).\n\
+             # TYPE lookout_es_selects_total counter\n\
+             lookout_es_selects_total{{kind=\"pushdown\"}} {}\n\
+             lookout_es_selects_total{{kind=\"raw\"}} {}\n\
+             # HELP lookout_es_pushdown_fallbacks_total Selects that asked for pushdown but were read raw.\n\
+             # TYPE lookout_es_pushdown_fallbacks_total counter\n\
+             lookout_es_pushdown_fallbacks_total {}\n\
+             # HELP lookout_es_aggregation_requests_total Aggregation requests sent by pushed-down selects.\n\
+             # TYPE lookout_es_aggregation_requests_total counter\n\
+             lookout_es_aggregation_requests_total {}\n\
+             # HELP lookout_es_read_pages_total Pages of raw reads, by paging method.\n\
+             # TYPE lookout_es_read_pages_total counter\n\
+             lookout_es_read_pages_total{{paging=\"search_after\"}} {}\n\
+             lookout_es_read_pages_total{{paging=\"scroll\"}} {}\n\
+             # HELP lookout_es_read_documents_total Documents read by raw reads.\n\
+             # TYPE lookout_es_read_documents_total counter\n\
+             lookout_es_read_documents_total {}\n",
+            stats.pushed_down_selects,
+            stats.raw_selects,
+            stats.pushdown_fallbacks,
+            stats.aggregation_requests,
+            stats.search_after_pages,
+            stats.scroll_pages,
+            stats.raw_hits,
+        );
+    }
+
     /// Name of the write alias.
     pub fn write_alias(&self) -> &str {
         &self.inner.names.write_alias

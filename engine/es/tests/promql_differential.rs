@@ -10,6 +10,7 @@
 
 mod support;
 
+use lookout_es::EsStorage;
 use lookout_model::{Labels, Sample, STALE_NAN};
 use lookout_promql::{Engine, EngineOptions, QueryOutput};
 use lookout_storage::{Storage, WriteBatch};
@@ -292,9 +293,41 @@ async fn pushdown_is_used(kind: &'static str) {
         raw.stats.samples_loaded
     );
     eprintln!(
-        "{kind}: {query} over {steps} steps loaded {} samples pushed down, {} raw",
-        pushed.stats.samples_loaded, raw.stats.samples_loaded
+        "{kind}: {query} over {steps} steps loaded {} samples pushed down in {:?}, {} raw in {:?}",
+        pushed.stats.samples_loaded,
+        std::time::Duration::from_nanos(pushed.stats.fetch_nanos),
+        raw.stats.samples_loaded,
+        std::time::Duration::from_nanos(raw.stats.fetch_nanos),
     );
+
+    // Small aggregation budgets: 50 buckets hold 3 series of 13 intervals (plus their terms
+    // bucket) per request, so the 27 series take 9 or more requests; 10 buckets cannot hold
+    // one series, so the read falls back to raw samples. Same answer either way.
+    for (buckets, pushed_down) in [(50, true), (10, false)] {
+        let small = EsStorage::open(
+            peer.options("used")
+                .max_buckets(buckets)
+                .auto_operations(false),
+        )
+        .await
+        .unwrap();
+        let answer = Engine::default()
+            .range_query(&small, query, BASE_MS, end, step)
+            .await
+            .unwrap();
+        assert_eq!(format!("{:?}", answer.value), format!("{:?}", raw.value));
+        let stats = small.stats();
+        if pushed_down {
+            assert_eq!(stats.pushed_down_selects, 1, "{stats:?}");
+            assert!(stats.aggregation_requests >= 9, "{stats:?}");
+        } else {
+            assert_eq!(
+                (stats.pushdown_fallbacks, stats.raw_selects),
+                (1, 1),
+                "{stats:?}"
+            );
+        }
+    }
 
     // A SOFALookout document (no `series` key) in the selection: read raw, same answer
     // as the native engine.
