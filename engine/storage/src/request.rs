@@ -11,9 +11,11 @@ pub struct SelectHints {
     pub step_ms: Option<i64>,
     /// Range of the enclosing range-vector selector (`[5m]`), in milliseconds.
     pub range_ms: Option<i64>,
-    /// The function the samples feed (`rate`, `sum_over_time`, ...), for pushdown.
+    /// The function the samples feed (`rate`, `sum_over_time`, ...), for pushdown; with
+    /// `latest_per_step`, the aggregation operator (`sum`, `avg`, ...) over the selector.
     pub function: Option<String>,
-    /// Labels of an enclosing `by (...)` / `without (...)` aggregation.
+    /// Labels of an enclosing `by (...)` / `without (...)` aggregation (informational: the
+    /// aggregation itself is still evaluated by the engine).
     pub grouping: Vec<String>,
     /// Whether `grouping` is a `by` list (else `without`).
     pub grouping_by: bool,
