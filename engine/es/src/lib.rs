@@ -932,6 +932,10 @@ impl EsStorage {
         });
         let scroll = |mut body: Value| {
             body["sort"] = json!([{query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"}]);
+            // Elasticsearch refuses `track_total_hits: false` in a scroll.
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("track_total_hits");
+            }
             Pager::Scroll {
                 first: Some(body),
                 scroll_id: None,
@@ -988,6 +992,8 @@ impl EsStorage {
                 {"_index": "asc"}, {"_id": "asc"}
             ]),
         };
+        // Pages end on a short page, so the total is never needed.
+        body["track_total_hits"] = json!(false);
         match (dialect, pit) {
             (Dialect::Elasticsearch, None) => {
                 tracing::debug!("no point in time: reading with a scroll");
