@@ -4,14 +4,17 @@
 //! seconds; ES's default date format reads both) and add `vbits`, the hexadecimal bits of the
 //! value, only when the value is not a finite JSON number (NaN payloads, ±Inf) or needs all
 //! 17 significant digits (some servers re-render `_source` numbers with 16), so every value
-//! round-trips exactly while ordinary documents keep SOFALookout's shape. Document ids
-//! are derived from the series and timestamp, which makes a repeated write idempotent.
+//! round-trips exactly while ordinary documents keep SOFALookout's shape. We also add
+//! `series`, the series' stable label hash as 16 hexadecimal digits: the key aggregation
+//! pushdown groups by (SOFALookout's documents have no single field identifying a series;
+//! documents without it are read sample by sample). Document ids are derived from the same
+//! hash and the timestamp, which makes a repeated write idempotent.
 
 use lookout_model::time::{civil_from_days, parse_iso8601};
 use lookout_model::{Label, LabelLimits, Labels, Sample, METRIC_NAME_LABEL};
 use serde_json::{json, Value};
 
-use crate::query::{ID_FIELD, TAGS_FIELD, TIME_FIELD};
+use crate::query::{ID_FIELD, SERIES_FIELD, TAGS_FIELD, TIME_FIELD};
 
 /// Field with the value's bits, for values JSON cannot carry.
 pub(crate) const VBITS_FIELD: &str = "vbits";
@@ -74,15 +77,23 @@ pub(crate) fn id_and_tags(labels: &Labels) -> (String, Vec<String>) {
 
 /// The document id of one sample: series hash and timestamp.
 pub(crate) fn document_id(labels: &Labels, timestamp_ms: i64) -> String {
-    format!("{:016x}{:016x}", labels.stable_hash(), timestamp_ms as u64)
+    format!("{}{:016x}", series_key(labels), timestamp_ms as u64)
 }
 
-/// The source document of one sample.
-pub(crate) fn source(id: &str, tags: &[String], sample: &Sample) -> Value {
+/// The `series` field of a series' documents: its stable label hash. Two series whose
+/// hashes collide would already overwrite each other's documents (same document ids), so
+/// grouping by it adds no failure mode of its own.
+pub(crate) fn series_key(labels: &Labels) -> String {
+    format!("{:016x}", labels.stable_hash())
+}
+
+/// The source document of one sample of the series with key `series` (see [`series_key`]).
+pub(crate) fn source(id: &str, tags: &[String], series: &str, sample: &Sample) -> Value {
     let value = sample.value;
     let mut document = json!({
         ID_FIELD: id,
         TIME_FIELD: format_time(sample.timestamp.0),
+        SERIES_FIELD: series,
     });
     if !tags.is_empty() {
         document[TAGS_FIELD] = json!(tags);
@@ -192,7 +203,7 @@ mod tests {
         assert!(needs_bits(21.937789571673594) && needs_bits(f64::NAN));
         for value in [1.5, f64::NAN, f64::NEG_INFINITY, -0.0, 21.937789571673594] {
             let sample = Sample::new(1_559_199_870_123, value);
-            let document = source(&id, &tags, &sample);
+            let document = source(&id, &tags, &series_key(&labels), &sample);
             let text = serde_json::to_string(&document).unwrap();
             let (decoded_labels, decoded) = decode(&serde_json::from_str(&text).unwrap()).unwrap();
             assert_eq!(decoded_labels, labels);

@@ -81,6 +81,7 @@ pub(crate) fn template_body(names: &Names, options: &EsOptions) -> Value {
                 "properties": {
                     "id": {"type": "keyword"},
                     "tags": {"type": "keyword"},
+                    "series": {"type": "keyword"},
                     "time": {"type": "date"},
                     "value": {"type": "double"},
                     "vbits": {"type": "keyword", "index": false, "doc_values": false}
@@ -131,6 +132,24 @@ pub(crate) async fn ensure(
         )
         .await?;
     if alias_exists {
+        // A write index made by an older version lacks the `series` field: add it before
+        // dynamic mapping would type it as text (which cannot be aggregated on).
+        let mapping = json!({"properties": {"series": {"type": "keyword"}}});
+        let added = client
+            .send(
+                Method::PUT,
+                &format!("/{}/_mapping", names.write_alias),
+                Some(crate::client::Body::Json(mapping)),
+            )
+            .await?;
+        if !added.is_success() {
+            tracing::warn!(
+                alias = %names.write_alias,
+                error = %added.error_text(),
+                "could not add the series field to the write index; aggregations over its \
+                 documents are not pushed down"
+            );
+        }
         return Ok(());
     }
     let today = now_ms().div_euclid(86_400_000);

@@ -5,9 +5,39 @@
 //!
 //! Owns: the document format ([`document`]), matcher translation ([`query`], [`regexp`]), the
 //! layout and its automated operations ([`layout`]), bulk writes checked item by item, and
-//! sorted scrolling reads streamed as series batches. Depends on `lookout-model` and
-//! `lookout-storage` only (plus an HTTP client); it must not depend on the native engine or
-//! any frontend.
+//! reads streamed as series batches. Depends on `lookout-model` and `lookout-storage` only
+//! (plus an HTTP client); it must not depend on the native engine or any frontend.
+//!
+//! # Reads
+//!
+//! A raw read pages through the matching documents sorted by metric name and time with
+//! `search_after` (see [`ReadPaging`]: over a point in time, with a tie-breaker unique per
+//! document in each dialect; a sorted scroll is the fallback for an Elasticsearch without
+//! point-in-time support) and groups them into series per metric name.
+//!
+//! # Aggregation pushdown
+//!
+//! [`Capabilities::pushdown_aggregations`] lists `sum`, `min`, `max`, `count` and `avg`. For
+//! those the PromQL planner marks the input selector's read with
+//! [`SelectHints::latest_per_step`](lookout_storage::SelectHints::latest_per_step): at each
+//! evaluation time `t` an instant selector uses only the latest sample of each series in
+//! `(t - lookback, t]`, and that sample is always the latest one of its step interval
+//! `(t' - step, t']` (`t' <= t` an evaluation time). So the cluster computes, per series
+//! (`terms` on the `series` key, paged by key), per step interval (`date_histogram` with
+//! `fixed_interval` = step and an `offset` that makes the buckets end on the evaluation
+//! times), the latest document (`top_hits` of size 1 sorted by time), and the engine
+//! aggregates those across series exactly as it would the raw samples: results are
+//! identical, the data moved shrinks from every sample to one per series and step. The sum
+//! itself is not computed by the cluster: a bucket sum over overlapping lookback windows is
+//! not PromQL's answer, and `*_over_time` pushdown (`sum`, `avg` in the cluster's summation
+//! order rather than PromQL's compensated one) would not be bit-identical, so neither is done.
+//!
+//! Pushdown falls back to a raw read, still exact, when a matching document has no `series`
+//! key (documents written by SOFALookout itself), when one series would need more buckets
+//! than [`EsOptions::max_buckets`], or when the server refuses the aggregation. Only
+//! `terms`, `date_histogram` (`fixed_interval`, `offset`, `min_doc_count`), `top_hits` and a
+//! `range` on a keyword are used: the subset Elasticsearch 8 and OpenSearch both support
+//! (`composite` is missing from some servers). [`EsStorage::stats`] counts what was done.
 
 mod client;
 mod document;
@@ -16,8 +46,8 @@ mod query;
 mod regexp;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -56,6 +86,66 @@ impl RefreshPolicy {
     }
 }
 
+/// How a raw read (one that needs the samples themselves) pages through the hits, sorted by
+/// metric name and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadPaging {
+    /// `search_after` over a point in time: Elasticsearch's `_pit` API with its `_shard_doc`
+    /// tie-breaker, or OpenSearch's `_search/point_in_time` API with `_index`, `_id` as
+    /// tie-breakers (sorting by `_id` is allowed there; OpenSearch without point-in-time
+    /// support pages without one, the sort being unique anyway). An Elasticsearch that cannot
+    /// open a point in time (before 7.10) is read with a scroll instead.
+    #[default]
+    SearchAfter,
+    /// A sorted scroll (the fallback; also selectable, e.g. to compare).
+    Scroll,
+}
+
+/// The server's API dialect, detected from `GET /` on the first read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Elasticsearch,
+    OpenSearch,
+}
+
+/// Counters of a store's reads, for tests and self-metrics. See [`EsStorage::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EsStats {
+    /// Selects answered by aggregation pushdown (latest sample per series and step computed
+    /// by the cluster).
+    pub pushed_down_selects: u64,
+    /// Selects that asked for pushdown but were read raw (documents without the `series`
+    /// field in the selection, too many steps, or an aggregation the server refused).
+    pub pushdown_fallbacks: u64,
+    /// Aggregation requests sent by pushed-down selects.
+    pub aggregation_requests: u64,
+    /// Selects read sample by sample.
+    pub raw_selects: u64,
+    /// Pages of raw reads fetched with `search_after`.
+    pub search_after_pages: u64,
+    /// Pages of raw reads fetched with a scroll.
+    pub scroll_pages: u64,
+    /// Documents (hits) read by raw reads.
+    pub raw_hits: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    pushed_down_selects: AtomicU64,
+    pushdown_fallbacks: AtomicU64,
+    aggregation_requests: AtomicU64,
+    raw_selects: AtomicU64,
+    search_after_pages: AtomicU64,
+    scroll_pages: AtomicU64,
+    raw_hits: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// How to reach the cluster and run the layout. Build with [`EsOptions::new`] and the
 /// setters; checked once by [`EsStorage::open`].
 #[derive(Debug, Clone)]
@@ -71,6 +161,7 @@ pub struct EsOptions {
     retry_budget: Duration,
     bulk_max_docs: usize,
     scroll_page: usize,
+    read_paging: ReadPaging,
     max_select_samples: usize,
     max_buckets: usize,
     rollover_max_age: Option<String>,
@@ -97,6 +188,7 @@ impl EsOptions {
             retry_budget: Duration::from_secs(10),
             bulk_max_docs: 5_000,
             scroll_page: 5_000,
+            read_paging: ReadPaging::SearchAfter,
             max_select_samples: 20_000_000,
             max_buckets: 10_000,
             rollover_max_age: Some("1d".into()),
@@ -159,9 +251,15 @@ impl EsOptions {
         self
     }
 
-    /// Hits per scroll page.
+    /// Hits per page of a raw read (a `search_after` page or a scroll page).
     pub fn scroll_page(mut self, hits: usize) -> Self {
         self.scroll_page = hits;
+        self
+    }
+
+    /// How raw reads page through the hits (default [`ReadPaging::SearchAfter`]).
+    pub fn read_paging(mut self, paging: ReadPaging) -> Self {
+        self.read_paging = paging;
         self
     }
 
@@ -171,7 +269,9 @@ impl EsOptions {
         self
     }
 
-    /// Most buckets one terms aggregation asks for (label names and values).
+    /// Most buckets one aggregation asks for: label names and values, and the series ×
+    /// step buckets of one pushdown request (one series needing more makes pushdown fall
+    /// back to a raw read). Keep it under the cluster's `search.max_buckets`.
     pub fn max_buckets(mut self, buckets: usize) -> Self {
         self.max_buckets = buckets;
         self
@@ -247,6 +347,9 @@ struct Inner {
     /// Whether bulk requests carry `require_alias=true` (so a lost alias is not replaced by an
     /// auto-created index). Turned off for servers that apply it to the alias' own index.
     require_alias: AtomicBool,
+    /// Detected on the first read.
+    dialect: OnceLock<Dialect>,
+    counters: Counters,
 }
 
 /// What one maintenance run did.
@@ -282,6 +385,8 @@ impl EsStorage {
                 names,
                 options,
                 require_alias: AtomicBool::new(true),
+                dialect: OnceLock::new(),
+                counters: Counters::default(),
             }),
         };
         if storage.inner.options.auto_operations {
@@ -294,6 +399,54 @@ impl EsStorage {
                 .await?;
         }
         Ok(storage)
+    }
+
+    /// What the reads did so far.
+    pub fn stats(&self) -> EsStats {
+        let c = &self.inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        EsStats {
+            pushed_down_selects: get(&c.pushed_down_selects),
+            pushdown_fallbacks: get(&c.pushdown_fallbacks),
+            aggregation_requests: get(&c.aggregation_requests),
+            raw_selects: get(&c.raw_selects),
+            search_after_pages: get(&c.search_after_pages),
+            scroll_pages: get(&c.scroll_pages),
+            raw_hits: get(&c.raw_hits),
+        }
+    }
+
+    /// Appends the read counters ([`EsStorage::stats`]) in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let stats = self.stats();
+        let _ = write!(
+            out,
+            "# HELP lookout_es_selects_total Selects answered by the Elasticsearch backend, by how: pushdown (latest sample per series and step aggregated by the cluster) or raw (every sample).\n\
+             # TYPE lookout_es_selects_total counter\n\
+             lookout_es_selects_total{{kind=\"pushdown\"}} {}\n\
+             lookout_es_selects_total{{kind=\"raw\"}} {}\n\
+             # HELP lookout_es_pushdown_fallbacks_total Selects that asked for pushdown but were read raw.\n\
+             # TYPE lookout_es_pushdown_fallbacks_total counter\n\
+             lookout_es_pushdown_fallbacks_total {}\n\
+             # HELP lookout_es_aggregation_requests_total Aggregation requests sent by pushed-down selects.\n\
+             # TYPE lookout_es_aggregation_requests_total counter\n\
+             lookout_es_aggregation_requests_total {}\n\
+             # HELP lookout_es_read_pages_total Pages of raw reads, by paging method.\n\
+             # TYPE lookout_es_read_pages_total counter\n\
+             lookout_es_read_pages_total{{paging=\"search_after\"}} {}\n\
+             lookout_es_read_pages_total{{paging=\"scroll\"}} {}\n\
+             # HELP lookout_es_read_documents_total Documents read by raw reads.\n\
+             # TYPE lookout_es_read_documents_total counter\n\
+             lookout_es_read_documents_total {}\n",
+            stats.pushed_down_selects,
+            stats.raw_selects,
+            stats.pushdown_fallbacks,
+            stats.aggregation_requests,
+            stats.search_after_pages,
+            stats.scroll_pages,
+            stats.raw_hits,
+        );
     }
 
     /// Name of the write alias.
@@ -484,20 +637,210 @@ impl EsStorage {
         )
     }
 
-    /// Reads every matching document sorted by metric name and time through a scroll and
-    /// sends whole series, sorted by labels, to `sender` in batches.
-    async fn scroll_series(
+    /// Answers a select: by aggregation pushdown when the request asks for the latest
+    /// sample per step and the selection allows it, else by reading every matching
+    /// document. Sends whole series, sorted by labels, to `sender` in batches.
+    async fn read_series(
         &self,
         request: SelectRequest,
         sender: tokio::sync::mpsc::Sender<StorageResult<Vec<Series>>>,
     ) {
-        let result = self.scroll_series_inner(&request, &sender).await;
-        if let Err(error) = result {
+        let counters = &self.inner.counters;
+        if request.hints.latest_per_step {
+            match self.pushdown_series(&request).await {
+                Ok(Some(series)) => {
+                    Counters::bump(&counters.pushed_down_selects);
+                    let limit = request.hints.limit.unwrap_or(usize::MAX);
+                    send_group(series, &sender, &mut 0, limit).await;
+                    return;
+                }
+                Ok(None) => Counters::bump(&counters.pushdown_fallbacks),
+                Err(StorageError::BadRequest { reason }) => {
+                    // E.g. `series` typed as text by dynamic mapping in an old index.
+                    tracing::warn!(%reason, "aggregation pushdown refused; reading raw samples");
+                    Counters::bump(&counters.pushdown_fallbacks);
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            }
+        }
+        Counters::bump(&counters.raw_selects);
+        if let Err(error) = self.raw_series(&request, &sender).await {
             let _ = sender.send(Err(error)).await;
         }
     }
 
-    async fn scroll_series_inner(
+    /// The server's dialect, asked once.
+    async fn dialect(&self) -> StorageResult<Dialect> {
+        if let Some(dialect) = self.inner.dialect.get() {
+            return Ok(*dialect);
+        }
+        let answer = self
+            .inner
+            .client
+            .json(Method::GET, "/", None, "asking the server's version")
+            .await?;
+        let dialect = match answer
+            .pointer("/version/distribution")
+            .and_then(Value::as_str)
+        {
+            Some("opensearch") => Dialect::OpenSearch,
+            _ => Dialect::Elasticsearch,
+        };
+        Ok(*self.inner.dialect.get_or_init(|| dialect))
+    }
+
+    /// Aggregation pushdown of a select carrying [`SelectHints::latest_per_step`]
+    /// (see the crate docs): per series (`terms` on `series`, paged by key), per step interval
+    /// (`date_histogram` whose buckets end at `maxt`, `maxt - step`, ...), the latest document
+    /// (`top_hits` sorted by time). `None` when the selection cannot be answered exactly this
+    /// way: some matching document lacks the `series` key (SOFALookout's own documents), or
+    /// one series would need more buckets than `max_buckets`.
+    ///
+    /// [`SelectHints::latest_per_step`]: lookout_storage::SelectHints::latest_per_step
+    async fn pushdown_series(
+        &self,
+        request: &SelectRequest,
+    ) -> StorageResult<Option<BTreeMap<Labels, Vec<Sample>>>> {
+        let inner = &self.inner;
+        let options = &inner.options;
+        let translated = query::translate(&request.matchers, request.mint, request.maxt);
+        let (mint, maxt) = (request.mint.0, request.maxt.0);
+        let step = request.hints.step_ms.filter(|step| *step > 0);
+        // Buckets per series: the step intervals from `maxt` back past `mint`.
+        let per_series = match step {
+            Some(step) => ((maxt as i128 - mint as i128) / step as i128 + 2) as u128,
+            None => 1,
+        };
+        if per_series + 1 > options.max_buckets as u128 {
+            return Ok(None);
+        }
+        let keyless = json!({"bool": {
+            "filter": [translated.query],
+            "must_not": [{"exists": {"field": query::SERIES_FIELD}}]
+        }});
+        if self.any_match(&keyless).await? {
+            return Ok(None);
+        }
+        let series_per_page = (options.max_buckets / (per_series as usize + 1)).max(1);
+        let latest = json!({"top_hits": {
+            "size": 1,
+            "sort": [{query::TIME_FIELD: {"order": "desc"}}],
+            "_source": [query::ID_FIELD, query::TAGS_FIELD, query::TIME_FIELD,
+                        document::VALUE_FIELD, document::VBITS_FIELD],
+        }});
+        let per_series_aggs = match step {
+            // Buckets [k * step + offset, (k + 1) * step + offset), i.e. the intervals
+            // (maxt - (j + 1) * step, maxt - j * step] for whole j.
+            Some(step) => json!({"steps": {
+                "date_histogram": {
+                    "field": query::TIME_FIELD,
+                    "fixed_interval": format!("{step}ms"),
+                    "offset": format!("{}ms", (maxt as i128 + 1).rem_euclid(step as i128)),
+                    "min_doc_count": 1,
+                },
+                "aggs": {"latest": latest},
+            }}),
+            None => json!({"latest": latest}),
+        };
+        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut samples_read = 0usize;
+        let mut after: Option<String> = None;
+        // Each round moves past at least one series key: bounded by the series count.
+        for _round in 0..10_000_000u64 {
+            let mut filter = vec![translated.query.clone()];
+            if let Some(after) = &after {
+                filter.push(json!({"range": {query::SERIES_FIELD: {"gt": after}}}));
+            }
+            let body = json!({
+                "size": 0,
+                "query": {"bool": {"filter": filter}},
+                "aggs": {"series": {
+                    "terms": {
+                        "field": query::SERIES_FIELD,
+                        "size": series_per_page,
+                        "order": {"_key": "asc"},
+                    },
+                    "aggs": per_series_aggs,
+                }},
+            });
+            Counters::bump(&inner.counters.aggregation_requests);
+            let answer = inner
+                .client
+                .json(
+                    Method::POST,
+                    &self.search_path("_search"),
+                    Some(body),
+                    "aggregating the latest samples",
+                )
+                .await?;
+            let buckets = answer
+                .pointer("/aggregations/series/buckets")
+                .and_then(Value::as_array)
+                .ok_or_else(|| StorageError::Internal {
+                    reason: format!(
+                        "pushdown answer has no series buckets: {}",
+                        truncate(&answer.to_string(), 300)
+                    ),
+                })?;
+            for bucket in buckets {
+                let hits: Vec<&Value> = match step {
+                    Some(_) => bucket
+                        .pointer("/steps/buckets")
+                        .and_then(Value::as_array)
+                        .map(|steps| {
+                            steps
+                                .iter()
+                                .filter_map(|s| s.pointer("/latest/hits/hits/0"))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    None => bucket.pointer("/latest/hits/hits/0").into_iter().collect(),
+                };
+                for hit in hits {
+                    let source = hit.get("_source").unwrap_or(&Value::Null);
+                    let (labels, sample) = match document::decode(source) {
+                        Ok(decoded) => decoded,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "skipping an unreadable document");
+                            continue;
+                        }
+                    };
+                    if !translated.exact && !query::matches_all(&request.matchers, &labels) {
+                        continue;
+                    }
+                    samples_read += 1;
+                    if samples_read > options.max_select_samples {
+                        return Err(StorageError::Limit {
+                            what: format!(
+                                "the selection reads more than {} samples",
+                                options.max_select_samples
+                            ),
+                        });
+                    }
+                    out.entry(labels).or_default().push(sample);
+                }
+            }
+            let last = buckets
+                .last()
+                .and_then(|bucket| bucket.get("key"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match last {
+                Some(last) if buckets.len() >= series_per_page => after = Some(last),
+                _ => return Ok(Some(out)),
+            }
+        }
+        Err(StorageError::Limit {
+            what: "pushdown did not finish within its round limit".into(),
+        })
+    }
+
+    /// Reads every matching document sorted by metric name and time (paged as
+    /// [`ReadPaging`] says) and sends whole series, sorted by labels, to `sender` in batches.
+    async fn raw_series(
         &self,
         request: &SelectRequest,
         sender: &tokio::sync::mpsc::Sender<StorageResult<Vec<Series>>>,
@@ -508,41 +851,23 @@ impl EsStorage {
         // matching series, metric-name order is label order and series can be sent as each
         // name completes; otherwise everything is sorted at the end.
         let streaming = !self.any_label_before_name(&translated.query).await?;
-        let body = json!({
-            "size": inner.options.scroll_page,
-            "sort": [{query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"}],
-            "query": translated.query,
-            "_source": [query::ID_FIELD, query::TAGS_FIELD, query::TIME_FIELD,
-                        document::VALUE_FIELD, document::VBITS_FIELD],
-        });
-        let mut page = inner
-            .client
-            .json(
-                Method::POST,
-                &self.search_path("_search?scroll=2m"),
-                Some(body),
-                "searching",
-            )
-            .await?;
+        let mut pager = self.open_pager(&translated.query).await?;
         let mut group: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         let mut group_name: Option<String> = None;
         let mut samples_read = 0usize;
         let mut series_sent = 0usize;
         let series_limit = request.hints.limit.unwrap_or(usize::MAX);
-        let mut scroll_ids = BTreeSet::new();
         let outcome: StorageResult<()> = async {
+            // Each page holds at least one hit or ends the loop: bounded by the hit count.
             loop {
-                if let Some(id) = page.get("_scroll_id").and_then(Value::as_str) {
-                    scroll_ids.insert(id.to_owned());
-                }
-                let hits = page
-                    .pointer("/hits/hits")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
+                let hits = pager.next_page(self).await?;
                 if hits.is_empty() {
                     break;
                 }
+                inner
+                    .counters
+                    .raw_hits
+                    .fetch_add(hits.len() as u64, Ordering::Relaxed);
                 for hit in &hits {
                     let source = hit.get("_source").unwrap_or(&Value::Null);
                     let (labels, sample) = match document::decode(source) {
@@ -581,22 +906,6 @@ impl EsStorage {
                     }
                     group.entry(labels).or_default().push(sample);
                 }
-                let scroll_id = page
-                    .get("_scroll_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| StorageError::Internal {
-                        reason: "search answer has no scroll id".into(),
-                    })?
-                    .to_owned();
-                page = inner
-                    .client
-                    .json(
-                        Method::POST,
-                        "/_search/scroll",
-                        Some(json!({"scroll": "2m", "scroll_id": scroll_id})),
-                        "scrolling",
-                    )
-                    .await?;
             }
             send_group(
                 std::mem::take(&mut group),
@@ -608,18 +917,96 @@ impl EsStorage {
             Ok(())
         }
         .await;
-        if !scroll_ids.is_empty() {
-            let ids: Vec<String> = scroll_ids.into_iter().collect();
-            let _ = inner
-                .client
-                .send(
-                    Method::DELETE,
-                    "/_search/scroll",
-                    Some(Body::Json(json!({"scroll_id": ids}))),
-                )
-                .await;
-        }
+        pager.close(self).await;
         outcome
+    }
+
+    /// Starts a raw read of the documents matching `query`.
+    async fn open_pager(&self, query: &Value) -> StorageResult<Pager> {
+        let inner = &self.inner;
+        let mut body = json!({
+            "size": inner.options.scroll_page,
+            "query": query,
+            "_source": [query::ID_FIELD, query::TAGS_FIELD, query::TIME_FIELD,
+                        document::VALUE_FIELD, document::VBITS_FIELD],
+        });
+        let scroll = |mut body: Value| {
+            body["sort"] = json!([{query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"}]);
+            // Elasticsearch refuses `track_total_hits: false` in a scroll.
+            if let Some(fields) = body.as_object_mut() {
+                fields.remove("track_total_hits");
+            }
+            Pager::Scroll {
+                first: Some(body),
+                scroll_id: None,
+                ids: BTreeSet::new(),
+            }
+        };
+        if inner.options.read_paging == ReadPaging::Scroll {
+            return Ok(scroll(body));
+        }
+        let dialect = self.dialect().await?;
+        let keep_alive = "2m";
+        let pit = match dialect {
+            Dialect::Elasticsearch => {
+                let path = format!("/{}/_pit?keep_alive={keep_alive}", inner.names.pattern);
+                let answer = inner.client.send(Method::POST, &path, None).await?;
+                answer
+                    .is_success()
+                    .then(|| {
+                        answer
+                            .body
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+            }
+            Dialect::OpenSearch => {
+                let path = format!(
+                    "/{}/_search/point_in_time?keep_alive={keep_alive}",
+                    inner.names.pattern
+                );
+                let answer = inner.client.send(Method::POST, &path, None).await?;
+                answer
+                    .is_success()
+                    .then(|| {
+                        answer
+                            .body
+                            .get("pit_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .flatten()
+            }
+        };
+        // Sorted by metric name and time, then a tie-breaker unique per document, so that
+        // `search_after` neither skips nor repeats documents with equal name and time
+        // (SOFALookout writes duplicates; a rollover can hold a sample twice).
+        body["sort"] = match dialect {
+            Dialect::Elasticsearch => json!([
+                {query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"}, {"_shard_doc": "asc"}
+            ]),
+            Dialect::OpenSearch => json!([
+                {query::ID_FIELD: "asc"}, {query::TIME_FIELD: "asc"},
+                {"_index": "asc"}, {"_id": "asc"}
+            ]),
+        };
+        // Pages end on a short page, so the total is never needed.
+        body["track_total_hits"] = json!(false);
+        match (dialect, pit) {
+            (Dialect::Elasticsearch, None) => {
+                tracing::debug!("no point in time: reading with a scroll");
+                Ok(scroll(body))
+            }
+            (_, pit) => Ok(Pager::SearchAfter {
+                body,
+                dialect,
+                pit,
+                after: None,
+                done: false,
+            }),
+        }
     }
 
     /// Whether a matching document has a label name that sorts before `__name__`.
@@ -738,6 +1125,157 @@ impl EsStorage {
     }
 }
 
+/// The paging state of one raw read.
+enum Pager {
+    Scroll {
+        /// The opening search, until sent.
+        first: Option<Value>,
+        scroll_id: Option<String>,
+        /// Every scroll id seen, cleared at the end.
+        ids: BTreeSet<String>,
+    },
+    SearchAfter {
+        body: Value,
+        dialect: Dialect,
+        /// The point in time searched, when the server has one.
+        pit: Option<String>,
+        /// The sort values of the last hit read.
+        after: Option<Value>,
+        done: bool,
+    },
+}
+
+impl Pager {
+    /// The next page's hits; empty at the end.
+    async fn next_page(&mut self, storage: &EsStorage) -> StorageResult<Vec<Value>> {
+        let inner = &storage.inner;
+        let hits = |answer: &Value| {
+            answer
+                .pointer("/hits/hits")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match self {
+            Pager::Scroll {
+                first,
+                scroll_id,
+                ids,
+            } => {
+                let answer = match (first.take(), scroll_id.as_ref()) {
+                    (Some(body), _) => {
+                        inner
+                            .client
+                            .json(
+                                Method::POST,
+                                &storage.search_path("_search?scroll=2m"),
+                                Some(body),
+                                "searching",
+                            )
+                            .await?
+                    }
+                    (None, Some(id)) => {
+                        inner
+                            .client
+                            .json(
+                                Method::POST,
+                                "/_search/scroll",
+                                Some(json!({"scroll": "2m", "scroll_id": id})),
+                                "scrolling",
+                            )
+                            .await?
+                    }
+                    (None, None) => return Ok(Vec::new()),
+                };
+                Counters::bump(&inner.counters.scroll_pages);
+                let id = answer
+                    .get("_scroll_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| StorageError::Internal {
+                        reason: "search answer has no scroll id".into(),
+                    })?;
+                ids.insert(id.to_owned());
+                *scroll_id = Some(id.to_owned());
+                Ok(hits(&answer))
+            }
+            Pager::SearchAfter {
+                body,
+                pit,
+                after,
+                done,
+                ..
+            } => {
+                if *done {
+                    return Ok(Vec::new());
+                }
+                let mut request = body.clone();
+                if let Some(after) = after.as_ref() {
+                    request["search_after"] = after.clone();
+                }
+                let path = match pit.as_ref() {
+                    Some(id) => {
+                        request["pit"] = json!({"id": id, "keep_alive": "2m"});
+                        "/_search".to_owned()
+                    }
+                    None => storage.search_path("_search"),
+                };
+                let answer = inner
+                    .client
+                    .json(Method::POST, &path, Some(request), "searching")
+                    .await?;
+                Counters::bump(&inner.counters.search_after_pages);
+                if let (Some(id), Some(new)) = (pit.as_mut(), answer.get("pit_id")) {
+                    if let Some(new) = new.as_str() {
+                        *id = new.to_owned();
+                    }
+                }
+                let page = hits(&answer);
+                if page.len() < inner.options.scroll_page {
+                    *done = true;
+                }
+                if let Some(last) = page.last() {
+                    let sort = last.get("sort").ok_or_else(|| StorageError::Internal {
+                        reason: "a sorted hit has no sort values".into(),
+                    })?;
+                    *after = Some(sort.clone());
+                }
+                Ok(page)
+            }
+        }
+    }
+
+    /// Releases the server's resources (best effort).
+    async fn close(self, storage: &EsStorage) {
+        let client = &storage.inner.client;
+        match self {
+            Pager::Scroll { ids, .. } if !ids.is_empty() => {
+                let ids: Vec<String> = ids.into_iter().collect();
+                let _ = client
+                    .send(
+                        Method::DELETE,
+                        "/_search/scroll",
+                        Some(Body::Json(json!({"scroll_id": ids}))),
+                    )
+                    .await;
+            }
+            Pager::SearchAfter {
+                pit: Some(id),
+                dialect,
+                ..
+            } => {
+                let (path, body) = match dialect {
+                    Dialect::Elasticsearch => ("/_pit", json!({"id": id})),
+                    Dialect::OpenSearch => ("/_search/point_in_time", json!({"pit_id": [id]})),
+                };
+                let _ = client
+                    .send(Method::DELETE, path, Some(Body::Json(body)))
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Sends one metric name's series, sorted, in batches. `false` when the receiver is gone or
 /// the series limit is reached.
 async fn send_group(
@@ -807,6 +1345,7 @@ impl Storage for EsStorage {
             delete: true,
             rejects_conflicting_duplicates: false,
             pushdown_functions: &[],
+            pushdown_aggregations: &["sum", "min", "max", "count", "avg"],
         }
     }
 
@@ -823,6 +1362,7 @@ impl Storage for EsStorage {
                 continue;
             }
             let (id, tags) = document::id_and_tags(&series.labels);
+            let series_key = document::series_key(&series.labels);
             for sample in &series.samples {
                 let timestamp_ms = sample.timestamp.0;
                 if !document::time_in_bounds(timestamp_ms) {
@@ -837,7 +1377,7 @@ impl Storage for EsStorage {
                 let action = json!({"index": {
                     "_id": document::document_id(&series.labels, timestamp_ms)
                 }});
-                let source = document::source(&id, &tags, sample);
+                let source = document::source(&id, &tags, &series_key, sample);
                 docs.push(PendingDoc {
                     lines: format!("{action}\n{source}\n"),
                     series: truncate(&series.labels.to_string(), 200).to_owned(),
@@ -871,7 +1411,7 @@ impl Storage for EsStorage {
         request.validate()?;
         let (sender, mut receiver) = tokio::sync::mpsc::channel(2);
         let storage = self.clone();
-        tokio::spawn(async move { storage.scroll_series(request, sender).await });
+        tokio::spawn(async move { storage.read_series(request, sender).await });
         let stream = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
         Ok(stream.boxed())
     }

@@ -14,6 +14,9 @@ use crate::regexp::{self, escape_literal};
 pub(crate) const ID_FIELD: &str = "id";
 /// Field holding `name=value` for every other label.
 pub(crate) const TAGS_FIELD: &str = "tags";
+/// Field holding the series key (see `document::series_key`); absent in SOFALookout's own
+/// documents.
+pub(crate) const SERIES_FIELD: &str = "series";
 /// Field holding the sample time.
 pub(crate) const TIME_FIELD: &str = "time";
 

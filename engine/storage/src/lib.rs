@@ -58,6 +58,12 @@ pub struct Capabilities {
     /// Range functions (`rate`, `sum_over_time`, ...) the backend can evaluate itself when
     /// [`SelectHints::function`] names them. Empty when nothing is pushed down.
     pub pushdown_functions: &'static [&'static str],
+    /// Aggregation operators (`sum`, `min`, `max`, `count`, `avg`) over a plain instant
+    /// selector for which the backend answers a select carrying
+    /// [`SelectHints::latest_per_step`] with only the samples that hint asks for, computed by
+    /// the backend itself. The planner sets the hint only for these operators. Empty when
+    /// nothing is pushed down.
+    pub pushdown_aggregations: &'static [&'static str],
 }
 
 /// One series with its samples, sorted by time, as a read returns it.

@@ -11,9 +11,11 @@ pub struct SelectHints {
     pub step_ms: Option<i64>,
     /// Range of the enclosing range-vector selector (`[5m]`), in milliseconds.
     pub range_ms: Option<i64>,
-    /// The function the samples feed (`rate`, `sum_over_time`, ...), for pushdown.
+    /// The function the samples feed (`rate`, `sum_over_time`, ...), for pushdown; with
+    /// `latest_per_step`, the aggregation operator (`sum`, `avg`, ...) over the selector.
     pub function: Option<String>,
-    /// Labels of an enclosing `by (...)` / `without (...)` aggregation.
+    /// Labels of an enclosing `by (...)` / `without (...)` aggregation (informational: the
+    /// aggregation itself is still evaluated by the engine).
     pub grouping: Vec<String>,
     /// Whether `grouping` is a `by` list (else `without`).
     pub grouping_by: bool,
@@ -21,6 +23,15 @@ pub struct SelectHints {
     pub labels_only: bool,
     /// Stop after this many series.
     pub limit: Option<usize>,
+    /// Only the latest sample of each series in every step interval is needed: the
+    /// intervals are `(maxt - (k + 1) * step, maxt - k * step]` for `k = 0, 1, ...` when
+    /// `step_ms` is set, else the whole `[mint, maxt]`. That is exactly what an instant-vector
+    /// selector evaluated at `maxt`, `maxt - step`, ... reads (the latest sample within the
+    /// lookback window), so a backend may return just those samples (one per series and
+    /// interval at most) and the evaluation is unchanged. Ignoring the hint and returning
+    /// every sample is also correct. Set by the planner only for backends that list the
+    /// enclosing aggregation in [`crate::Capabilities::pushdown_aggregations`].
+    pub latest_per_step: bool,
 }
 
 /// Which series and samples to read.

@@ -1091,6 +1091,7 @@ impl Storage for Tsdb {
             delete: true,
             rejects_conflicting_duplicates: true,
             pushdown_functions: &[],
+            pushdown_aggregations: &[],
         }
     }
 

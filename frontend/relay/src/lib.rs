@@ -400,6 +400,7 @@ impl Storage for Forwarder {
             delete: false,
             rejects_conflicting_duplicates: false,
             pushdown_functions: &[],
+            pushdown_aggregations: &[],
         }
     }
 

@@ -30,6 +30,8 @@
 //! rollover_max_size = ""
 //! retention_days = 7           # 0 keeps every index
 //! time_zone = "Asia/Shanghai"  # or "UTC", "+08:00"
+//! pushdown = true              # sum/min/max/count/avg over a selector: latest sample per
+//!                              # series and step computed by Elasticsearch
 //!
 //! [web]
 //! listen_address = "0.0.0.0:9090"
@@ -270,6 +272,11 @@ pub struct Args {
     /// beside a server that does).
     #[arg(long = "es-no-maintenance")]
     pub es_no_maintenance: bool,
+    /// Read raw samples for every query instead of letting Elasticsearch reduce the input of
+    /// `sum`/`min`/`max`/`count`/`avg` to the latest sample per series and step (results are
+    /// the same; for comparison and troubleshooting).
+    #[arg(long = "es-no-pushdown")]
+    pub es_no_pushdown: bool,
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long = "log.level")]
     pub log_level: Option<tracing::Level>,
@@ -491,6 +498,8 @@ pub struct EsConfig {
     pub rollover_max_size: String,
     pub retention_days: u32,
     pub time_zone: String,
+    /// Aggregation pushdown; `--es-no-pushdown` turns it off.
+    pub pushdown: bool,
 }
 
 impl Default for EsConfig {
@@ -512,6 +521,7 @@ impl Default for EsConfig {
             rollover_max_size: String::new(),
             retention_days: 7,
             time_zone: "Asia/Shanghai".into(),
+            pushdown: true,
         }
     }
 }
@@ -828,6 +838,9 @@ impl Config {
         set(&mut self.storage.es.index, &args.es_index);
         if args.es_no_maintenance {
             self.storage.es.maintenance = false;
+        }
+        if args.es_no_pushdown {
+            self.storage.es.pushdown = false;
         }
         set(&mut self.web.listen_address, &args.listen);
         self.web.enable_admin_api |= args.enable_admin_api;
@@ -1228,6 +1241,8 @@ impl Config {
             max_samples: self.query.max_samples,
             max_memory_bytes: self.query.max_memory_bytes,
             lookback_delta_ms: self.lookback_delta_ms()?,
+            // Only the Elasticsearch backend declares pushdown; the switch lives with it.
+            pushdown: self.storage.es.pushdown,
             ..lookout_promql::EngineOptions::default()
         })
     }
@@ -1242,6 +1257,7 @@ impl Config {
             ),
             flag("storage", self.storage.backend.clone()),
             flag("es-url", self.storage.es.url.clone()),
+            flag("es-no-pushdown", (!self.storage.es.pushdown).to_string()),
             flag("storage.tsdb.path", self.storage.path.display().to_string()),
             flag("web.listen-address", self.web.listen_address.to_string()),
             flag(
@@ -1919,5 +1935,30 @@ mod tests {
         };
         let error = format!("{:#}", Config::load(&args).unwrap_err());
         assert!(error.contains("time_zone"), "{error}");
+    }
+
+    #[test]
+    fn elasticsearch_pushdown_switch_from_file_and_flag() {
+        let config = Config::load(&Args::default()).unwrap();
+        assert!(config.storage.es.pushdown);
+        assert!(config.engine_options().unwrap().pushdown);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lookout.toml");
+        std::fs::write(&path, "[storage.es]\npushdown = false\n").unwrap();
+        let args = Args {
+            config_file: Some(path),
+            ..Args::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert!(!config.engine_options().unwrap().pushdown);
+        let args = Args {
+            es_no_pushdown: true,
+            ..Args::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert!(!config.storage.es.pushdown);
+        assert!(!config.engine_options().unwrap().pushdown);
+        let flags = config.flags(None);
+        assert!(flags.contains(&("es-no-pushdown".to_owned(), "true".to_owned())));
     }
 }

@@ -1088,6 +1088,7 @@ mod tests {
                 delete: false,
                 rejects_conflicting_duplicates: true,
                 pushdown_functions: &[],
+                pushdown_aggregations: &[],
             }
         }
         async fn write(&self, _batch: WriteBatch) -> StorageResult<WriteOutcome> {

@@ -108,12 +108,19 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         Backend::Elasticsearch(..) => None,
     };
     let metrics_source = native.clone();
+    let es_metrics = match &backend {
+        Backend::Elasticsearch(es, _) => Some(es.clone()),
+        Backend::Native(_) => None,
+    };
     let gateway_stats = Arc::new(gateway::GatewayStats::default());
     let gateway_metrics = gateway_stats.clone();
     let options = ApiOptions {
         metrics: Some(Arc::new(move |out: &mut String| {
             if let Some(tsdb) = &metrics_source {
                 tsdb.render_metrics(out);
+            }
+            if let Some(es) = &es_metrics {
+                es.render_metrics(out);
             }
             gateway_metrics.render(out);
         })),

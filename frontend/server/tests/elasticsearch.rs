@@ -3,7 +3,8 @@
 //! ports: SOFALookout's own bulk body (`../shared/testdata/lookout/es-bulk-request.ndjson`)
 //! written straight into the cluster is queryable through PromQL; the gateway answers 503
 //! while the cluster is down (never a 2xx for samples it could not store) and resumes when it
-//! is back; a gateway-only process writes to the cluster another server reads from.
+//! is back; a gateway-only process writes to the cluster another server reads from;
+//! `--es-no-pushdown` switches aggregation pushdown off (same answers, `/metrics` tells).
 //! Each test skips with a printed reason when ../shared or the stand-ins are missing.
 
 mod support;
@@ -285,4 +286,73 @@ fn gateway_only_process_feeds_the_query_server() {
     let result = query(&reader, "fed.by.gateway", time_s as f64);
     assert_eq!(result.len(), 1, "{result:?}");
     assert_eq!(result[0]["value"][1], "7");
+}
+
+/// A counter's value in the server's `/metrics`.
+fn metric(server: &LookoutServer, series: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{}/metrics", server.api()))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{series} is not in /metrics"))
+}
+
+/// `sum by (host)` is answered by pushdown by default and from raw samples with
+/// `--es-no-pushdown`; both servers give the same answer, and their `/metrics` say which way
+/// each read.
+fn pushdown_switch(kind: &'static str) {
+    let Some(peer) = EsPeer::start(kind) else {
+        return;
+    };
+    let pushed_dir = tempfile::tempdir().unwrap();
+    let pushed = start_server(&peer, pushed_dir.path(), &[]);
+    let raw_dir = tempfile::tempdir().unwrap();
+    let raw = start_server(
+        &peer,
+        raw_dir.path(),
+        &["--es-no-maintenance", "--es-no-pushdown"],
+    );
+    let start = now_s() - 600;
+    let mut body = Vec::new();
+    for host in ["a", "b", "c"] {
+        for i in 0..40 {
+            body.push(
+                serde_json::json!({"metric": "es.pushdown", "timestamp": start + i * 15,
+                "value": i as f64 + host.len() as f64 * 0.5, "tags": {"host": host, "dc": "x"}}),
+            );
+        }
+    }
+    let status = reqwest::blocking::Client::new()
+        .post(format!("{}/api/put", pushed.gateway()))
+        .body(serde_json::Value::Array(body).to_string())
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "status {status}");
+
+    let promql = "sum by (dc) (es.pushdown)";
+    let time = (start + 500) as f64;
+    let selects = r#"lookout_es_selects_total{kind="pushdown"}"#;
+    let raw_selects = r#"lookout_es_selects_total{kind="raw"}"#;
+    let want = query(&pushed, promql, time);
+    assert_eq!(want.len(), 1, "{want:?}");
+    // The latest sample of each host at start + 495 s: i = 33, values 33.5 * 3.
+    assert_eq!(want[0]["value"][1], "100.5");
+    assert_eq!(metric(&pushed, selects), 1.0);
+    assert_eq!(metric(&pushed, raw_selects), 0.0);
+    assert_eq!(query(&raw, promql, time), want);
+    assert_eq!(metric(&raw, selects), 0.0);
+    assert_eq!(metric(&raw, raw_selects), 1.0);
+}
+
+#[test]
+fn pushdown_switch_on_noida() {
+    pushdown_switch("noida");
+}
+
+#[test]
+fn pushdown_switch_on_osmem() {
+    pushdown_switch("osmem");
 }

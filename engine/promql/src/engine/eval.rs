@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use futures::future::try_join_all;
 use lookout_model::{is_stale_nan, Labels, Matcher, METRIC_NAME_LABEL};
-use lookout_storage::{collect_series, SelectRequest, Series, Storage};
+use lookout_storage::{collect_series, SelectHints, SelectRequest, Series, Storage};
 
 use super::functions::{self, GroupFold};
 use super::value::{InstantSample, Point, QueryOutput, QueryStats, QueryValue, RangeSeries};
@@ -202,6 +202,53 @@ struct Fetch {
     maxt: i64,
     /// A range-vector selector's read: its samples can be handed over to the evaluator.
     matrix: bool,
+    /// Set when the selector is the direct input of an aggregation the backend may reduce
+    /// (see [`Pushdown`]).
+    pushdown: Option<Pushdown>,
+}
+
+/// Aggregations whose plain instant-selector input may be reduced by the backend to the
+/// latest sample per series and step (`SelectHints::latest_per_step`). The reduction keeps
+/// exactly the samples the selector reads, so any aggregation over it would do; these are the
+/// ones a backend can declare in `Capabilities::pushdown_aggregations`.
+const PUSHDOWN_AGGREGATIONS: [AggregateOp; 5] = [
+    AggregateOp::Sum,
+    AggregateOp::Min,
+    AggregateOp::Max,
+    AggregateOp::Count,
+    AggregateOp::Avg,
+];
+
+/// The hints of a pushed-down selector read.
+#[derive(Debug, Clone)]
+struct Pushdown {
+    /// The aggregation operator, as `Capabilities::pushdown_aggregations` names it.
+    op: &'static str,
+    /// The query's step; `None` for an instant query (one evaluation time, `maxt`).
+    step_ms: Option<i64>,
+    grouping: Vec<String>,
+    grouping_by: bool,
+}
+
+impl Fetch {
+    /// The select request, with the pushdown hints when the backend declares the
+    /// aggregation.
+    fn request(&self, pushed_down: &[&str]) -> SelectRequest {
+        let mut request = SelectRequest::new(self.matchers.clone(), self.mint, self.maxt);
+        if let Some(pushdown) = &self.pushdown {
+            if pushed_down.contains(&pushdown.op) {
+                request.hints = SelectHints {
+                    step_ms: pushdown.step_ms,
+                    function: Some(pushdown.op.to_owned()),
+                    grouping: pushdown.grouping.clone(),
+                    grouping_by: pushdown.grouping_by,
+                    latest_per_step: true,
+                    ..SelectHints::default()
+                };
+            }
+        }
+        request
+    }
 }
 
 /// Series read for each selector, keyed by the selector's address in the plan's tree.
@@ -237,7 +284,16 @@ impl Plan {
             fetches: Vec::new(),
         };
         let mut fetches = Vec::new();
-        collect_fetches(&plan.expr, start, end, start, end, options, &mut fetches);
+        collect_fetches(
+            &plan.expr,
+            start,
+            end,
+            start,
+            end,
+            Some(step),
+            options,
+            &mut fetches,
+        );
         plan.fetches = fetches;
         plan
     }
@@ -248,8 +304,13 @@ impl Plan {
         storage: &dyn Storage,
         options: &EngineOptions,
     ) -> Result<Fetched, QueryError> {
+        let pushed_down = if options.pushdown {
+            storage.capabilities().pushdown_aggregations
+        } else {
+            &[]
+        };
         let reads = self.fetches.iter().map(|fetch| async move {
-            let request = SelectRequest::new(fetch.matchers.clone(), fetch.mint, fetch.maxt);
+            let request = fetch.request(pushed_down);
             let series = collect_series(storage.select(request).await?).await?;
             Ok::<_, QueryError>((fetch.key, series))
         });
@@ -339,7 +400,9 @@ fn at_time(at: Option<AtModifier>, query_start: i64, query_end: i64) -> Option<i
 }
 
 /// Walks the tree and records, for every selector, the time range it reads. `start`/`end`
-/// are the evaluation times of the current node.
+/// are the evaluation times of the current node; `grid_step` is the query's step (0 for an
+/// instant query) while the node is evaluated on the query's own grid, `None` inside a
+/// subquery.
 #[allow(clippy::too_many_arguments)]
 fn collect_fetches(
     expr: &Expr,
@@ -347,10 +410,29 @@ fn collect_fetches(
     end: i64,
     query_start: i64,
     query_end: i64,
+    grid_step: Option<i64>,
     options: &EngineOptions,
     out: &mut Vec<Fetch>,
 ) {
     match expr {
+        Expr::Aggregate(aggregate) if options.pushdown => {
+            if let Some(fetch) = pushdown_fetch(aggregate, start, end, grid_step, options) {
+                out.push(fetch);
+            } else {
+                for child in expr.children() {
+                    collect_fetches(
+                        child,
+                        start,
+                        end,
+                        query_start,
+                        query_end,
+                        grid_step,
+                        options,
+                        out,
+                    );
+                }
+            }
+        }
         Expr::VectorSelector(selector) => {
             let mut fetch = selector_fetch(
                 selector,
@@ -398,6 +480,7 @@ fn collect_fetches(
                 e - offset,
                 query_start,
                 query_end,
+                None,
                 options,
                 out,
             );
@@ -411,6 +494,7 @@ fn collect_fetches(
                 end,
                 query_start,
                 query_end,
+                grid_step,
                 options,
                 &mut base,
             );
@@ -424,16 +508,73 @@ fn collect_fetches(
                     mint,
                     maxt,
                     matrix: false,
+                    pushdown: None,
                 });
             }
             out.extend(base);
         }
         other => {
             for child in other.children() {
-                collect_fetches(child, start, end, query_start, query_end, options, out);
+                collect_fetches(
+                    child,
+                    start,
+                    end,
+                    query_start,
+                    query_end,
+                    grid_step,
+                    options,
+                    out,
+                );
             }
         }
     }
+}
+
+/// The read of an aggregation's input when it can be pushed down: the aggregation is one of
+/// [`PUSHDOWN_AGGREGATIONS`] without a parameter, evaluated on the query's grid (not inside
+/// a subquery), over a plain instant selector (no `@`, no `anchored`/`smoothed`). Such a
+/// selector reads, at each evaluation time `t`, only the latest sample in
+/// `(t - offset - lookback, t - offset]`; the read's `maxt` is the last evaluation time
+/// (minus the offset) so the backend's step intervals line up with the evaluation times.
+fn pushdown_fetch(
+    aggregate: &Aggregate,
+    start: i64,
+    end: i64,
+    grid_step: Option<i64>,
+    options: &EngineOptions,
+) -> Option<Fetch> {
+    let step = grid_step?;
+    if !PUSHDOWN_AGGREGATIONS.contains(&aggregate.op) || aggregate.param.is_some() {
+        return None;
+    }
+    let Expr::VectorSelector(selector) = aggregate.expr.unwrap_parens() else {
+        return None;
+    };
+    if selector.at.is_some() || selector.extended_range.is_some() || selector.offset_expr.is_some()
+    {
+        return None;
+    }
+    let (last, step_ms) = if step > 0 {
+        (start + (end - start) / step * step, Some(step))
+    } else {
+        (end, None)
+    };
+    let offset = selector.offset.unwrap_or(0);
+    Some(Fetch {
+        key: selector_key(selector),
+        matchers: selector.matchers.clone(),
+        mint: start
+            .saturating_sub(offset)
+            .saturating_sub(options.lookback_delta_ms),
+        maxt: last.saturating_sub(offset),
+        matrix: false,
+        pushdown: Some(Pushdown {
+            op: aggregate.op.name(),
+            step_ms,
+            grouping: aggregate.grouping.clone(),
+            grouping_by: !aggregate.without,
+        }),
+    })
 }
 
 /// Where the info series of an `info()` call are kept among the fetched series.
@@ -462,6 +603,7 @@ fn selector_fetch(
         mint: s.saturating_sub(offset).saturating_sub(before),
         maxt: e.saturating_sub(offset),
         matrix: false,
+        pushdown: None,
     }
 }
 
@@ -1594,4 +1736,75 @@ fn result_labels(
         }
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The select requests a query plans, for a backend declaring pushdown of `sum`, `avg`
+    /// and `count`.
+    fn requests(
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        pushdown: bool,
+    ) -> Vec<SelectRequest> {
+        let options = EngineOptions {
+            pushdown,
+            ..EngineOptions::default()
+        };
+        let expr = crate::parse(query).unwrap();
+        let plan = Plan::new(expr, query, start, end, step, &options);
+        plan.fetches
+            .iter()
+            .map(|fetch| fetch.request(&["sum", "avg", "count"]))
+            .collect()
+    }
+
+    #[test]
+    fn pushdown_hints_only_where_exact() {
+        let hinted = |query: &str| {
+            requests(query, 1_000_000, 1_950_000, 60_000, true)
+                .iter()
+                .map(|request| request.hints.latest_per_step)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hinted("sum by (a) (m)"), [true]);
+        assert_eq!(hinted("avg(m offset 1m) + count((m))"), [true, true]);
+        // Not declared by the backend, a parameter, `@`, a range function, a subquery.
+        assert_eq!(hinted("max(m)"), [false]);
+        assert_eq!(hinted("topk(1, m)"), [false]);
+        assert_eq!(hinted("sum(m @ 100)"), [false]);
+        assert_eq!(hinted("sum(rate(m[5m]))"), [false]);
+        assert_eq!(hinted("max_over_time(sum(m)[10m:1m])"), [false]);
+        assert_eq!(hinted("sum(sum(m))"), [true]);
+
+        let request = &requests(
+            "sum by (a) (m offset 1m)",
+            1_000_000,
+            1_950_000,
+            60_000,
+            true,
+        )[0];
+        // The last evaluation time is 1_900_000 (the end is not on the grid), minus the offset.
+        assert_eq!(request.maxt.0, 1_840_000);
+        assert_eq!(request.mint.0, 1_000_000 - 60_000 - 300_000);
+        assert_eq!(request.hints.step_ms, Some(60_000));
+        assert_eq!(request.hints.function.as_deref(), Some("sum"));
+        assert_eq!(request.hints.grouping, ["a"]);
+        assert!(request.hints.grouping_by);
+
+        let instant = &requests("count without (b) (m)", 5_000_000, 5_000_000, 0, true)[0];
+        assert!(instant.hints.latest_per_step);
+        assert_eq!(instant.hints.step_ms, None);
+        assert_eq!(instant.maxt.0, 5_000_000);
+        assert!(!instant.hints.grouping_by);
+
+        // Switched off: plain reads.
+        let off = &requests("sum by (a) (m)", 1_000_000, 1_950_000, 60_000, false)[0];
+        assert_eq!(off.hints, SelectHints::default());
+        assert_eq!(off.maxt.0, 1_950_000);
+    }
 }

@@ -6,7 +6,13 @@
 //!    every selector with the time range it needs (offsets, `@`, ranges, lookback and
 //!    subquery windows included).
 //! 2. **Fetch**: every selector's series are read from [`Storage`] up front (one `select` per
-//!    selector), counted against `max_samples`.
+//!    selector), counted against `max_samples`. A plain instant selector that is the direct
+//!    input of `sum`/`min`/`max`/`count`/`avg` on the query's grid (not in a subquery, no `@`,
+//!    no `anchored`/`smoothed`) is read with `SelectHints::latest_per_step` when the backend
+//!    lists the operator in `Capabilities::pushdown_aggregations` and
+//!    [`EngineOptions::pushdown`] is on: the backend may return only the latest sample per
+//!    series and step interval, which are exactly the samples the selector uses, so the
+//!    result is unchanged.
 //! 3. **Evaluate** (on a blocking thread, so the async runtime keeps serving): each operator
 //!    first settles its *output series* — label sets computed once per series, never per step
 //!    — and then fills one dense column of values per series across all steps. Aggregations
@@ -56,6 +62,12 @@ pub struct EngineOptions {
     pub max_points_per_series: u64,
     /// Parser feature switches.
     pub parse: ParseOptions,
+    /// Whether the planner asks the backend to reduce the input of simple aggregations
+    /// (`sum`, `min`, `max`, `count`, `avg` directly over an instant selector) to the latest
+    /// sample per series and step, when the backend declares it in
+    /// `Capabilities::pushdown_aggregations` (default on). Results are identical either way;
+    /// only the amount of data read changes.
+    pub pushdown: bool,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +80,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60_000,
             max_points_per_series: 11_000,
             parse: ParseOptions::default(),
+            pushdown: true,
         }
     }
 }
