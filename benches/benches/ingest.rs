@@ -497,19 +497,17 @@ fn ingest(c: &mut Criterion) {
 
     // SOFALookout SDK, `POST /datas`, plain and raw snappy.
     let (sdk_text, sdk_count) = sdk_body(&series, &batch);
-    let sdk_enrichment = Enrichment {
-        client_ip: Some(CLIENT_IP.to_owned()),
-        extra_tags: Tags::new(),
-    };
+    // The `Client-Ip` header (or the peer) is the only enrichment of `/datas`.
+    let sdk_enrichment = &peer;
     bench_decoder(c, "lookout_sdk", sdk_text.as_bytes(), sdk_count, |body| {
-        sdk_samples(sdk::decode(body, false, &sdk_enrichment, &limits).expect("decodes"))
+        sdk_samples(sdk::decode(body, false, sdk_enrichment, &limits).expect("decodes"))
     });
-    let decoded = sdk::decode(sdk_text.as_bytes(), false, &sdk_enrichment, &limits).unwrap();
+    let decoded = sdk::decode(sdk_text.as_bytes(), false, sdk_enrichment, &limits).unwrap();
     // Nine tags, `app`, `ip`, `__name__`.
     check_batch("lookout_sdk", &decoded.batch, BASE_TIMESTAMP_MS, 12);
     let sdk_snappy = compress_snappy_block(sdk_text.as_bytes());
     bench_decoder(c, "lookout_sdk_snappy", &sdk_snappy, sdk_count, |body| {
-        sdk_samples(sdk::decode(body, true, &sdk_enrichment, &limits).expect("decodes"))
+        sdk_samples(sdk::decode(body, true, sdk_enrichment, &limits).expect("decodes"))
     });
 
     // `/lookout/metrics/app/node-agent/step/15`.
