@@ -643,23 +643,24 @@ fn vmagent_scrapes_node_exporter_and_remote_writes_into_lookout() {
             serde_json::json!({"__name__": "up", "env": "test", "instance": instance,
                 "job": "node", "via": via})
         );
-        let cpu = instant_query(
-            &client,
-            &server.api(),
-            &format!(r#"node_cpu_seconds_total{{job="node",via="{via}",mode="idle"}}"#),
-        );
-        assert!(!cpu.is_empty(), "no node_cpu_seconds_total via {via}");
+        // A scrape may be sent in more than one request: wait for the rest of it too.
+        let arrived = |expr: &str| {
+            poll(DELIVERY_TIMEOUT, || {
+                let result = instant_query(&client, &server.api(), expr);
+                (!result.is_empty()).then_some(result)
+            })
+            .unwrap_or_else(|| panic!("{expr}: nothing within {DELIVERY_TIMEOUT:?}"))
+        };
+        let cpu = arrived(&format!(
+            r#"node_cpu_seconds_total{{job="node",via="{via}",mode="idle"}}"#
+        ));
         for series in &cpu {
             assert_eq!(label(series, "instance"), instance, "{series}");
             assert_eq!(label(series, "env"), "test", "{series}");
             assert!(value(series) > 0.0, "{series}");
         }
         // The textfile probe: its label value as it is, the target's labels added.
-        let probe = instant_query(
-            &client,
-            &server.api(),
-            &format!(r#"vmagent_probe{{via="{via}"}}"#),
-        );
+        let probe = arrived(&format!(r#"vmagent_probe{{via="{via}"}}"#));
         assert_eq!(
             probe
                 .iter()
