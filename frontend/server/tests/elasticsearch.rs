@@ -3,7 +3,9 @@
 //! ports: SOFALookout's own bulk body (`../shared/testdata/lookout/es-bulk-request.ndjson`)
 //! written straight into the cluster is queryable through PromQL; the gateway answers 503
 //! while the cluster is down (never a 2xx for samples it could not store) and resumes when it
-//! is back; a gateway-only process writes to the cluster another server reads from;
+//! is back; a second ES-mode server without maintenance writes to the cluster another server
+//! reads from; a gateway-only process (`--mode gateway`) remote-writes SOFALookout SDK and
+//! OpenTSDB fixtures into an ES-backed server, queryable there exactly as expected;
 //! `--es-no-pushdown` switches aggregation pushdown off (same answers, `/metrics` tells).
 //! Each test skips with a printed reason when ../shared or the stand-ins are missing.
 
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{free_port, LookoutServer};
+use support::{free_port, poll, LookoutServer};
 
 /// A stand-in started with `peers.sh`, stopped when dropped.
 struct EsPeer {
@@ -270,7 +272,8 @@ fn gateway_answers_503_while_osmem_is_down() {
     gateway_answers_503_while_down("osmem");
 }
 
-/// A gateway-only process (no maintenance) feeds the cluster; another server reads it.
+/// A writer in ES mode without maintenance (`--es-no-maintenance`) feeds the cluster;
+/// another server reads it. (`--mode gateway` feeding an ES-backed server: below.)
 #[test]
 fn gateway_only_process_feeds_the_query_server() {
     let Some(peer) = EsPeer::start("noida") else {
@@ -355,4 +358,240 @@ fn pushdown_switch_on_noida() {
 #[test]
 fn pushdown_switch_on_osmem() {
     pushdown_switch("osmem");
+}
+
+/// A fixture request of ../shared/testdata/lookout (`<name>-expected-metrics.json`: method,
+/// path, headers, body file) and the samples it must produce: labels (`__name__` included,
+/// `<remote peer address>` as loopback), time in seconds, value.
+struct FixtureRequest {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    status: u16,
+    samples: Vec<(serde_json::Value, f64, f64)>,
+}
+
+fn fixture_request(dir: &Path, expected_file: &str) -> FixtureRequest {
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(expected_file)).unwrap()).unwrap();
+    let request = &expected["request"];
+    assert_eq!(request["method"], "POST", "{expected_file}");
+    let samples = expected["exported_to_metric_chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sample| {
+            let mut labels = serde_json::Map::new();
+            labels.insert("__name__".into(), sample["name"].clone());
+            for (key, value) in sample["tags"].as_object().unwrap() {
+                let value = match value.as_str().unwrap() {
+                    "<remote peer address>" => "127.0.0.1",
+                    value => value,
+                };
+                labels.insert(key.clone(), value.into());
+            }
+            (
+                serde_json::Value::Object(labels),
+                sample["timestamp"].as_f64().unwrap() / 1000.0,
+                sample["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    FixtureRequest {
+        path: request["path"].as_str().unwrap().to_owned(),
+        headers: request["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_str().unwrap().to_owned()))
+            .collect(),
+        body: std::fs::read(dir.join(request["body_file"].as_str().unwrap())).unwrap(),
+        status: expected["response"]["status"].as_u64().unwrap() as u16,
+        samples,
+    }
+}
+
+/// The non-zero lines of `text` (a `/metrics` page) starting with `prefix`.
+fn nonzero_lines<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| line.starts_with(prefix) && !line.ends_with(" 0"))
+        .collect()
+}
+
+/// Issue 7's "a gateway-only process can feed it": `lookout-server --mode gateway` forwards
+/// (remote write 1.0) into the query port of a server on `--storage es`. SOFALookout SDK
+/// (`POST /datas`) and OpenTSDB (`POST /opentsdb/api/put`) fixture requests and an OpenTSDB
+/// telnet `put` sent to the gateway-only process are queryable through the ES-backed
+/// server's PromQL API, each sample with exactly its expected labels and value; the gateway
+/// sent everything it queued and the ES server refused nothing.
+fn gateway_only_mode_feeds_the_es_backend(kind: &'static str) {
+    let fixtures = shared().join("testdata/lookout");
+    if !fixtures.is_dir() {
+        eprintln!("SKIPPED: {} is absent", fixtures.display());
+        return;
+    }
+    let Some(peer) = EsPeer::start(kind) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("es-server");
+    std::fs::create_dir(&server_dir).unwrap();
+    let server = start_server(&peer, &server_dir, &[]);
+    let url = format!("{}/api/v1/write", server.api());
+    let gateway = LookoutServer::start_gateway_only(
+        &dir.path().join("gateway"),
+        (free_port(), free_port()),
+        &[
+            "--forward.remote-write-url",
+            &url,
+            // The fixtures are from 2018 and 2019.
+            "--gateway.max-sample-age",
+            "0",
+            "--forward.min-backoff",
+            "100ms",
+            "--forward.max-backoff",
+            "1s",
+        ],
+    );
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+
+    let mut expected = Vec::new();
+    for file in [
+        "lookout-report-expected-metrics.json",
+        "opentsdb-put-expected-metrics.json",
+    ] {
+        let request = fixture_request(&fixtures, file);
+        let mut post = client.post(format!("{}{}", gateway.gateway(), request.path));
+        for (name, value) in &request.headers {
+            post = post.header(name, value);
+        }
+        let status = post.body(request.body).send().unwrap().status().as_u16();
+        // The fixture's answer, except OpenTSDB's 204 where SOFALookout answered 202.
+        assert!(
+            status == request.status || (request.status, status) == (202, 204),
+            "{file}: {status}"
+        );
+        expected.extend(request.samples);
+    }
+    let now = now_s();
+    {
+        use std::io::{Read, Write};
+        let mut telnet = std::net::TcpStream::connect(("127.0.0.1", gateway.telnet_port)).unwrap();
+        write!(telnet, "put es.fed.telnet {now} 5 host=a\nexit\n").unwrap();
+        // The listener closes the connection after `exit`, once the line is taken.
+        telnet
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = telnet.read_to_string(&mut answer);
+        assert!(!answer.contains("error"), "{answer}");
+    }
+    expected.push((
+        serde_json::json!({"__name__": "es.fed.telnet", "host": "a", "ip": "127.0.0.1"}),
+        now as f64,
+        5.0,
+    ));
+
+    // Every sample, at its own time, through the ES-backed server's PromQL API.
+    let missing = |expected: &[(serde_json::Value, f64, f64)]| -> Vec<String> {
+        expected
+            .iter()
+            .filter(|(labels, time, value)| {
+                let name = labels["__name__"].as_str().unwrap();
+                let result = query(&server, &format!(r#"{{__name__="{name}"}}"#), *time);
+                !result.iter().any(|series| {
+                    series["metric"] == *labels
+                        && series["value"][0].as_f64() == Some(*time)
+                        && series["value"][1].as_str().and_then(|v| v.parse().ok()) == Some(*value)
+                })
+            })
+            .map(|(labels, time, value)| format!("{labels} {value} @ {time}"))
+            .collect()
+    };
+    let arrived = poll(Duration::from_secs(60), || {
+        missing(&expected).is_empty().then_some(())
+    });
+    if arrived.is_none() {
+        panic!(
+            "not queryable on the ES backend within 60 s: {:#?}",
+            missing(&expected)
+        );
+    }
+    // Nothing else arrived under those names: one series per expected sample.
+    let names: std::collections::BTreeSet<&str> = expected
+        .iter()
+        .map(|(labels, _, _)| labels["__name__"].as_str().unwrap())
+        .collect();
+    let stored: usize = names
+        .iter()
+        .map(|name| {
+            let time = expected
+                .iter()
+                .find(|(labels, _, _)| labels["__name__"] == *name)
+                .unwrap()
+                .1;
+            query(&server, &format!(r#"{{__name__="{name}"}}"#), time).len()
+        })
+        .sum();
+    assert_eq!(stored, expected.len());
+
+    // The gateway delivered everything it queued; the ES server refused nothing.
+    let gateway_metrics = client
+        .get(format!("{}/metrics", gateway.gateway()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let exporter = "{exporter=\"remote_write-0\"}";
+    let forward = |name: &str| -> f64 {
+        let series = format!("{name}{exporter} ");
+        gateway_metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing: {gateway_metrics}"))
+    };
+    let sent = poll(Duration::from_secs(30), || {
+        let sent = forward("lookout_forward_samples_sent_total");
+        (sent >= expected.len() as f64).then_some(sent)
+    });
+    assert_eq!(
+        sent,
+        Some(forward("lookout_forward_samples_enqueued_total"))
+    );
+    assert_eq!(forward("lookout_forward_samples_failed_total"), 0.0);
+    assert_eq!(forward("lookout_forward_queue_records"), 0.0);
+    let server_metrics = client
+        .get(format!("{}/metrics", server.api()))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        server_metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix(
+                "lookout_gateway_samples_accepted_total{protocol=\"api_remote_write\"} "
+            ))
+            .any(|value| value.parse::<f64>().unwrap() >= expected.len() as f64),
+        "{server_metrics}"
+    );
+    for counter in [
+        "lookout_gateway_samples_rejected_total{protocol=\"api_remote_write\"",
+        "lookout_gateway_requests_refused_total{protocol=\"api_remote_write\"",
+    ] {
+        assert_eq!(nonzero_lines(&server_metrics, counter), Vec::<&str>::new());
+    }
+}
+
+#[test]
+fn gateway_only_mode_feeds_the_es_backend_on_noida() {
+    gateway_only_mode_feeds_the_es_backend("noida");
+}
+
+#[test]
+fn gateway_only_mode_feeds_the_es_backend_on_osmem() {
+    gateway_only_mode_feeds_the_es_backend("osmem");
 }

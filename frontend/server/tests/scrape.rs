@@ -10,17 +10,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_port, wait_ready, Killed, LookoutServer};
+use support::{
+    free_port, node_exporter_binary, start_node_exporter, wait_ready, Killed, LookoutServer,
+};
 
 /// How long a condition may take to hold (scrapes run every second).
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The node_exporter binary on PATH: Debian names it `prometheus-node-exporter`.
-fn node_exporter_binary() -> Option<&'static str> {
-    ["prometheus-node-exporter", "node_exporter"]
-        .into_iter()
-        .find(|name| Command::new(name).arg("--version").output().is_ok())
-}
 
 /// The instant query's result vector.
 fn query(
@@ -81,24 +76,7 @@ fn lookout_scrapes_node_exporter() {
     std::fs::create_dir(&textfile_dir).unwrap();
     let probe_file = textfile_dir.join("probe.prom");
     write(&probe_file, "lookout_probe{kind=\"a\"} 42\n");
-    let exporter_port = free_port();
-    let _exporter = Killed(
-        Command::new(binary)
-            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-            .arg("--no-collector.systemd")
-            .arg(format!(
-                "--collector.textfile.directory={}",
-                textfile_dir.display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(
-        &client,
-        &format!("http://127.0.0.1:{exporter_port}/metrics"),
-    );
+    let (_exporter, exporter_port) = start_node_exporter(&client, binary, &textfile_dir);
     let config = dir.path().join("scrape.yml");
     write(
         &config,
@@ -348,24 +326,7 @@ fn relabelling_matches_prometheus_on_the_same_target() {
         "probe_a{kind=\"x\",secret=\"s\",job=\"inner\"} 1\nprobe_b{kind=\"drop\"} 2\n\
          probe_c{kind=\"Y\",instance=\"other\"} 3\n",
     );
-    let exporter_port = free_port();
-    let _exporter = Killed(
-        Command::new(binary)
-            .arg(format!("--web.listen-address=127.0.0.1:{exporter_port}"))
-            .arg("--no-collector.systemd")
-            .arg(format!(
-                "--collector.textfile.directory={}",
-                textfile_dir.display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(
-        &client,
-        &format!("http://127.0.0.1:{exporter_port}/metrics"),
-    );
+    let (_exporter, exporter_port) = start_node_exporter(&client, binary, &textfile_dir);
     // One file for both: Prometheus' syntax is Lookout's.
     let config_text = format!(
         r#"global: {{scrape_interval: 1s}}

@@ -1,10 +1,12 @@
 //! Real senders delivering into the `lookout-server` binary, read back through the query API:
 //! netdata's OpenTSDB exporters (`POST /api/put` with JSON arrays on the gateway port, and
 //! telnet `put` lines) and rsyslog's Elasticsearch output (`omelasticsearch`, `POST /_bulk`
-//! with ES6 action lines and Metricbeat-6-shaped documents). Each is configured as in
+//! with ES6 action lines and Metricbeat-6-shaped documents), and vmagent scraping a real
+//! node_exporter and remote-writing to both remote-write receivers. Each is configured as in
 //! ../shared/peers (the configuration is written here, so the test does not need that
 //! directory) and skipped with a printed reason when its program is not on PATH
-//! (`peers.sh install extras`: netdata, rsyslog-elasticsearch).
+//! (`peers.sh install`: victoria-metrics, prometheus-node-exporter; `peers.sh install extras`:
+//! netdata, rsyslog-elasticsearch).
 
 mod support;
 
@@ -491,4 +493,301 @@ fn rsyslog_omelasticsearch_is_a_real_bulk_sender() {
         "{after:?}"
     );
     drop(rsyslog);
+}
+
+/// A per-URL relabelling file for vmagent (`-remoteWrite.urlRelabelConfig`) that adds
+/// `via="<via>"` to everything sent to that URL, so the two receivers' series can be told apart.
+fn write_via_relabel(dir: &Path, via: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("relabel-{via}.yml"));
+    std::fs::write(
+        &path,
+        format!("- target_label: via\n  replacement: {via}\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// The series `selector` selects, each as its labels without `via` (canonical JSON).
+fn series_without_via(
+    client: &reqwest::blocking::Client,
+    server: &LookoutServer,
+    selector: &str,
+) -> BTreeSet<String> {
+    instant_query(client, &server.api(), selector)
+        .iter()
+        .map(|series| {
+            let mut labels = series["metric"].as_object().unwrap().clone();
+            labels.remove("via");
+            Value::Object(labels).to_string()
+        })
+        .collect()
+}
+
+/// vmagent (VictoriaMetrics' agent; Debian's `victoria-metrics` package) scrapes a real
+/// node_exporter every second and remote-writes what it scrapes (Prometheus remote write 1.0,
+/// snappy protobuf) to both of Lookout's receivers at once, as ../shared/peers/peers.sh
+/// configures it: the gateway port's `/api/v1/write` (protocol `remote_write`) and the query
+/// port's (`api_remote_write`), each URL tagging its copy with `via`. Both copies must be
+/// queryable with the target's labels, hold the same series, and nothing may be refused on
+/// either side (Lookout's rejection counters, vmagent's own request and drop counters).
+#[test]
+fn vmagent_scrapes_node_exporter_and_remote_writes_into_lookout() {
+    if !on_path("vmagent", "-version") {
+        println!(
+            "SKIPPED: vmagent not found on PATH (apt-get install victoria-metrics; .ci/run does)"
+        );
+        return;
+    }
+    let Some(node_exporter) = support::node_exporter_binary() else {
+        println!("SKIPPED: prometheus-node-exporter (or node_exporter) is not on PATH");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = start_lookout(dir.path());
+    let textfile_dir = dir.path().join("textfile");
+    std::fs::create_dir(&textfile_dir).unwrap();
+    std::fs::write(
+        textfile_dir.join("probe.prom"),
+        "vmagent_probe{kind=\"a b\"} 42\n",
+    )
+    .unwrap();
+    let (_exporter, exporter_port) =
+        support::start_node_exporter(&client, node_exporter, &textfile_dir);
+
+    let vm_dir = dir.path().join("vmagent");
+    std::fs::create_dir(&vm_dir).unwrap();
+    let scrape = vm_dir.join("scrape.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n        \
+             labels: {{env: test}}\n"
+        ),
+    )
+    .unwrap();
+    let help = Command::new("vmagent").arg("-help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
+    let vm_port = support::free_port();
+    let log = vm_dir.join("vmagent.log");
+    let mut command = Command::new("vmagent");
+    command
+        .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+        .arg(format!("-promscrape.config={}", scrape.display()))
+        .arg(format!(
+            "-remoteWrite.url={}/api/v1/write",
+            server.gateway()
+        ))
+        .arg(format!(
+            "-remoteWrite.urlRelabelConfig={}",
+            write_via_relabel(&vm_dir, "gateway").display()
+        ))
+        .arg(format!("-remoteWrite.url={}/api/v1/write", server.api()))
+        .arg(format!(
+            "-remoteWrite.urlRelabelConfig={}",
+            write_via_relabel(&vm_dir, "api").display()
+        ))
+        .arg(format!(
+            "-remoteWrite.tmpDataPath={}",
+            vm_dir.join("remotewrite").display()
+        ))
+        .arg("-remoteWrite.flushInterval=1s")
+        .arg("-remoteWrite.showURL");
+    // vmagent 1.88+ may switch to VictoriaMetrics' own zstd protocol; keep it on Prometheus'
+    // (older versions, Debian 12's 1.79 included, only speak Prometheus' and lack the flag).
+    if help.contains("remoteWrite.forcePromProto") {
+        command
+            .arg("-remoteWrite.forcePromProto=true")
+            .arg("-remoteWrite.forcePromProto=true");
+    }
+    let mut vmagent = KilledGroup::spawn(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    let vmagent_url = format!("http://127.0.0.1:{vm_port}");
+    assert!(
+        support::became_ready(&client, &format!("{vmagent_url}/health")),
+        "vmagent not ready; its log:\n{}",
+        log_tail(&log, 30)
+    );
+    let mut alive = || {
+        assert!(
+            vmagent.exited().is_none(),
+            "vmagent exited; its log:\n{}",
+            log_tail(&log, 30)
+        );
+    };
+
+    // `up` and node_exporter's series arrive through both receivers.
+    let instance = format!("127.0.0.1:{exporter_port}");
+    for via in ["gateway", "api"] {
+        let up = format!(r#"up{{job="node",via="{via}"}} == 1"#);
+        let arrived = poll(DELIVERY_TIMEOUT, || {
+            alive();
+            let result = instant_query(&client, &server.api(), &up);
+            (!result.is_empty()).then_some(result)
+        });
+        let Some(result) = arrived else {
+            panic!(
+                "{up} did not arrive within {DELIVERY_TIMEOUT:?}: {:?}; vmagent's log:\n{}",
+                instant_query(&client, &server.api(), r#"{job="node"}"#).len(),
+                log_tail(&log, 30)
+            );
+        };
+        assert_eq!(result.len(), 1, "{result:?}");
+        assert_eq!(
+            result[0]["metric"],
+            serde_json::json!({"__name__": "up", "env": "test", "instance": instance,
+                "job": "node", "via": via})
+        );
+        // A scrape may be sent in more than one request: wait for the rest of it too.
+        let arrived = |expr: &str| {
+            poll(DELIVERY_TIMEOUT, || {
+                let result = instant_query(&client, &server.api(), expr);
+                (!result.is_empty()).then_some(result)
+            })
+            .unwrap_or_else(|| panic!("{expr}: nothing within {DELIVERY_TIMEOUT:?}"))
+        };
+        let cpu = arrived(&format!(
+            r#"node_cpu_seconds_total{{job="node",via="{via}",mode="idle"}}"#
+        ));
+        for series in &cpu {
+            assert_eq!(label(series, "instance"), instance, "{series}");
+            assert_eq!(label(series, "env"), "test", "{series}");
+            assert!(value(series) > 0.0, "{series}");
+        }
+        // The textfile probe: its label value as it is, the target's labels added.
+        let probe = arrived(&format!(r#"vmagent_probe{{via="{via}"}}"#));
+        assert_eq!(
+            probe
+                .iter()
+                .map(|series| (series["metric"].clone(), value(series)))
+                .collect::<Vec<_>>(),
+            [(
+                serde_json::json!({"__name__": "vmagent_probe", "env": "test",
+                    "instance": instance, "job": "node", "kind": "a b", "via": via}),
+                42.0
+            )]
+        );
+    }
+
+    // Scrape timestamps kept: the newest samples are from the last seconds.
+    let now = now_seconds();
+    let recent = instant_query(&client, &server.api(), r#"up{job="node"}[1m]"#);
+    assert_eq!(recent.len(), 2, "{recent:?}");
+    for series in &recent {
+        let newest = sample_times(series).last().copied().unwrap();
+        assert!(
+            now - newest < 30.0 && newest <= now + 1.0,
+            "{series} at {now}"
+        );
+    }
+
+    // Both copies hold the same series (a series node_exporter adds between two scrapes may
+    // reach one receiver a flush before the other: wait until they agree).
+    let selector = |via: &str| format!(r#"{{job="node",via="{via}"}}"#);
+    let agreed = poll(DELIVERY_TIMEOUT, || {
+        alive();
+        let gateway = series_without_via(&client, &server, &selector("gateway"));
+        let api = series_without_via(&client, &server, &selector("api"));
+        (gateway == api).then_some(gateway)
+    });
+    let Some(series) = agreed else {
+        let gateway = series_without_via(&client, &server, &selector("gateway"));
+        let api = series_without_via(&client, &server, &selector("api"));
+        panic!(
+            "the receivers hold different series\nonly via the gateway: {:#?}\nonly via the API: {:#?}",
+            gateway.difference(&api).collect::<Vec<_>>(),
+            api.difference(&gateway).collect::<Vec<_>>()
+        );
+    };
+    // node_exporter exports hundreds of series; vmagent adds `up` and the scrape_* series.
+    assert!(
+        series.len() > 100,
+        "only {} series: {series:#?}",
+        series.len()
+    );
+    for name in [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "node_exporter_build_info",
+        "node_load1",
+    ] {
+        let needle = format!("\"__name__\":\"{name}\"");
+        assert!(
+            series.iter().any(|labels| labels.contains(&needle)),
+            "{name} missing"
+        );
+    }
+
+    // Nothing refused by Lookout, on either port.
+    for protocol in ["remote_write", "api_remote_write"] {
+        let accepted = self_metric(
+            &client,
+            &server,
+            &format!(r#"lookout_gateway_samples_accepted_total{{protocol="{protocol}"}}"#),
+        );
+        assert!(
+            accepted >= series.len() as f64,
+            "{protocol}: {accepted} samples accepted"
+        );
+        for counter in [
+            "lookout_gateway_requests_refused_total",
+            "lookout_gateway_samples_rejected_total",
+        ] {
+            assert_eq!(
+                nonzero(&client, &server, counter, protocol),
+                Vec::<String>::new()
+            );
+        }
+    }
+    // Nor by vmagent's account: requests to both URLs answered 2xx, none otherwise, nothing
+    // dropped, retried or failed.
+    let vm_metrics = client
+        .get(format!("{vmagent_url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let counter_value = |line: &str| -> f64 { line.rsplit_once(' ').unwrap().1.parse().unwrap() };
+    let requests: Vec<&str> = vm_metrics
+        .lines()
+        .filter(|line| line.starts_with("vmagent_remotewrite_requests_total{"))
+        .collect();
+    for url in [server.gateway(), server.api()] {
+        // vmagent numbers its URLs: `url="1:http://..."`.
+        let url = format!(":{url}/api/v1/write\"");
+        let answered: f64 = requests
+            .iter()
+            .filter(|line| line.contains(&url) && line.contains("status_code=\"2"))
+            .map(|line| counter_value(line))
+            .sum();
+        assert!(answered > 0.0, "no 2xx answer for {url}: {requests:#?}");
+    }
+    for line in &requests {
+        assert!(
+            line.contains("status_code=\"2") || counter_value(line) == 0.0,
+            "a remote-write request was not answered 2xx: {line}"
+        );
+    }
+    for counter in [
+        "vmagent_remotewrite_packets_dropped_total{",
+        "vmagent_remotewrite_retries_count_total{",
+        "vmagent_remotewrite_errors_total{",
+    ] {
+        let lines: Vec<&str> = vm_metrics
+            .lines()
+            .filter(|line| line.starts_with(counter))
+            .collect();
+        assert_eq!(lines.len(), 2, "{counter}: {lines:?}");
+        for line in lines {
+            assert_eq!(counter_value(line), 0.0, "{line}");
+        }
+    }
+    // Stop the sender before the receiver.
+    drop(vmagent);
 }

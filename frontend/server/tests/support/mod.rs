@@ -115,6 +115,40 @@ pub fn start_prometheus(
     prometheus
 }
 
+/// The node_exporter binary on PATH: Debian names it `prometheus-node-exporter`. When there is
+/// none, tests print `SKIPPED: <reason>` and return.
+pub fn node_exporter_binary() -> Option<&'static str> {
+    ["prometheus-node-exporter", "node_exporter"]
+        .into_iter()
+        .find(|name| Command::new(name).arg("--version").output().is_ok())
+}
+
+/// Starts node_exporter `binary` on a free loopback port (as ../shared/peers/peers.sh does:
+/// systemd collector off, `textfile_dir` for the textfile collector) and waits until its
+/// `/metrics` answers; returns the process and its port.
+pub fn start_node_exporter(
+    client: &reqwest::blocking::Client,
+    binary: &str,
+    textfile_dir: &Path,
+) -> (Killed, u16) {
+    let port = free_port();
+    let exporter = Killed(
+        Command::new(binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--no-collector.systemd")
+            .arg(format!(
+                "--collector.textfile.directory={}",
+                textfile_dir.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(client, &format!("http://127.0.0.1:{port}/metrics"));
+    (exporter, port)
+}
+
 /// A `lookout-server` started on a data directory with every listener on its own free
 /// loopback port.
 #[derive(Debug)]
