@@ -209,6 +209,23 @@ pub(crate) fn encode_base64(data: &[u8], url_safe: bool, padded: bool) -> String
     encoded
 }
 
+/// `%XX` for every byte outside `[A-Za-z0-9+~._-]`, in either case of hex digit: the
+/// encoder the property tests check [`path_tags`] against.
+#[cfg(test)]
+pub(crate) fn percent_encode(text: &str, upper: bool) -> String {
+    let mut encoded = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"+~._-".contains(&byte) {
+            encoded.push(byte as char);
+        } else if upper {
+            encoded.push_str(&format!("%{byte:02X}"));
+        } else {
+            encoded.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,21 +358,6 @@ mod tests {
             assert_eq!(decode_base64(&encoded).unwrap(), data, "{encoded}");
         }
         assert_eq!(decode_base64("A"), None);
-    }
-
-    /// `%XX` for every byte outside `[A-Za-z0-9+~._-]`, in either case of hex digit.
-    fn percent_encode(text: &str, upper: bool) -> String {
-        let mut encoded = String::new();
-        for byte in text.bytes() {
-            if byte.is_ascii_alphanumeric() || b"+~._-".contains(&byte) {
-                encoded.push(byte as char);
-            } else if upper {
-                encoded.push_str(&format!("%{byte:02X}"));
-            } else {
-                encoded.push_str(&format!("%{byte:02x}"));
-            }
-        }
-        encoded
     }
 
     /// How a generated `step` tag is written.
