@@ -34,6 +34,54 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
     lookout_model::time::parse_iso8601(text)
 }
 
+/// Year, month, day, hour, minute, second and millisecond of `millis` after the epoch,
+/// counted out day by day from 1970: the oracle the property tests check parsers against.
+#[cfg(test)]
+pub(crate) fn civil(millis: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
+    let is_leap = |year: i64| year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let mut days = millis.div_euclid(86_400_000);
+    let rest = millis.rem_euclid(86_400_000);
+    let mut year = 1970;
+    loop {
+        let length = if is_leap(year) { 366 } else { 365 };
+        if days < length {
+            break;
+        }
+        days -= length;
+        year += 1;
+    }
+    let mut month = 1;
+    loop {
+        let length = match month {
+            2 if is_leap(year) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        if days < length {
+            break;
+        }
+        days -= length;
+        month += 1;
+    }
+    (
+        year,
+        month,
+        days + 1,
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000,
+    )
+}
+
+/// `millis` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+#[cfg(test)]
+pub(crate) fn format_utc(millis: i64) -> String {
+    let (year, month, day, hour, minute, second, millis) = civil(millis);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,46 +149,6 @@ mod tests {
         ] {
             assert_eq!(parse_time(&bad), None, "{bad}");
         }
-    }
-
-    /// Year, month, day, hour, minute, second and millisecond of `millis` after the epoch,
-    /// counted out day by day from 1970: the oracle the parser is checked against.
-    fn civil(millis: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
-        let is_leap = |year: i64| year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let mut days = millis.div_euclid(86_400_000);
-        let rest = millis.rem_euclid(86_400_000);
-        let mut year = 1970;
-        loop {
-            let length = if is_leap(year) { 366 } else { 365 };
-            if days < length {
-                break;
-            }
-            days -= length;
-            year += 1;
-        }
-        let mut month = 1;
-        loop {
-            let length = match month {
-                2 if is_leap(year) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            if days < length {
-                break;
-            }
-            days -= length;
-            month += 1;
-        }
-        (
-            year,
-            month,
-            days + 1,
-            rest / 3_600_000,
-            rest / 60_000 % 60,
-            rest / 1000 % 60,
-            rest % 1000,
-        )
     }
 
     /// How the offset of a generated date-time is written.
