@@ -704,4 +704,114 @@ mod tests {
             }
         }
     }
+
+    /// One request of a generated sequence: method, which of two groups, the pushed
+    /// `(name, x)` series.
+    type Request = (PushMethod, usize, BTreeSet<(String, u8)>);
+
+    fn request_strategy() -> impl proptest::strategy::Strategy<Value = Request> {
+        (
+            proptest::sample::select(vec![PushMethod::Put, PushMethod::Post, PushMethod::Delete]),
+            0..2usize,
+            proptest::collection::btree_set(("[a-c]", 1..4u8), 0..5),
+        )
+    }
+
+    proptest::proptest! {
+        /// Any sequence of PUT, POST and DELETE on two groups, against a model of what each
+        /// group holds: every pushed sample is in the batch, every series that leaves its
+        /// group gets exactly one stale marker (and nothing else does), a deleted group's
+        /// time gauges go stale, and the groups end as the model says.
+        #[test]
+        fn push_sequences_match_the_model(requests in proptest::collection::vec(request_strategy(), 1..10)) {
+            let groupings = [
+                Tags::from([("job".to_owned(), "j".to_owned())]),
+                Tags::from([("job".to_owned(), "j".to_owned()), ("instance".to_owned(), "i".to_owned())]),
+            ];
+            let labels_of = |grouping: &Tags, name: &str, x: u8| {
+                let mut pairs = grouping.clone();
+                pairs.insert(METRIC_NAME_LABEL.to_owned(), name.to_owned());
+                pairs.insert("x".to_owned(), x.to_string());
+                Labels::from_pairs(pairs).unwrap()
+            };
+            let mut groups = PushGroups::new();
+            let mut model: [Option<BTreeSet<Labels>>; 2] = [None, None];
+            for (step, (method, group, pushed)) in requests.iter().enumerate() {
+                let grouping = &groupings[*group];
+                let now = TimestampMs(1_000 * (step as i64 + 1));
+                let body: String = if *method == PushMethod::Delete {
+                    String::new()
+                } else {
+                    pushed.iter().map(|(name, x)| format!("{name}{{x=\"{x}\"}} {x}\n")).collect()
+                };
+                let batch = decode(body.as_bytes(), grouping, now, &Limits::default()).unwrap();
+                let plan = groups.plan(*method, grouping, batch, now);
+                let pushed_labels: BTreeSet<Labels> = if *method == PushMethod::Delete {
+                    BTreeSet::new()
+                } else {
+                    pushed.iter().map(|(name, x)| labels_of(grouping, name, *x)).collect()
+                };
+                let old = model[*group].clone();
+                let new = match method {
+                    PushMethod::Put => Some(pushed_labels.clone()),
+                    PushMethod::Delete => None,
+                    PushMethod::Post => {
+                        let names: BTreeSet<&str> = pushed.iter().map(|(name, _)| name.as_str()).collect();
+                        let mut kept: BTreeSet<Labels> = old
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|labels| !names.contains(labels.metric_name().unwrap()))
+                            .collect();
+                        kept.extend(pushed_labels.iter().cloned());
+                        Some(kept)
+                    }
+                };
+                let mut expected_stale: BTreeSet<Labels> = old
+                    .clone()
+                    .unwrap_or_default()
+                    .difference(&new.clone().unwrap_or_default())
+                    .cloned()
+                    .collect();
+                if *method == PushMethod::Delete && old.is_some() {
+                    for name in [PUSH_TIME_METRIC, PUSH_FAILURE_TIME_METRIC] {
+                        expected_stale.insert(gauge_labels(name, grouping));
+                    }
+                }
+                let stale: Vec<Labels> = plan
+                    .batch
+                    .series
+                    .iter()
+                    .filter(|series| lookout_model::is_stale_nan(series.samples[0].value))
+                    .map(|series| series.labels.clone())
+                    .collect();
+                proptest::prop_assert_eq!(stale.len(), expected_stale.len(), "request {}", step);
+                proptest::prop_assert_eq!(stale.into_iter().collect::<BTreeSet<_>>(), expected_stale);
+                let written: BTreeSet<Labels> = plan
+                    .batch
+                    .series
+                    .iter()
+                    .filter(|series| !lookout_model::is_stale_nan(series.samples[0].value))
+                    .map(|series| series.labels.clone())
+                    .collect();
+                let mut expected_written = pushed_labels.clone();
+                if *method != PushMethod::Delete {
+                    expected_written.insert(gauge_labels(PUSH_TIME_METRIC, grouping));
+                    expected_written.insert(gauge_labels(PUSH_FAILURE_TIME_METRIC, grouping));
+                }
+                proptest::prop_assert_eq!(written, expected_written);
+                groups.commit(plan);
+                model[*group] = new;
+                let held = groups
+                    .get(grouping)
+                    .map(|state| state.series.values().flatten().cloned().collect::<BTreeSet<_>>());
+                proptest::prop_assert_eq!(&held, &model[*group]);
+                if *method != PushMethod::Delete {
+                    let state = groups.get(grouping).unwrap();
+                    proptest::prop_assert_eq!(state.push_time_seconds, now.0 as f64 / 1000.0);
+                }
+            }
+            proptest::prop_assert_eq!(groups.len(), model.iter().filter(|group| group.is_some()).count());
+        }
+    }
 }
