@@ -193,14 +193,16 @@ impl Enrichment {
 const DEFAULT_STEP_SECONDS: i64 = 10;
 
 /// Removes `step` from the extra tags and returns the alignment step in milliseconds (spec
-/// §4.4 step 2): the tag's value in seconds when positive, none for `-1`, 10 s otherwise.
+/// §4.4 step 2): the tag's value in seconds when positive (at most `i64::MAX` ms), none for
+/// `-1`, 10 s otherwise.
 pub fn take_alignment_step(extra_tags: &mut Tags) -> Option<i64> {
     let step = extra_tags
         .remove("step")
         .and_then(|text| text.trim().parse::<i64>().ok());
     match step {
         Some(-1) => None,
-        Some(seconds) if seconds > 0 => Some(seconds * 1000),
+        // A step too large for milliseconds in an i64 floors like the largest one: to 0.
+        Some(seconds) if seconds > 0 => Some(seconds.saturating_mul(1000)),
         _ => Some(DEFAULT_STEP_SECONDS * 1000),
     }
 }
@@ -390,5 +392,462 @@ mod tests {
     fn latin1_fallback_for_invalid_utf8() {
         assert_eq!(body_text(b"caf\xe9".to_vec()), "café");
         assert_eq!(body_text("café".as_bytes().to_vec()), "café");
+    }
+
+    /// Found by `alignment_steps_are_positive_or_absent`: a step whose milliseconds do not
+    /// fit an i64 overflowed (a panic in debug builds, a wrapped negative step in release).
+    /// The HTTP edge refuses such a step (`require_app_step`), but the decoders are public.
+    #[test]
+    fn a_huge_step_saturates_instead_of_overflowing() {
+        let mut tags = Tags::from([("step".to_owned(), "9223372036854776".to_owned())]);
+        assert_eq!(take_alignment_step(&mut tags), Some(i64::MAX));
+        assert_eq!(align(1_700_000_000_000, Some(i64::MAX)), 0);
+        let enrichment = Enrichment {
+            client_ip: None,
+            extra_tags: Tags::from([("step".to_owned(), i64::MAX.to_string())]),
+        };
+        let decoded = prom_push::decode(
+            b"m 1\n",
+            TimestampMs(1_700_000_000_000),
+            &enrichment,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(decoded.batch.series[0].samples[0].timestamp, TimestampMs(0));
+    }
+
+    /// One entry of a generated SDK metric object.
+    #[derive(Debug, Clone)]
+    enum Entry {
+        /// A JSON number, exactly representable so the decoded value can be compared.
+        Number(f64),
+        /// Java's bare `NaN`, `Infinity` or `-Infinity`.
+        NonFinite(&'static str, f64),
+        /// Any other JSON value, as text: skipped alone as `non_numeric_value`.
+        NotANumber(String),
+    }
+
+    impl Entry {
+        fn text(&self) -> String {
+            match self {
+                Entry::Number(value) => serde_json::to_string(value).unwrap(),
+                Entry::NonFinite(token, _) => (*token).to_owned(),
+                Entry::NotANumber(text) => text.clone(),
+            }
+        }
+
+        fn value(&self) -> Option<f64> {
+            match self {
+                Entry::Number(value) | Entry::NonFinite(_, value) => Some(*value),
+                Entry::NotANumber(_) => None,
+            }
+        }
+    }
+
+    /// A metric of a measurement: an object of entries, or a plain number.
+    #[derive(Debug, Clone)]
+    enum Metric {
+        Entries(BTreeMap<String, Entry>),
+        Plain(f64),
+    }
+
+    /// One TAB-separated segment of a generated SDK body.
+    #[derive(Debug, Clone)]
+    enum Segment {
+        /// A measurement with a valid time; `too_many_tags` ones break the label limit.
+        Good {
+            time_ms: i64,
+            iso_time: bool,
+            tags: BTreeMap<String, String>,
+            too_many_tags: bool,
+            metrics: BTreeMap<String, Metric>,
+        },
+        /// A measurement whose `time` is missing or unreadable (the JSON text, if any).
+        BadTime(Option<String>),
+        /// A measurement with a valid time and no `tags` object.
+        NoTags,
+        /// Not a JSON object.
+        Junk(String),
+    }
+
+    /// Tags the body of a `too_many_tags` measurement carries: with `__name__`, `ip` and the
+    /// path's `app` and `step` that is 12 labels, beyond [`MAX_LABELS`].
+    const MANY_TAG_KEYS: [&str; 8] = ["e", "f", "g", "h", "i", "j", "k", "l"];
+    /// At most `__name__`, 4 body tags (`a`-`d`), `ip`, `app`, `step` and `zone`.
+    const MAX_LABELS: usize = 9;
+
+    fn entry_strategy() -> impl proptest::strategy::Strategy<Value = Entry> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (-(1i64 << 53)..(1i64 << 53)).prop_map(|n| Entry::Number(n as f64)),
+            4 => any::<i32>().prop_map(|n| Entry::Number(f64::from(n) / 8.0)),
+            1 => proptest::sample::select(vec![
+                ("NaN", f64::NAN),
+                ("Infinity", f64::INFINITY),
+                ("-Infinity", f64::NEG_INFINITY),
+            ])
+            .prop_map(|(token, value)| Entry::NonFinite(token, value)),
+            2 => prop_oneof![
+                "[a-zA-Z0-9 .]{0,6}".prop_map(|text| serde_json::to_string(&text).unwrap()),
+                Just("\"NaN\"".to_owned()),
+                Just("true".to_owned()),
+                Just("null".to_owned()),
+                Just("[1,2]".to_owned()),
+                Just("{\"v\":1}".to_owned()),
+            ]
+            .prop_map(Entry::NotANumber),
+        ]
+    }
+
+    fn segment_strategy() -> impl proptest::strategy::Strategy<Value = Segment> {
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+        let metric = prop_oneof![
+            4 => btree_map("[a-z0-9]{1,3}", entry_strategy(), 0..4).prop_map(Metric::Entries),
+            1 => any::<i16>().prop_map(|n| Metric::Plain(f64::from(n))),
+        ];
+        let good = (
+            0i64..4_000_000_000_000,
+            any::<bool>(),
+            btree_map("[a-d]", "[a-z0-9]{1,4}", 0..4),
+            vec("[a-z0-9]{1,4}", MANY_TAG_KEYS.len()),
+            prop_oneof![4 => Just(false), 1 => Just(true)],
+            btree_map("x[a-z]{0,3}", metric, 0..4),
+        )
+            .prop_map(|(time_ms, iso_time, tags, many, too_many_tags, metrics)| {
+                let tags = if too_many_tags {
+                    MANY_TAG_KEYS
+                        .iter()
+                        .map(|key| (*key).to_owned())
+                        .zip(many)
+                        .collect()
+                } else {
+                    tags
+                };
+                // ISO times have whole seconds here.
+                let time_ms = if iso_time {
+                    time_ms / 1000 * 1000
+                } else {
+                    time_ms
+                };
+                Segment::Good {
+                    time_ms,
+                    iso_time,
+                    tags,
+                    too_many_tags,
+                    metrics,
+                }
+            });
+        prop_oneof![
+            6 => good,
+            1 => proptest::option::of(proptest::sample::select(vec![
+                "\"never\"",
+                "true",
+                "null",
+                "\"2019-02-30T00:00:00Z\"",
+                "1.5",
+                "{}",
+            ]))
+            .prop_map(|time| Segment::BadTime(time.map(str::to_owned))),
+            1 => Just(Segment::NoTags),
+            1 => prop_oneof![
+                "x[a-z {}:,\"]{0,12}",
+                "\\[[0-9,]{0,6}\\]",
+                Just("NaN".to_owned()),
+                Just("\"text\"".to_owned()),
+                Just("{\"time\":1000,\"tags\":{}".to_owned()),
+            ]
+            .prop_map(Segment::Junk),
+        ]
+    }
+
+    /// An ISO-8601 text of `millis` (whole seconds) at UTC+08:00, as the Java SDK writes it.
+    fn sdk_time(millis: i64) -> String {
+        let shifted = millis / 1000 + 8 * 3600;
+        let (days, seconds) = (shifted.div_euclid(86_400), shifted.rem_euclid(86_400));
+        // Civil date of a day count (days since 1970-01-01), year by year.
+        let is_leap = |year: i64| year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let (mut year, mut days) = (1970, days);
+        while days >= if is_leap(year) { 366 } else { 365 } {
+            days -= if is_leap(year) { 366 } else { 365 };
+            year += 1;
+        }
+        let lengths = [
+            31,
+            if is_leap(year) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut month = 0;
+        while days >= lengths[month] {
+            days -= lengths[month];
+            month += 1;
+        }
+        format!(
+            "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}+08:00",
+            month + 1,
+            days + 1,
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        )
+    }
+
+    fn json_object(members: &[(String, String)]) -> String {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(key, value)| format!("{}:{value}", serde_json::to_string(key).unwrap()))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    /// What a body built from `segments` must decode to, counted from the generator.
+    #[derive(Debug, Default)]
+    struct Expected {
+        /// `(name, value, time)` of every stored sample, in body order.
+        samples: Vec<(String, f64, i64)>,
+        skipped: BTreeMap<SkipReason, u64>,
+        /// Samples counted against `max_series_per_request` (stored or refused by labels).
+        counted: usize,
+    }
+
+    impl Expected {
+        fn skip(&mut self, reason: SkipReason) {
+            *self.skipped.entry(reason).or_default() += 1;
+        }
+
+        /// A numeric sample of a good measurement: stored, or refused by the label limit.
+        fn sample(&mut self, name: String, value: f64, time_ms: i64, too_many_tags: bool) {
+            self.counted += 1;
+            if too_many_tags {
+                self.skip(SkipReason::InvalidLabels);
+            } else {
+                self.samples.push((name, value, time_ms));
+            }
+        }
+    }
+
+    fn render(segments: &[Segment]) -> (String, Expected) {
+        let mut expected = Expected::default();
+        let mut texts = Vec::new();
+        for segment in segments {
+            let text = match segment {
+                Segment::Good {
+                    time_ms,
+                    iso_time,
+                    tags,
+                    too_many_tags,
+                    metrics,
+                } => {
+                    let time = if *iso_time {
+                        serde_json::to_string(&sdk_time(*time_ms)).unwrap()
+                    } else {
+                        time_ms.to_string()
+                    };
+                    let tags: Vec<(String, String)> = tags
+                        .iter()
+                        .map(|(key, value)| (key.clone(), serde_json::to_string(value).unwrap()))
+                        .collect();
+                    let mut members = vec![
+                        ("time".to_owned(), time),
+                        ("tags".to_owned(), json_object(&tags)),
+                    ];
+                    for (metric, value) in metrics {
+                        let text = match value {
+                            Metric::Plain(number) => {
+                                expected.sample(metric.clone(), *number, *time_ms, *too_many_tags);
+                                number.to_string()
+                            }
+                            Metric::Entries(entries) => {
+                                let mut rendered = Vec::new();
+                                for (key, entry) in entries {
+                                    match entry.value() {
+                                        Some(value) => expected.sample(
+                                            format!("{metric}.{key}"),
+                                            value,
+                                            *time_ms,
+                                            *too_many_tags,
+                                        ),
+                                        None => expected.skip(SkipReason::NonNumericValue),
+                                    }
+                                    rendered.push((key.clone(), entry.text()));
+                                }
+                                json_object(&rendered)
+                            }
+                        };
+                        members.push((metric.clone(), text));
+                    }
+                    json_object(&members)
+                }
+                Segment::BadTime(time) => {
+                    expected.skip(SkipReason::InvalidTime);
+                    let mut members = vec![("tags".to_owned(), "{}".to_owned())];
+                    if let Some(time) = time {
+                        members.push(("time".to_owned(), time.clone()));
+                    }
+                    members.push(("xm".to_owned(), "{\"v\":1}".to_owned()));
+                    json_object(&members)
+                }
+                Segment::NoTags => {
+                    expected.skip(SkipReason::InvalidTags);
+                    "{\"time\":1000,\"xm\":{\"v\":1}}".to_owned()
+                }
+                Segment::Junk(text) => {
+                    expected.skip(SkipReason::MalformedJson);
+                    text.clone()
+                }
+            };
+            texts.push(text);
+        }
+        (texts.join("\t"), expected)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn alignment_steps_are_positive_or_absent(text in "-?[0-9]{1,20}|\\PC{0,6}| ?-1 ?") {
+            let mut tags = Tags::from([("step".to_owned(), text.clone()), ("a".to_owned(), "b".to_owned())]);
+            let step = take_alignment_step(&mut tags);
+            proptest::prop_assert_eq!(tags.len(), 1);
+            match step {
+                None => proptest::prop_assert_eq!(text.trim(), "-1"),
+                Some(step) => proptest::prop_assert!(step > 0),
+            }
+        }
+
+        #[test]
+        fn steps_are_read_as_seconds(seconds in 1..=i64::from(i32::MAX)) {
+            let mut tags = Tags::from([("step".to_owned(), seconds.to_string())]);
+            proptest::prop_assert_eq!(take_alignment_step(&mut tags), Some(seconds * 1000));
+        }
+
+        /// The floor of any timestamp a decoder produces to any step the edge lets through.
+        #[test]
+        fn alignment_floors_to_a_multiple(
+            timestamp in -(1i64 << 50)..(1i64 << 50),
+            step in 1..=i64::from(i32::MAX) * 1000,
+        ) {
+            let aligned = align(timestamp, Some(step));
+            proptest::prop_assert!(aligned <= timestamp && timestamp - aligned < step);
+            proptest::prop_assert_eq!(aligned.rem_euclid(step), 0);
+            proptest::prop_assert_eq!(align(timestamp, None), timestamp);
+        }
+
+        /// Valid UTF-8 is kept; anything else is read byte for byte as ISO-8859-1.
+        #[test]
+        fn body_text_is_utf8_or_latin1(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let text = body_text(bytes.clone());
+            match std::str::from_utf8(&bytes) {
+                Ok(utf8) => proptest::prop_assert_eq!(text, utf8),
+                Err(_) => {
+                    let latin1: Vec<u32> = text.chars().map(u32::from).collect();
+                    let expected: Vec<u32> = bytes.iter().map(|&byte| u32::from(byte)).collect();
+                    proptest::prop_assert_eq!(latin1, expected);
+                }
+            }
+        }
+
+        /// Size limits before anything else; snappy bodies round trip; a refusal says why.
+        #[test]
+        fn read_body_applies_the_limits(
+            raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            max_body_bytes in 0usize..256,
+            max_decompressed_bytes in 0usize..256,
+        ) {
+            let limits = DecodeLimits { max_body_bytes, max_decompressed_bytes, ..DecodeLimits::default() };
+            let compressed = crate::compress_snappy_block(&raw);
+            match read_body(&compressed, true, &limits) {
+                Ok(body) => {
+                    proptest::prop_assert!(compressed.len() <= max_body_bytes && raw.len() <= max_decompressed_bytes);
+                    proptest::prop_assert_eq!(body, raw.clone());
+                }
+                Err(error) => {
+                    proptest::prop_assert!(!error.to_string().is_empty());
+                    proptest::prop_assert!(compressed.len() > max_body_bytes || raw.len() > max_decompressed_bytes);
+                }
+            }
+            match read_body(&raw, false, &limits) {
+                Ok(body) => proptest::prop_assert_eq!(body, raw),
+                Err(error) => proptest::prop_assert_eq!(
+                    error,
+                    LookoutError::BodyTooLarge { size: raw.len(), limit: max_body_bytes }
+                ),
+            }
+        }
+
+        /// `/lookout/metrics/app/<a>/step/<s>[/zone/<z>]` with an SDK body mixing good
+        /// measurements, entries that are not numbers, bad times, missing tags, broken JSON
+        /// and label sets over the limit: every sample the generator wrote is stored (same
+        /// name, value and time, path tags added) or counted under the reason the generator
+        /// expects, and a body over the sample limit is refused whole with a message.
+        #[test]
+        fn lookout_metrics_bodies_store_or_count_every_sample(
+            segments in proptest::collection::vec(segment_strategy(), 0..8),
+            app in "[a-z]{1,6}",
+            step in prop_oneof_steps(),
+            zone in proptest::option::of("[a-z0-9]{1,4}"),
+            snappy: bool,
+        ) {
+            let mut path = format!("/app/{app}/step/{step}");
+            if let Some(zone) = &zone {
+                path.push_str(&format!("/zone/{zone}"));
+            }
+            let extra_tags = request::path_tags(&path).unwrap();
+            request::require_app_step(&extra_tags).unwrap();
+            let enrichment = Enrichment { client_ip: Some("192.0.2.1".into()), extra_tags };
+            let mut limits = Limits::default();
+            limits.labels.max_labels = MAX_LABELS;
+            let (text, expected) = render(&segments);
+            let body = if snappy { crate::compress_snappy_block(text.as_bytes()) } else { text.clone().into_bytes() };
+            let decoded = sdk::decode(&body, snappy, &enrichment, &limits).unwrap();
+            let stored: Vec<(String, u64, i64)> = decoded
+                .batch
+                .series
+                .iter()
+                .map(|series| {
+                    let sample = series.samples[0];
+                    (
+                        series.labels.metric_name().unwrap_or_default().to_owned(),
+                        sample.value.to_bits(),
+                        sample.timestamp.0,
+                    )
+                })
+                .collect();
+            let wanted: Vec<(String, u64, i64)> = expected
+                .samples
+                .iter()
+                .map(|(name, value, time)| (name.clone(), value.to_bits(), *time))
+                .collect();
+            proptest::prop_assert_eq!(stored, wanted, "body: {}", text);
+            proptest::prop_assert_eq!(&decoded.skipped, &expected.skipped, "body: {}", text);
+            proptest::prop_assert!(decoded.infos.is_empty());
+            for series in &decoded.batch.series {
+                proptest::prop_assert_eq!(series.labels.get("app"), Some(app.as_str()));
+                proptest::prop_assert_eq!(series.labels.get("ip"), Some("192.0.2.1"));
+                proptest::prop_assert_eq!(series.labels.get("zone"), zone.as_deref());
+            }
+            if expected.counted > 0 {
+                limits.decode.max_series_per_request = expected.counted - 1;
+                let error = sdk::decode(&body, snappy, &enrichment, &limits).unwrap_err();
+                proptest::prop_assert_eq!(
+                    &error,
+                    &LookoutError::TooManySamples { limit: expected.counted - 1 }
+                );
+                proptest::prop_assert!(!error.to_string().is_empty());
+            }
+        }
+    }
+
+    /// Steps `require_app_step` accepts: -1 (no alignment) or a positive number of seconds.
+    fn prop_oneof_steps() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![Just(-1i64), 1..=i64::from(i32::MAX)]
     }
 }

@@ -498,4 +498,320 @@ mod tests {
         let again = push(&mut groups, PushMethod::Delete, "", 5000);
         assert!(again.batch.is_empty());
     }
+
+    /// A generated sample of a pushed body: name, labels (values any text), value.
+    type PushedSample = (String, BTreeMap<String, String>, (String, f64));
+
+    fn pushed_sample() -> impl proptest::strategy::Strategy<Value = PushedSample> {
+        use proptest::prelude::*;
+        let value = prop_oneof![
+            any::<f64>()
+                .prop_filter("finite", |value| value.is_finite())
+                .prop_map(|value| (format!("{value:?}"), value)),
+            any::<i64>().prop_map(|value| (value.to_string(), value as f64)),
+            Just(("+Inf".to_owned(), f64::INFINITY)),
+            Just(("NaN".to_owned(), f64::NAN)),
+        ];
+        (
+            "[a-zA-Z_:][a-zA-Z0-9_:]{0,8}",
+            proptest::collection::btree_map(
+                "[a-c]|instance",
+                "\\PC{0,6}|[\"\\\\\n{},=]{1,3}",
+                0..4,
+            ),
+            value,
+        )
+    }
+
+    /// The text format of generated samples, `# TYPE` before each name's first sample.
+    fn body_of(samples: &[PushedSample]) -> String {
+        let mut typed = BTreeSet::new();
+        let mut body = String::new();
+        for (name, labels, value) in samples {
+            if typed.insert(name.clone()) {
+                body.push_str(&format!("# HELP {name} generated\n# TYPE {name} untyped\n"));
+            }
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(key, value)| {
+                    let escaped = value
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    format!("{key}=\"{escaped}\"")
+                })
+                .collect();
+            body.push_str(&format!("{name}{{{}}} {}\n", labels.join(","), value.0));
+        }
+        body
+    }
+
+    fn grouping_strategy() -> impl proptest::strategy::Strategy<Value = Tags> {
+        use proptest::strategy::Strategy;
+        (
+            "[a-z0-9]{1,6}",
+            proptest::option::of("\\PC{1,6}"),
+            proptest::option::of("[a-z]{1,3}"),
+        )
+            .prop_map(|(job, instance, a)| {
+                let mut grouping = Tags::from([("job".to_owned(), job)]);
+                if let Some(instance) = instance {
+                    grouping.insert("instance".into(), instance);
+                }
+                if let Some(a) = a {
+                    grouping.insert("a".into(), a);
+                }
+                grouping
+            })
+    }
+
+    proptest::proptest! {
+        /// A grouping key written in the path (percent-encoded or `@base64`, URL-safe,
+        /// padded or not; `=` for an empty value) reads back as written, empty values left
+        /// out.
+        #[test]
+        fn grouping_keys_round_trip(
+            job in "\\PC{1,8}",
+            job_base64: bool,
+            labels in proptest::collection::btree_map("[a-zA-Z_][a-zA-Z0-9_]{0,5}", ("\\PC{0,8}", proptest::prelude::any::<bool>()), 0..4),
+            padded: bool,
+        ) {
+            use crate::lookout::request::{encode_base64, percent_encode};
+            let segment = |name: &str, value: &str, base64: bool| {
+                if base64 || value.is_empty() {
+                    let encoded = encode_base64(value.as_bytes(), true, padded);
+                    let encoded = if encoded.is_empty() { "=".to_owned() } else { encoded };
+                    format!("{name}@base64/{encoded}")
+                } else {
+                    format!("{name}/{}", percent_encode(value, false))
+                }
+            };
+            let mut path = segment("job", &job, job_base64);
+            let mut expected = Tags::from([("job".to_owned(), job.clone())]);
+            for (name, (value, base64)) in &labels {
+                if name == "job" || name.starts_with("__") {
+                    continue;
+                }
+                path.push('/');
+                path.push_str(&segment(name, value, *base64));
+                if !value.is_empty() {
+                    expected.insert(name.clone(), value.clone());
+                }
+            }
+            proptest::prop_assert_eq!(grouping_key(&path).unwrap(), expected, "path {}", path);
+        }
+
+        #[test]
+        fn arbitrary_grouping_paths_never_panic(path in "(job(@base64)?/)?[a-zA-Z0-9_@=%/+-]{0,30}|\\PC{0,20}") {
+            match grouping_key(&path) {
+                Ok(key) => proptest::prop_assert!(key.get("job").is_some_and(|job| !job.is_empty())),
+                Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        /// A generated body decodes to exactly its samples at the push time, the grouping
+        /// labels set on each (over body labels of the same name), empty values left out.
+        #[test]
+        fn pushed_bodies_round_trip(
+            samples in proptest::collection::vec(pushed_sample(), 0..10),
+            grouping in grouping_strategy(),
+            push_time in 0i64..4_000_000_000_000,
+        ) {
+            let body = body_of(&samples);
+            let batch = decode(body.as_bytes(), &grouping, TimestampMs(push_time), &Limits::default()).unwrap();
+            let expected: Vec<(Labels, u64)> = samples
+                .iter()
+                .map(|(name, labels, value)| {
+                    let mut pairs = labels.clone();
+                    pairs.extend(grouping.clone());
+                    pairs.insert(METRIC_NAME_LABEL.to_owned(), name.clone());
+                    (Labels::from_pairs(pairs).unwrap(), value.1.to_bits())
+                })
+                .collect();
+            let decoded: Vec<(Labels, u64)> = batch
+                .series
+                .iter()
+                .map(|series| {
+                    assert_eq!(series.samples.len(), 1);
+                    assert_eq!(series.samples[0].timestamp, TimestampMs(push_time));
+                    (series.labels.clone(), series.samples[0].value.to_bits())
+                })
+                .collect();
+            proptest::prop_assert_eq!(decoded, expected, "body {:?}", body);
+        }
+
+        /// One bad part refuses the whole push with a message naming it: a broken line (by
+        /// its number), a timestamp, a label set over the limit, too many samples. Nothing
+        /// is half-accepted.
+        #[test]
+        fn one_bad_part_refuses_the_whole_push(
+            samples in proptest::collection::vec(pushed_sample(), 1..8),
+            grouping in grouping_strategy(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            bad in 0..4usize,
+        ) {
+            let good = body_of(&samples);
+            let mut lines: Vec<&str> = good.lines().collect();
+            let position = at.index(lines.len() + 1);
+            let bad_line = match bad {
+                0 => "broken{ 1",
+                1 => "stamped 1 1000",
+                _ => "wide{a1=\"1\",a2=\"2\",a3=\"3\",a4=\"4\",a5=\"5\",a6=\"6\",a7=\"7\",a8=\"8\"} 1",
+            };
+            lines.insert(position, bad_line);
+            let body = lines.join("\n");
+            let mut limits = Limits::default();
+            limits.labels.max_labels = 8;
+            if bad == 3 {
+                // A good body, one sample over the limit.
+                limits.decode.max_series_per_request = samples.len() - 1;
+            }
+            let body = if bad == 3 { good.clone() } else { body };
+            let error = decode(body.as_bytes(), &grouping, TimestampMs(0), &limits).unwrap_err();
+            match bad {
+                0 => proptest::prop_assert!(
+                    matches!(&error, PushError::Line { line, reason } if *line == position + 1 && !reason.is_empty()),
+                    "{:?} at line {}", error, position + 1
+                ),
+                1 => proptest::prop_assert_eq!(
+                    &error,
+                    &PushError::Invalid("pushed metrics must not have timestamps".into())
+                ),
+                2 => proptest::prop_assert!(matches!(&error, PushError::Invalid(message) if message.starts_with("invalid_labels: wide"))),
+                _ => proptest::prop_assert_eq!(
+                    &error,
+                    &PushError::Body(LookoutError::TooManySamples { limit: samples.len() - 1 })
+                ),
+            }
+            proptest::prop_assert!(!error.to_string().is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            text in "[a-z_{}=\",\\\\ #0-9.+\n-]{0,120}",
+        ) {
+            let grouping = Tags::from([("job".to_owned(), "j".to_owned())]);
+            for body in [bytes.as_slice(), text.as_bytes()] {
+                match decode(body, &grouping, TimestampMs(0), &Limits::default()) {
+                    Ok(batch) => {
+                        for series in &batch.series {
+                            proptest::prop_assert_eq!(series.labels.get("job"), Some("j"));
+                        }
+                    }
+                    Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+                }
+            }
+        }
+    }
+
+    /// One request of a generated sequence: method, which of two groups, the pushed
+    /// `(name, x)` series.
+    type Request = (PushMethod, usize, BTreeSet<(String, u8)>);
+
+    fn request_strategy() -> impl proptest::strategy::Strategy<Value = Request> {
+        (
+            proptest::sample::select(vec![PushMethod::Put, PushMethod::Post, PushMethod::Delete]),
+            0..2usize,
+            proptest::collection::btree_set(("[a-c]", 1..4u8), 0..5),
+        )
+    }
+
+    proptest::proptest! {
+        /// Any sequence of PUT, POST and DELETE on two groups, against a model of what each
+        /// group holds: every pushed sample is in the batch, every series that leaves its
+        /// group gets exactly one stale marker (and nothing else does), a deleted group's
+        /// time gauges go stale, and the groups end as the model says.
+        #[test]
+        fn push_sequences_match_the_model(requests in proptest::collection::vec(request_strategy(), 1..10)) {
+            let groupings = [
+                Tags::from([("job".to_owned(), "j".to_owned())]),
+                Tags::from([("job".to_owned(), "j".to_owned()), ("instance".to_owned(), "i".to_owned())]),
+            ];
+            let labels_of = |grouping: &Tags, name: &str, x: u8| {
+                let mut pairs = grouping.clone();
+                pairs.insert(METRIC_NAME_LABEL.to_owned(), name.to_owned());
+                pairs.insert("x".to_owned(), x.to_string());
+                Labels::from_pairs(pairs).unwrap()
+            };
+            let mut groups = PushGroups::new();
+            let mut model: [Option<BTreeSet<Labels>>; 2] = [None, None];
+            for (step, (method, group, pushed)) in requests.iter().enumerate() {
+                let grouping = &groupings[*group];
+                let now = TimestampMs(1_000 * (step as i64 + 1));
+                let body: String = if *method == PushMethod::Delete {
+                    String::new()
+                } else {
+                    pushed.iter().map(|(name, x)| format!("{name}{{x=\"{x}\"}} {x}\n")).collect()
+                };
+                let batch = decode(body.as_bytes(), grouping, now, &Limits::default()).unwrap();
+                let plan = groups.plan(*method, grouping, batch, now);
+                let pushed_labels: BTreeSet<Labels> = if *method == PushMethod::Delete {
+                    BTreeSet::new()
+                } else {
+                    pushed.iter().map(|(name, x)| labels_of(grouping, name, *x)).collect()
+                };
+                let old = model[*group].clone();
+                let new = match method {
+                    PushMethod::Put => Some(pushed_labels.clone()),
+                    PushMethod::Delete => None,
+                    PushMethod::Post => {
+                        let names: BTreeSet<&str> = pushed.iter().map(|(name, _)| name.as_str()).collect();
+                        let mut kept: BTreeSet<Labels> = old
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|labels| !names.contains(labels.metric_name().unwrap()))
+                            .collect();
+                        kept.extend(pushed_labels.iter().cloned());
+                        Some(kept)
+                    }
+                };
+                let mut expected_stale: BTreeSet<Labels> = old
+                    .clone()
+                    .unwrap_or_default()
+                    .difference(&new.clone().unwrap_or_default())
+                    .cloned()
+                    .collect();
+                if *method == PushMethod::Delete && old.is_some() {
+                    for name in [PUSH_TIME_METRIC, PUSH_FAILURE_TIME_METRIC] {
+                        expected_stale.insert(gauge_labels(name, grouping));
+                    }
+                }
+                let stale: Vec<Labels> = plan
+                    .batch
+                    .series
+                    .iter()
+                    .filter(|series| lookout_model::is_stale_nan(series.samples[0].value))
+                    .map(|series| series.labels.clone())
+                    .collect();
+                proptest::prop_assert_eq!(stale.len(), expected_stale.len(), "request {}", step);
+                proptest::prop_assert_eq!(stale.into_iter().collect::<BTreeSet<_>>(), expected_stale);
+                let written: BTreeSet<Labels> = plan
+                    .batch
+                    .series
+                    .iter()
+                    .filter(|series| !lookout_model::is_stale_nan(series.samples[0].value))
+                    .map(|series| series.labels.clone())
+                    .collect();
+                let mut expected_written = pushed_labels.clone();
+                if *method != PushMethod::Delete {
+                    expected_written.insert(gauge_labels(PUSH_TIME_METRIC, grouping));
+                    expected_written.insert(gauge_labels(PUSH_FAILURE_TIME_METRIC, grouping));
+                }
+                proptest::prop_assert_eq!(written, expected_written);
+                groups.commit(plan);
+                model[*group] = new;
+                let held = groups
+                    .get(grouping)
+                    .map(|state| state.series.values().flatten().cloned().collect::<BTreeSet<_>>());
+                proptest::prop_assert_eq!(&held, &model[*group]);
+                if *method != PushMethod::Delete {
+                    let state = groups.get(grouping).unwrap();
+                    proptest::prop_assert_eq!(state.push_time_seconds, now.0 as f64 / 1000.0);
+                }
+            }
+            proptest::prop_assert_eq!(groups.len(), model.iter().filter(|group| group.is_some()).count());
+        }
+    }
 }

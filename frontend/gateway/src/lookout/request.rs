@@ -185,6 +185,47 @@ fn percent_decode(segment: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// Base64 of `data` in the standard (`+/`) or URL-safe (`-_`) alphabet, padded or not: the
+/// encoder the property tests check [`decode_base64`] against.
+#[cfg(test)]
+pub(crate) fn encode_base64(data: &[u8], url_safe: bool, padded: bool) -> String {
+    let alphabet: &[u8; 64] = if url_safe {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut encoded = String::new();
+    for chunk in data.chunks(3) {
+        let group = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for digit in 0..=chunk.len() {
+            encoded.push(alphabet[(group >> (18 - 6 * digit) & 63) as usize] as char);
+        }
+        if padded {
+            encoded.extend(std::iter::repeat_n('=', 3 - chunk.len()));
+        }
+    }
+    encoded
+}
+
+/// `%XX` for every byte outside `[A-Za-z0-9+~._-]`, in either case of hex digit: the
+/// encoder the property tests check [`path_tags`] against.
+#[cfg(test)]
+pub(crate) fn percent_encode(text: &str, upper: bool) -> String {
+    let mut encoded = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"+~._-".contains(&byte) {
+            encoded.push(byte as char);
+        } else if upper {
+            encoded.push_str(&format!("%{byte:02X}"));
+        } else {
+            encoded.push_str(&format!("%{byte:02x}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +358,188 @@ mod tests {
             assert_eq!(decode_base64(&encoded).unwrap(), data, "{encoded}");
         }
         assert_eq!(decode_base64("A"), None);
+    }
+
+    /// How a generated `step` tag is written.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Missing,
+        Int(i32),
+        OutOfRange(i64),
+        Text(String),
+    }
+
+    fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Step::Missing),
+            any::<i32>().prop_map(Step::Int),
+            prop_oneof![
+                (i64::from(i32::MAX) + 1)..=i64::MAX,
+                i64::MIN..i64::from(i32::MIN)
+            ]
+            .prop_map(Step::OutOfRange),
+            "[a-z .]{1,4}".prop_map(Step::Text),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn base64_round_trips_in_both_alphabets(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..48),
+            url_safe: bool,
+            padded: bool,
+        ) {
+            let encoded = encode_base64(&data, url_safe, padded);
+            proptest::prop_assert_eq!(decode_base64(&encoded), Some(data));
+        }
+
+        #[test]
+        fn arbitrary_base64_text_never_panics(text in "[A-Za-z0-9+/_=!é -]{0,24}|\\PC{0,12}") {
+            let _ = decode_base64(&text);
+        }
+
+        /// Any pairs, percent-encoded and joined with stray slashes, come back as written
+        /// (the last value of a key twice); one more segment is an odd count.
+        #[test]
+        fn path_tags_round_trip(
+            pairs in proptest::collection::vec(("\\PC{1,8}", "\\PC{1,8}"), 0..6),
+            upper: bool,
+            leading_slash: bool,
+            doubled in proptest::collection::vec(proptest::prelude::any::<bool>(), 12),
+            extra in "[a-z%]{1,4}",
+        ) {
+            let mut path = String::new();
+            if leading_slash {
+                path.push('/');
+            }
+            let mut expected = Tags::new();
+            let mut segments = Vec::new();
+            for (key, value) in &pairs {
+                expected.insert(key.clone(), value.clone());
+                segments.push(percent_encode(key, upper));
+                segments.push(percent_encode(value, upper));
+            }
+            for (index, segment) in segments.iter().enumerate() {
+                if index > 0 {
+                    path.push_str(if doubled[index % doubled.len()] { "//" } else { "/" });
+                }
+                path.push_str(segment);
+            }
+            proptest::prop_assert_eq!(path_tags(&path).unwrap(), expected);
+            let odd = format!("{path}/{extra}/");
+            proptest::prop_assert_eq!(
+                path_tags(&odd).unwrap_err(),
+                RequestError::OddPathSegments { count: segments.len() + 1 }
+            );
+        }
+
+        /// Arbitrary paths (`%` escapes cut short, split UTF-8 among them) never panic; what
+        /// parses has non-empty keys and values, and what does not says why.
+        #[test]
+        fn arbitrary_paths_never_panic(path in "[a-z/%0-9A-Fé+]{0,40}|\\PC{0,24}") {
+            match path_tags(&path) {
+                Ok(tags) => {
+                    for (key, value) in &tags {
+                        proptest::prop_assert!(!key.is_empty() && !value.is_empty());
+                    }
+                }
+                Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn require_app_step_follows_the_generated_tags(
+            app in proptest::option::of("[a-z]{0,3}"),
+            step in step_strategy(),
+            others in proptest::collection::btree_map("[c-z]{1,3}", "\\PC{0,3}", 0..3),
+        ) {
+            let mut tags: Tags = others
+                .into_iter()
+                .filter(|(key, _)| key != "step")
+                .collect();
+            if let Some(app) = &app {
+                tags.insert("app".into(), app.clone());
+            }
+            match &step {
+                Step::Missing => None,
+                Step::Int(step) => tags.insert("step".into(), step.to_string()),
+                Step::OutOfRange(step) => tags.insert("step".into(), step.to_string()),
+                Step::Text(text) => tags.insert("step".into(), text.clone()),
+            };
+            let expected = match (&app, &step) {
+                (None, _) => Err(RequestError::AppRequired),
+                (Some(app), _) if app.is_empty() => Err(RequestError::AppRequired),
+                (_, Step::Missing) => Err(RequestError::StepRequired),
+                (_, Step::OutOfRange(_) | Step::Text(_)) => Err(RequestError::StepInvalid),
+                (_, Step::Int(_)) => Ok(()),
+            };
+            proptest::prop_assert_eq!(require_app_step(&tags), expected);
+        }
+
+        /// Arbitrary header values never panic; a refusal always has a text for `Err:`.
+        #[test]
+        fn arbitrary_token_headers_never_panic(
+            header in proptest::option::of("\\PC{0,12}"),
+            authorization in proptest::option::of("(Basic|basic|Bearer)? ?[A-Za-z0-9+/=_ -]{0,16}|\\PC{0,16}"),
+        ) {
+            match token(header.as_deref(), authorization.as_deref()) {
+                Ok(token) => proptest::prop_assert!(!token.is_empty()),
+                Err(error) => proptest::prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        /// `X-Lookout-Token` wins whenever it has more than blanks.
+        #[test]
+        fn the_header_token_wins(
+            header in "[ \t]{0,2}[!-~][ -~]{0,10}",
+            authorization in proptest::option::of("\\PC{0,16}"),
+        ) {
+            proptest::prop_assert_eq!(
+                token(Some(&header), authorization.as_deref()).unwrap(),
+                header.trim()
+            );
+        }
+
+        /// Basic auth in either alphabet, padded or not, any scheme case: the password of
+        /// user `lookout` (empty: refused), else the user.
+        #[test]
+        fn basic_auth_round_trips(
+            lookout_user: bool,
+            user in "[A-Za-z0-9._-]{1,10}",
+            password in "\\PC{0,10}",
+            scheme in proptest::sample::select(vec!["Basic", "basic", "BASIC"]),
+            url_safe: bool,
+            padded: bool,
+            blank_header: bool,
+        ) {
+            let user = if lookout_user { "lookout".to_owned() } else { user };
+            let credentials = encode_base64(format!("{user}:{password}").as_bytes(), url_safe, padded);
+            let authorization = format!(" {scheme} {credentials} ");
+            let header = blank_header.then_some("  ");
+            let expected = if user != "lookout" {
+                Ok(user)
+            } else if password.is_empty() {
+                Err(RequestError::TokenEmpty)
+            } else {
+                Ok(password)
+            };
+            proptest::prop_assert_eq!(token(header, Some(&authorization)), expected);
+        }
+
+        /// Configured tokens: exactly those are valid.
+        #[test]
+        fn configured_tokens_are_exactly_those_allowed(
+            allowed in proptest::collection::btree_set("[a-c]{1,2}", 0..4),
+            sent in "[a-c]{1,2}",
+        ) {
+            let tokens = Tokens::only(allowed.iter().cloned());
+            let result = tokens.check(Some(&sent), None);
+            if allowed.is_empty() || allowed.contains(&sent) {
+                proptest::prop_assert_eq!(result, Ok(sent));
+            } else {
+                proptest::prop_assert_eq!(result, Err(RequestError::TokenInvalid));
+            }
+        }
     }
 }

@@ -404,6 +404,22 @@ mod tests {
         );
     }
 
+    /// Found by `lookout_metrics_bodies_store_or_count_every_sample`: without serde_json's
+    /// `float_roundtrip` this decoded one ulp off (7659174110764654) when the crate was
+    /// built on its own.
+    #[test]
+    fn json_numbers_decode_to_the_exact_value() {
+        let body = r#"{"time":0,"tags":{},"x":{"0":7659174110764655.0,"1":0.30000000000000004}}"#;
+        let decoded = decode_text(body, &Enrichment::default());
+        let values: Vec<f64> = decoded
+            .batch
+            .series
+            .iter()
+            .map(|series| series.samples[0].value)
+            .collect();
+        assert_eq!(values, [7_659_174_110_764_655.0, 0.300_000_000_000_000_04]);
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bodies_never_panic(text in "[{}\\[\\]\":,\\tNaIfinty0-9a-z. -]{0,200}") {
