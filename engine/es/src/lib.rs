@@ -1095,7 +1095,7 @@ impl EsStorage {
     async fn label_names_by_scan(&self, request: &LabelRequest) -> StorageResult<Vec<String>> {
         let mut names = BTreeSet::new();
         for labels in self.label_sets(request).await? {
-            names.extend(labels.iter().map(|label| label.name.clone()));
+            names.extend(labels.iter().map(|label| label.name.to_string()));
         }
         Ok(apply_limit(names.into_iter().collect(), request.limit))
     }
@@ -1437,7 +1437,8 @@ impl Storage for EsStorage {
                 .await?;
             let exclusion_ignored = before > 1
                 && keys.iter().any(|key| {
-                    document::split_tag(key).is_some_and(|label| names.contains(&label.name))
+                    document::split_tag(key)
+                        .is_some_and(|label| names.contains(label.name.as_str()))
                 });
             if exclusion_ignored {
                 // The server ignores `exclude`: paging cannot progress; read the documents.
@@ -1445,7 +1446,7 @@ impl Storage for EsStorage {
             }
             for key in &keys {
                 if let Some(label) = document::split_tag(key) {
-                    names.insert(label.name);
+                    names.insert(label.name.to_string());
                 }
             }
             let enough = request.limit.is_some_and(|limit| names.len() > limit);

@@ -10,23 +10,30 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+pub use compact_str::CompactString;
+
 use crate::ModelError;
 
 /// The label that holds the metric name.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 
 /// One name/value pair.
+///
+/// Names and values are [`CompactString`]s: up to 24 bytes are kept inline, without an
+/// allocation of their own, which most label names and values are (`instance`, `job`,
+/// `10.1.2.3:9100`, ...). Building the label set of every series of every write request was
+/// the largest allocator cost of ingestion.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Label {
     /// The label name.
-    pub name: String,
+    pub name: CompactString,
     /// The label value; never empty inside a [`Labels`].
-    pub value: String,
+    pub value: CompactString,
 }
 
 impl Label {
     /// A label from anything string-like.
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Label {
+    pub fn new(name: impl Into<CompactString>, value: impl Into<CompactString>) -> Label {
         Label {
             name: name.into(),
             value: value.into(),
@@ -93,8 +100,8 @@ impl Labels {
     /// empty value is the same as an absent label); two pairs with the same name are an error.
     pub fn from_pairs<N, V>(pairs: impl IntoIterator<Item = (N, V)>) -> Result<Labels, ModelError>
     where
-        N: Into<String>,
-        V: Into<String>,
+        N: Into<CompactString>,
+        V: Into<CompactString>,
     {
         let labels: Vec<Label> = pairs
             .into_iter()
@@ -109,7 +116,7 @@ impl Labels {
         labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if let Some(pair) = labels.windows(2).find(|pair| pair[0].name == pair[1].name) {
             return Err(ModelError::DuplicateLabelName {
-                name: pair[0].name.clone(),
+                name: pair[0].name.to_string(),
             });
         }
         Ok(Labels::from_sorted_unchecked(labels))
@@ -209,14 +216,14 @@ impl Labels {
         for label in self.labels.iter() {
             if label.name.len() > limits.max_name_bytes {
                 return Err(ModelError::LabelNameTooLong {
-                    name: label.name.clone(),
+                    name: label.name.to_string(),
                     len: label.name.len(),
                     limit: limits.max_name_bytes,
                 });
             }
             if label.value.len() > limits.max_value_bytes {
                 return Err(ModelError::LabelValueTooLong {
-                    name: label.name.clone(),
+                    name: label.name.to_string(),
                     len: label.value.len(),
                     limit: limits.max_value_bytes,
                 });
@@ -383,12 +390,16 @@ impl LabelsBuilder {
     }
 
     /// Sets `name` to `value`, replacing an existing value; an empty value removes the label.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        let name = name.into();
-        let value = value.into();
+    pub fn set(
+        &mut self,
+        name: impl Into<CompactString>,
+        value: impl Into<CompactString>,
+    ) -> &mut Self {
+        let name: CompactString = name.into();
+        let value: CompactString = value.into();
         self.labels.retain(|label| label.name != name);
         if !value.is_empty() {
-            self.labels.push(Label { name, value });
+            self.labels.push(Label::new(name, value));
         }
         self
     }

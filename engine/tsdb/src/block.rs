@@ -956,7 +956,7 @@ impl Block {
         }
         let mut names = BTreeSet::new();
         for labels in self.live_labels(matchers, mint, maxt)? {
-            names.extend(labels.iter().map(|label| label.name.clone()));
+            names.extend(labels.iter().map(|label| label.name.to_string()));
         }
         Ok(names)
     }

@@ -399,7 +399,12 @@ async fn series(
         .map(|labels| {
             let map: serde_json::Map<String, Value> = labels
                 .iter()
-                .map(|label| (label.name.clone(), Value::String(label.value.clone())))
+                .map(|label| {
+                    (
+                        label.name.to_string(),
+                        Value::String(label.value.to_string()),
+                    )
+                })
                 .collect();
             Value::Object(map)
         })

@@ -244,7 +244,7 @@ impl Cardinality {
         for label in labels.iter() {
             *self
                 .series_by_pair
-                .entry((label.name.clone(), label.value.clone()))
+                .entry((label.name.to_string(), label.value.to_string()))
                 .or_default() += 1;
         }
     }

@@ -459,8 +459,8 @@ pub fn encode_with_metadata(batch: &WriteBatch, metadata: &[MetricMetadata]) -> 
                     .labels
                     .iter()
                     .map(|label| Label {
-                        name: label.name.clone(),
-                        value: label.value.clone(),
+                        name: label.name.to_string(),
+                        value: label.value.to_string(),
                     })
                     .collect(),
                 samples: series

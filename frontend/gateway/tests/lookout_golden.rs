@@ -65,7 +65,7 @@ fn labels_key(labels: &lookout_model::Labels) -> (String, BTreeMap<String, Strin
     let tags = labels
         .iter()
         .filter(|label| label.name != "__name__")
-        .map(|label| (label.name.clone(), label.value.clone()))
+        .map(|label| (label.name.to_string(), label.value.to_string()))
         .collect();
     (labels.metric_name().unwrap().to_owned(), tags)
 }

@@ -214,7 +214,7 @@ pub fn analyze(store: &ReadOnlyStore, top: usize) -> anyhow::Result<Analysis> {
         row.block_samples += facts.block_samples;
         row.chunk_bytes += facts.chunk_bytes;
         for label in labels.iter() {
-            let entry = names.entry(label.name.clone()).or_default();
+            let entry = names.entry(label.name.to_string()).or_default();
             entry.0.insert(&label.value);
             entry.1 += 1;
             *pairs.entry((&label.name, &label.value)).or_default() += 1;
@@ -353,10 +353,13 @@ fn note_values(values: &mut RangeValues, labels: &Labels) {
     for label in labels.iter() {
         if let Some(set) = values.get_mut(label.name.as_str()) {
             if !set.contains(label.value.as_str()) {
-                set.insert(label.value.clone());
+                set.insert(label.value.to_string());
             }
         } else {
-            values.insert(label.name.clone(), HashSet::from([label.value.clone()]));
+            values.insert(
+                label.name.to_string(),
+                HashSet::from([label.value.to_string()]),
+            );
         }
     }
 }

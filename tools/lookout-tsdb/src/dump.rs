@@ -98,7 +98,7 @@ pub fn write_jsonl(
 ) -> std::io::Result<()> {
     let metric: serde_json::Map<String, serde_json::Value> = labels
         .iter()
-        .map(|label| (label.name.clone(), label.value.clone().into()))
+        .map(|label| (label.name.to_string(), label.value.to_string().into()))
         .collect();
     let metric = serde_json::Value::Object(metric).to_string();
     for group in samples.chunks(JSONL_SAMPLES_PER_LINE) {

@@ -1413,10 +1413,10 @@ fn signature_with(
         .iter()
         .filter(|l| {
             if matching.on {
-                matching.labels.contains(&l.name)
+                matching.labels.iter().any(|m| *m == l.name)
                     && !(name_dropped && NAME_LABELS.contains(&l.name.as_str()))
             } else {
-                !dropped.contains(&l.name.as_str()) && !matching.labels.contains(&l.name)
+                !dropped.contains(&l.name.as_str()) && !matching.labels.iter().any(|m| *m == l.name)
             }
         })
         .cloned()
@@ -1715,7 +1715,7 @@ fn result_labels(
     if matching.card == VectorMatchCardinality::OneToOne {
         if matching.on {
             for label in base.iter() {
-                if !matching.labels.contains(&label.name) {
+                if !matching.labels.iter().any(|m| *m == label.name) {
                     builder.remove(&label.name);
                 }
             }

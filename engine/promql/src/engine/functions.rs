@@ -1782,9 +1782,9 @@ fn group_key(series: &VSeries, grouping: &[String], without: bool) -> Labels {
         .label_iter()
         .filter(|l| {
             if without {
-                l.name != METRIC_NAME_LABEL && !grouping.contains(&l.name)
+                l.name != METRIC_NAME_LABEL && !grouping.iter().any(|g| *g == l.name)
             } else {
-                grouping.contains(&l.name)
+                grouping.iter().any(|g| *g == l.name)
             }
         })
         .cloned()
