@@ -818,31 +818,42 @@ pub fn checkpoint(
         fs::remove_dir_all(&temporary).map_err(|error| TsdbError::io(&temporary, error))?;
     }
     fs::create_dir_all(&temporary).map_err(|error| TsdbError::io(&temporary, error))?;
-    let output_path = temporary.join(segment_name(0));
-    let mut output = Vec::from(segment_header());
+    // Written as it is filtered, into segment files of at most CHECKPOINT_SEGMENT_BYTES: the
+    // records kept can be most of the head's samples (everything newer than `mint`), far too
+    // much to assemble in memory, and the next checkpoint and the replay read one file at once.
+    let mut output = CheckpointWriter::create(&temporary)?;
     let mut report = CheckpointReport {
         number: upto,
         ..CheckpointReport::default()
     };
     for source in &sources {
+        let mut write_error = None;
         let (records, end) = read_segment(source, &mut |record| {
+            if write_error.is_some() {
+                return;
+            }
             if let Some(filtered) = filter_record(record, &keep, mint) {
                 report.records_written += 1;
-                encode_record(&mut output, &filtered);
+                if let Err(error) = output.write(&filtered) {
+                    write_error = Some(error);
+                }
             }
         })?;
-        report.records_read += records;
-        // Every source is closed (the caller cut the log past `upto`), so it must end with
-        // its marker.
-        let damage = match end {
-            SegmentEnd::Closed => None,
-            SegmentEnd::Open { len } => {
-                Some((len, "segment ends without its end marker".to_owned()))
+        let damage = match (write_error, end) {
+            (Some(error), _) => Some(Err(error)),
+            // Every source is closed (the caller cut the log past `upto`), so it must end
+            // with its marker.
+            (None, SegmentEnd::Closed) => None,
+            (None, SegmentEnd::Open { len }) => {
+                Some(Ok((len, "segment ends without its end marker".to_owned())))
             }
-            SegmentEnd::Failed(error) => Some((error.offset() as u64, error.reason())),
+            (None, SegmentEnd::Failed(error)) => Some(Ok((error.offset() as u64, error.reason()))),
         };
-        if let Some((offset, reason)) = damage {
+        report.records_read += records;
+        if let Some(damage) = damage {
+            drop(output);
             fs::remove_dir_all(&temporary).map_err(|error| TsdbError::io(&temporary, error))?;
+            let (offset, reason) = damage?;
             return Err(TsdbError::Corruption {
                 file: source.clone(),
                 offset,
@@ -850,13 +861,7 @@ pub fn checkpoint(
             });
         }
     }
-    let frames_end = output.len() as u64;
-    encode_segment_end(&mut output, frames_end);
-    let mut file =
-        File::create(&output_path).map_err(|error| TsdbError::io(&output_path, error))?;
-    file.write_all(&output)
-        .and_then(|()| file.sync_all())
-        .map_err(|error| TsdbError::io(&output_path, error))?;
+    output.finish()?;
     sync_dir(&temporary)?;
     let final_path = checkpoint_dir(dir, upto);
     fs::rename(&temporary, &final_path).map_err(|error| TsdbError::io(&temporary, error))?;
@@ -873,6 +878,84 @@ pub fn checkpoint(
     }
     sync_dir(dir)?;
     Ok(report)
+}
+
+/// Largest segment file a checkpoint writes (more records go on in the next file).
+#[cfg(not(test))]
+const CHECKPOINT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Small in unit tests, so that their checkpoints span several files.
+#[cfg(test)]
+const CHECKPOINT_SEGMENT_BYTES: u64 = 4096;
+
+/// Writes a checkpoint's records into numbered segment files of its temporary directory,
+/// each with the segment header and end marker, synced when finished.
+struct CheckpointWriter {
+    dir: PathBuf,
+    number: u64,
+    path: PathBuf,
+    file: std::io::BufWriter<File>,
+    /// Bytes of the current file so far (header and frames).
+    len: u64,
+    frame: Vec<u8>,
+}
+
+impl CheckpointWriter {
+    fn create(dir: &Path) -> Result<CheckpointWriter> {
+        let (path, file) = CheckpointWriter::open(dir, 0)?;
+        Ok(CheckpointWriter {
+            dir: dir.to_path_buf(),
+            number: 0,
+            path,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            frame: Vec::new(),
+        })
+    }
+
+    fn open(dir: &Path, number: u64) -> Result<(PathBuf, std::io::BufWriter<File>)> {
+        let path = dir.join(segment_name(number));
+        let file = File::create(&path).map_err(|error| TsdbError::io(&path, error))?;
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        file.write_all(&segment_header())
+            .map_err(|error| TsdbError::io(&path, error))?;
+        Ok((path, file))
+    }
+
+    fn write(&mut self, record: &Record) -> Result<()> {
+        self.frame.clear();
+        encode_record(&mut self.frame, record);
+        if self.len > SEGMENT_HEADER_LEN as u64
+            && self.len + self.frame.len() as u64 > CHECKPOINT_SEGMENT_BYTES
+        {
+            self.finish_file()?;
+            self.number += 1;
+            let (path, file) = CheckpointWriter::open(&self.dir, self.number)?;
+            self.path = path;
+            self.file = file;
+            self.len = SEGMENT_HEADER_LEN as u64;
+            self.frame.clear();
+            encode_record(&mut self.frame, record);
+        }
+        self.file
+            .write_all(&self.frame)
+            .map_err(|error| TsdbError::io(&self.path, error))?;
+        self.len += self.frame.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the current file with its end marker and syncs it.
+    fn finish_file(&mut self) -> Result<()> {
+        let mut end = Vec::new();
+        encode_segment_end(&mut end, self.len);
+        let io_error = |error: std::io::Error| TsdbError::io(&self.path, error);
+        self.file.write_all(&end).map_err(io_error)?;
+        self.file.flush().map_err(io_error)?;
+        self.file.get_ref().sync_all().map_err(io_error)
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.finish_file()
+    }
 }
 
 fn filter_record(record: Record, keep: &impl Fn(u32) -> bool, mint: i64) -> Option<Record> {

@@ -297,6 +297,47 @@ fn checkpoint_keeps_live_series_and_recent_samples_in_order() {
         .exists());
 }
 
+/// A checkpoint that keeps more than one file's worth of records is written as several
+/// segment files; replay and the next checkpoint read them in order.
+#[test]
+fn large_checkpoints_are_split_into_several_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), options(64 << 10, FsyncPolicy::Never), 1).unwrap();
+    log(&wal, &series_record(1, "kept"));
+    for t in 0..2000 {
+        log(&wal, &samples_record(1, t));
+    }
+    let upto = wal.cut_segment().unwrap();
+    log(&wal, &samples_record(1, 2000));
+    drop(wal);
+
+    checkpoint(dir.path(), upto, |_| true, 100).unwrap();
+    let checkpoint_files = segment_files(
+        &dir.path()
+            .join(format!("checkpoint.{}", segment_name(upto))),
+    );
+    assert!(checkpoint_files.len() > 2, "{checkpoint_files:?}");
+    let mut expected = vec![series_record(1, "kept")];
+    expected.extend((100..=2000).map(|t| samples_record(1, t)));
+    let (records, replayed) = replay_all(dir.path());
+    assert_eq!(replayed.checkpoint, Some(upto));
+    assert!(replayed.corruption.is_none());
+    assert_eq!(records, expected);
+
+    // The next checkpoint reads every file of this one.
+    checkpoint(dir.path(), upto + 1, |_| true, 1500).unwrap();
+    let (records, replayed) = replay_all(dir.path());
+    assert_eq!(replayed.checkpoint, Some(upto + 1));
+    assert_eq!(
+        records,
+        expected[..1]
+            .iter()
+            .cloned()
+            .chain(expected[1401..].iter().cloned())
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn interrupted_checkpoint_is_ignored_and_cleaned() {
     let dir = tempfile::tempdir().unwrap();
