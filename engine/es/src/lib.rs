@@ -306,7 +306,14 @@ impl EsOptions {
 
     fn validate(&self) -> StorageResult<()> {
         let bad = |reason: String| Err(StorageError::BadRequest { reason });
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        if self.url.starts_with("https://") {
+            return bad(format!(
+                "Elasticsearch URL {:?}: https is not implemented yet (this build has no TLS \
+                 client); use http://, for example through a TLS-terminating proxy on loopback",
+                self.url
+            ));
+        }
+        if !self.url.starts_with("http://") {
             return bad(format!(
                 "Elasticsearch URL {:?} must start with http://",
                 self.url
@@ -1542,5 +1549,24 @@ impl Storage for EsStorage {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_plain_http_and_https_says_it_is_not_implemented() {
+        assert!(EsOptions::new("http://127.0.0.1:9200").validate().is_ok());
+        let https = EsOptions::new("https://es.example:9200")
+            .validate()
+            .unwrap_err();
+        assert!(https.to_string().contains("not implemented"), "{https}");
+        let other = EsOptions::new("es.example:9200").validate().unwrap_err();
+        assert!(
+            other.to_string().contains("must start with http://"),
+            "{other}"
+        );
     }
 }
