@@ -375,21 +375,12 @@ impl<'a> Wire<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut value = 0u64;
-        for shift in (0..70).step_by(7) {
-            let Some(&byte) = self.bytes.get(self.at) else {
-                return Err(self.error("truncated varint"));
-            };
-            self.at += 1;
-            if shift == 63 && byte > 1 {
-                return Err(self.error("varint overflows 64 bits"));
-            }
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(value);
-            }
-        }
-        Err(self.error("varint longer than 10 bytes"))
+        let mut rest = &self.bytes[self.at..];
+        let before = rest.len();
+        let value = prost::encoding::decode_varint(&mut rest)
+            .map_err(|error| self.error(&format!("varint: {error}")))?;
+        self.at += before - rest.len();
+        Ok(value)
     }
 
     /// A field key: field number and wire type.
@@ -449,11 +440,18 @@ pub fn encode(batch: &WriteBatch) -> Vec<u8> {
 
 /// Encodes a batch and metric metadata as a remote write 1.0 body.
 pub fn encode_with_metadata(batch: &WriteBatch, metadata: &[MetricMetadata]) -> Vec<u8> {
+    crate::compress_snappy_block(&encode_request(batch, metadata))
+}
+
+/// The uncompressed `WriteRequest` of a batch and metric metadata; series without samples
+/// are left out. Two such messages concatenated are one request with both sets of series.
+pub fn encode_request(batch: &WriteBatch, metadata: &[MetricMetadata]) -> Vec<u8> {
     let request = WriteRequest {
         metadata: metadata.iter().map(MetricMetadata::to_proto).collect(),
         timeseries: batch
             .series
             .iter()
+            .filter(|series| !series.samples.is_empty())
             .map(|series| TimeSeries {
                 labels: series
                     .labels
@@ -476,7 +474,7 @@ pub fn encode_with_metadata(batch: &WriteBatch, metadata: &[MetricMetadata]) -> 
             })
             .collect(),
     };
-    crate::compress_snappy_block(&request.encode_to_vec())
+    request.encode_to_vec()
 }
 
 #[cfg(test)]

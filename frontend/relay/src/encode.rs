@@ -6,10 +6,8 @@
 use std::fmt::Write as _;
 
 use lookout_gateway::lookout::normalise::{norm_name, norm_tag_key, norm_tag_value};
-use lookout_gateway::remote_write::{Label, ProtoSample, TimeSeries, WriteRequest};
 use lookout_model::{is_stale_nan, METRIC_NAME_LABEL};
 use lookout_storage::WriteBatch;
-use prost::Message;
 
 /// Samples the relay format cannot carry: Prometheus stale markers (a receiver would store
 /// a plain NaN).
@@ -141,46 +139,20 @@ pub fn relay_keeps_tag(name: &str, value: &str) -> bool {
 /// Prometheus remote write 1.0 `WriteRequest`, uncompressed. Labels go as they are (sorted,
 /// `__name__` among them); stale markers keep their bits.
 pub fn remote_write(batch: &WriteBatch) -> Encoded {
-    let mut encoded = Encoded::default();
-    let mut request = WriteRequest {
-        timeseries: Vec::with_capacity(batch.series.len()),
-        metadata: Vec::new(),
-    };
-    for series in &batch.series {
-        if series.samples.is_empty() {
-            continue;
-        }
-        encoded.samples += series.samples.len() as u64;
-        request.timeseries.push(TimeSeries {
-            labels: series
-                .labels
-                .iter()
-                .map(|label| Label {
-                    name: label.name.to_string(),
-                    value: label.value.to_string(),
-                })
-                .collect(),
-            samples: series
-                .samples
-                .iter()
-                .map(|sample| ProtoSample {
-                    value: sample.value,
-                    timestamp: sample.timestamp.millis(),
-                })
-                .collect(),
-            exemplars: Vec::new(),
-            histograms: Vec::new(),
-        });
+    Encoded {
+        samples: batch.sample_count() as u64,
+        payload: lookout_gateway::remote_write::encode_request(batch, &[]),
+        ..Encoded::default()
     }
-    encoded.payload = request.encode_to_vec();
-    encoded
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use lookout_gateway::lookout::{sdk, Enrichment, Limits};
+    use lookout_gateway::remote_write::WriteRequest;
     use lookout_model::{Labels, Sample, TimestampMs, STALE_NAN};
+    use prost::Message;
 
     fn batch(series: &[(&[(&str, &str)], f64)]) -> WriteBatch {
         let mut batch = WriteBatch::new();
