@@ -233,12 +233,8 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         axum::serve(api_listener, api).with_graceful_shutdown(until_stopped(stopped.clone()));
     let gateway_server = axum::serve(gateway_listener, gateway)
         .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let management_server = management_listener.map(|listener| {
-        axum::serve(listener, gateway::management::router(gateway_stats.clone()))
-            .with_graceful_shutdown(until_stopped(stopped.clone()))
-    });
-    let telnet_server = gateway::opentsdb::serve_telnet(
-        telnet_listener,
+    let side_servers = serve_telnet_and_management(
+        (telnet_listener, management_listener),
         gateway_storage,
         lookout_limits,
         gateway::opentsdb::TelnetOptions {
@@ -251,16 +247,7 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     tokio::try_join!(
         async { api_server.await.context("serving the query API") },
         async { gateway_server.await.context("serving the gateway port") },
-        async {
-            telnet_server.await;
-            Ok(())
-        },
-        async {
-            match management_server {
-                Some(server) => server.await.context("serving the management port"),
-                None => Ok(()),
-            }
-        },
+        side_servers,
     )?;
     scrape_manager.shutdown().await;
     match backend {
@@ -276,6 +263,35 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The OpenTSDB telnet listener and the management port (when enabled), as both modes run
+/// them; ends once `stopped` turns true and both have stopped.
+async fn serve_telnet_and_management(
+    (telnet, management): (tokio::net::TcpListener, Option<tokio::net::TcpListener>),
+    storage: Arc<dyn lookout_storage::Storage>,
+    limits: lookout_gateway::lookout::Limits,
+    telnet_options: gateway::opentsdb::TelnetOptions,
+    stats: Arc<gateway::GatewayStats>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut until_stopped = stopped.clone();
+    let management_router = gateway::management::router(stats.clone());
+    let management = async move {
+        match management {
+            Some(listener) => axum::serve(listener, management_router)
+                .with_graceful_shutdown(async move {
+                    let _ = until_stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("serving the management port"),
+            None => Ok(()),
+        }
+    };
+    let telnet =
+        gateway::opentsdb::serve_telnet(telnet, storage, limits, telnet_options, stats, stopped);
+    let ((), management) = tokio::join!(telnet, management);
+    management
 }
 
 /// The management port's listener, unless it is disabled.
@@ -478,15 +494,8 @@ async fn run_gateway_only(args: Args, config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(async move {
         let _ = until_stopped.wait_for(|stop| *stop).await;
     });
-    let management_server = management_listener.map(|listener| {
-        let mut until_stopped = stopped.clone();
-        axum::serve(listener, gateway::management::router(gateway_stats.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = until_stopped.wait_for(|stop| *stop).await;
-            })
-    });
-    let telnet_server = gateway::opentsdb::serve_telnet(
-        telnet_listener,
+    let side_servers = serve_telnet_and_management(
+        (telnet_listener, management_listener),
         parts.storage.clone(),
         parts.lookout_limits,
         gateway::opentsdb::TelnetOptions {
@@ -498,16 +507,7 @@ async fn run_gateway_only(args: Args, config: Config) -> anyhow::Result<()> {
     );
     tokio::try_join!(
         async { gateway_server.await.context("serving the gateway port") },
-        async {
-            telnet_server.await;
-            Ok(())
-        },
-        async {
-            match management_server {
-                Some(server) => server.await.context("serving the management port"),
-                None => Ok(()),
-            }
-        },
+        side_servers,
     )?;
     parts.scrape_manager.shutdown().await;
     for delivery in deliveries {
