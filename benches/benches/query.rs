@@ -169,26 +169,36 @@ fn bench(c: &mut Criterion) {
             15_000,
         ),
     ];
+    range_group(c, "query/range", &tsdb, &engine, &runtime, &range);
+}
+
+/// Benches range queries `(name, query, span, step)` ending at the end of the data, as group
+/// `group`; with `LOOKOUT_QUERY_BENCH_STATS` set, prints each one's fetch/eval split first.
+fn range_group(
+    c: &mut Criterion,
+    group: &str,
+    tsdb: &Tsdb,
+    engine: &Engine,
+    runtime: &tokio::runtime::Runtime,
+    range: &[(&str, &str, i64, i64)],
+) {
+    let run = |query: &str, span: i64, step: i64| {
+        runtime
+            .block_on(engine.range_query(tsdb, query, END_MS - span, END_MS, step))
+            .expect("query")
+    };
     if std::env::var_os("LOOKOUT_QUERY_BENCH_STATS").is_some() {
-        for (name, query, span, step) in &range {
-            let out = runtime
-                .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, *step))
-                .expect("query");
-            print_stats(name, &out.stats);
+        for (name, query, span, step) in range {
+            print_stats(name, &run(query, *span, *step).stats);
         }
     }
-    let mut group = c.benchmark_group("query/range");
+    let mut group = c.benchmark_group(group);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));
     for (name, query, span, step) in range {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let out = runtime
-                    .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
-                    .expect("query");
-                black_box(result_size(&out.value))
-            })
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(result_size(&run(query, *span, *step).value)))
         });
     }
     group.finish();
@@ -220,28 +230,12 @@ fn bench_blocks(c: &mut Criterion) {
     let (span, step) = (21_600_000, 60_000);
     if std::env::var_os("LOOKOUT_QUERY_BENCH_STATS").is_some() {
         eprintln!("{} blocks", tsdb.blocks().len());
-        for (name, query) in &range {
-            let out = runtime
-                .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
-                .expect("query");
-            print_stats(name, &out.stats);
-        }
     }
-    let mut group = c.benchmark_group("query/range_blocks");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    for (name, query) in range {
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let out = runtime
-                    .block_on(engine.range_query(&tsdb, query, END_MS - span, END_MS, step))
-                    .expect("query");
-                black_box(result_size(&out.value))
-            })
-        });
-    }
-    group.finish();
+    let range: Vec<(&str, &str, i64, i64)> = range
+        .iter()
+        .map(|(name, query)| (*name, *query, span, step))
+        .collect();
+    range_group(c, "query/range_blocks", &tsdb, &engine, &runtime, &range);
 }
 
 criterion_group!(benches, bench, bench_blocks);
