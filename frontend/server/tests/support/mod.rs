@@ -166,9 +166,34 @@ pub struct LookoutServer {
 }
 
 impl LookoutServer {
-    /// Starts the server on `data` with `extra` flags; waits until the API is ready.
+    /// Starts the server on `data` with `extra` flags; waits until the API is ready. Ports
+    /// are picked free; if another process takes one first (the server then exits at
+    /// start-up), it starts again on new ones, up to three times.
     pub fn start(data: &Path, extra: &[&str]) -> LookoutServer {
-        LookoutServer::start_on(data, (free_port(), free_port(), free_port()), extra)
+        let client = reqwest::blocking::Client::new();
+        for _ in 0..3 {
+            let mut server =
+                LookoutServer::spawn(data, (free_port(), free_port(), free_port()), extra);
+            let ready = poll(READY_TIMEOUT, || {
+                if let Ok(Some(status)) = server.process.0.try_wait() {
+                    return Some(Err(status));
+                }
+                let url = format!("{}/-/ready", server.api());
+                client
+                    .get(url)
+                    .send()
+                    .is_ok_and(|response| response.status().is_success())
+                    .then_some(Ok(()))
+            });
+            match ready {
+                Some(Ok(())) => return server,
+                Some(Err(status)) => {
+                    eprintln!("lookout-server exited at start-up ({status}); new ports");
+                }
+                None => panic!("lookout-server not ready within {READY_TIMEOUT:?}"),
+            }
+        }
+        panic!("lookout-server exited at start-up three times");
     }
 
     /// [`LookoutServer::start`] on given `(api, gateway, telnet)` ports, e.g. those of a
