@@ -884,7 +884,8 @@ impl Block {
         if self.has_tombstones() && self.tombstones.read().contains_key(&id) {
             return Ok(self.read_series(id, mint, maxt)?.is_some());
         }
-        let (_, metas) = self.index.series(id)?;
+        // Only the chunk bounds matter: the labels are not built.
+        let metas = self.index.chunk_metas(id)?;
         self.chunks_live(&metas, mint, maxt)
     }
 
