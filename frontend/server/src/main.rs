@@ -197,15 +197,9 @@ async fn run(args: Args, config: Config) -> anyhow::Result<()> {
     let gateway = gateway_parts
         .router
         .into_make_service_with_connect_info::<SocketAddr>();
-    let api_listener = tokio::net::TcpListener::bind(config.web.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", config.web.listen_address))?;
-    let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
-    let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
+    let api_listener = bind(config.web.listen_address).await?;
+    let gateway_listener = bind(config.gateway.listen_address).await?;
+    let telnet_listener = bind(config.opentsdb.listen_address).await?;
     let management_listener = bind_management(&config).await?;
     tracing::info!(
         address = %api_listener.local_addr()?,
@@ -294,14 +288,19 @@ async fn serve_telnet_and_management(
     management
 }
 
+/// A listener on `address`, or an error naming it.
+async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))
+}
+
 /// The management port's listener, unless it is disabled.
 async fn bind_management(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(address) = config.management_address()? else {
         return Ok(None);
     };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address} (the management port)"))?;
+    let listener = bind(address).await.context("the management port")?;
     Ok(Some(listener))
 }
 
@@ -465,12 +464,8 @@ async fn run_gateway_only(args: Args, config: Config) -> anyhow::Result<()> {
             "/-/ready",
             axum::routing::get(|| async { "Lookout gateway is Ready.\n" }),
         );
-    let gateway_listener = tokio::net::TcpListener::bind(config.gateway.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", config.gateway.listen_address))?;
-    let telnet_listener = tokio::net::TcpListener::bind(config.opentsdb.listen_address)
-        .await
-        .with_context(|| format!("listening on {}", config.opentsdb.listen_address))?;
+    let gateway_listener = bind(config.gateway.listen_address).await?;
+    let telnet_listener = bind(config.opentsdb.listen_address).await?;
     let management_listener = bind_management(&config).await?;
     tracing::info!(
         gateway = %gateway_listener.local_addr()?,

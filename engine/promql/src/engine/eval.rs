@@ -414,25 +414,17 @@ fn collect_fetches(
     options: &EngineOptions,
     out: &mut Vec<Fetch>,
 ) {
-    match expr {
-        Expr::Aggregate(aggregate) if options.pushdown => {
-            if let Some(fetch) = pushdown_fetch(aggregate, start, end, grid_step, options) {
-                out.push(fetch);
-            } else {
-                for child in expr.children() {
-                    collect_fetches(
-                        child,
-                        start,
-                        end,
-                        query_start,
-                        query_end,
-                        grid_step,
-                        options,
-                        out,
-                    );
-                }
-            }
+    if let Expr::Aggregate(aggregate) = expr {
+        let pushed = options
+            .pushdown
+            .then(|| pushdown_fetch(aggregate, start, end, grid_step, options))
+            .flatten();
+        if let Some(fetch) = pushed {
+            out.push(fetch);
+            return;
         }
+    }
+    match expr {
         Expr::VectorSelector(selector) => {
             let mut fetch = selector_fetch(
                 selector,
