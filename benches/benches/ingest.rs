@@ -556,6 +556,16 @@ fn ingest(c: &mut Criterion) {
         assert!(decoded.invalid_series.is_empty());
         decoded.batch.sample_count()
     });
+    // The same request once its series are known (the receiver's usual case): the labels are
+    // not built, the series go by identity.
+    let cache = remote_write::KnownSeriesCache::new(SERIES * 2);
+    remote_write::decode_with_cache(&rw1, &decode_limits, Some(&cache)).unwrap();
+    bench_decoder(c, "remote_write_known", &rw1, SERIES, |body| {
+        let decoded =
+            remote_write::decode_with_cache(body, &decode_limits, Some(&cache)).expect("decodes");
+        assert!(decoded.batch.series.is_empty());
+        decoded.batch.sample_count()
+    });
     let rw2 = remote_write2::encode(&batch, &family_metadata(&series));
     assert_eq!(
         remote_write2::decode(&rw2, &decode_limits).unwrap().batch,

@@ -1353,10 +1353,14 @@ impl Storage for EsStorage {
             rejects_conflicting_duplicates: false,
             pushdown_functions: &[],
             pushdown_aggregations: &["sum", "min", "max", "count", "avg"],
+            appends_known_series: false,
         }
     }
 
     async fn write(&self, batch: WriteBatch) -> StorageResult<WriteOutcome> {
+        if let Some(error) = batch.refuse_known("elasticsearch") {
+            return Err(error);
+        }
         let mut outcome = WriteOutcome::default();
         let mut docs: Vec<PendingDoc> = Vec::with_capacity(batch.sample_count());
         for series in &batch.series {

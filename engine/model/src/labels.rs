@@ -190,6 +190,16 @@ impl Labels {
         self.identity_hash
     }
 
+    /// What identifies this label set in memory without its strings: both hashes and the
+    /// number of labels (see [`Labels::identity_hash`]).
+    pub fn identity(&self) -> SeriesIdentity {
+        SeriesIdentity {
+            hash: self.hash,
+            check: self.identity_hash,
+            len: self.labels.len() as u32,
+        }
+    }
+
     /// Sum of the byte lengths of all names and values.
     pub fn byte_size(&self) -> usize {
         self.labels
@@ -281,6 +291,29 @@ fn validate_metric_name(name: &str, validation: NameValidation) -> Result<(), Mo
         ));
     }
     Ok(())
+}
+
+/// A label set's identity without its strings: [`Labels::stable_hash`],
+/// [`Labels::identity_hash`] and the number of labels. A store that keeps the same three
+/// figures per series can find a series from it as surely as from the labels (a false match
+/// needs both hashes to collide); it lets a decoder that has seen a series' exact bytes before
+/// skip building its labels. Differs between processes: never persist it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesIdentity {
+    /// [`Labels::stable_hash`].
+    pub hash: u64,
+    /// [`Labels::identity_hash`].
+    pub check: u64,
+    /// Number of labels.
+    pub len: u32,
+}
+
+/// A 128-bit digest of `bytes` keyed with the process's secret seed (the seed of
+/// [`Labels::identity_hash`]): input crafted to collide cannot aim at it, and two different
+/// inputs share a digest with a probability of about 2^-128. For caches keyed by raw bytes
+/// that must never confuse two keys. Differs between processes: never persist it.
+pub fn secret_digest(bytes: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128_with_seed(bytes, identity_seed())
 }
 
 /// The process's secret seed for [`Labels::identity_hash`].

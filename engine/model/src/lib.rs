@@ -12,6 +12,9 @@ mod sample;
 pub mod time;
 
 pub use error::{Classify, ErrorClass, ModelError};
-pub use labels::{Label, LabelLimits, Labels, LabelsBuilder, NameValidation, METRIC_NAME_LABEL};
+pub use labels::{
+    secret_digest, Label, LabelLimits, Labels, LabelsBuilder, NameValidation, SeriesIdentity,
+    METRIC_NAME_LABEL,
+};
 pub use matcher::{MatchKind, Matcher, RegexFastPath};
 pub use sample::{is_stale_nan, Sample, TimestampMs, STALE_NAN, STALE_NAN_BITS};

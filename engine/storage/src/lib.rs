@@ -23,7 +23,7 @@ use futures::TryStreamExt;
 
 pub use error::{StorageError, StorageResult};
 pub use request::{DeleteRequest, LabelRequest, SelectHints, SelectRequest};
-pub use write::{RejectReason, SeriesSamples, WriteBatch, WriteOutcome};
+pub use write::{KnownSeriesSamples, RejectReason, SeriesSamples, WriteBatch, WriteOutcome};
 
 use lookout_model::{Labels, Sample};
 
@@ -64,6 +64,9 @@ pub struct Capabilities {
     /// the backend itself. The planner sets the hint only for these operators. Empty when
     /// nothing is pushed down.
     pub pushdown_aggregations: &'static [&'static str],
+    /// Whether [`Storage::write`] accepts [`WriteBatch::known`] entries (series named by
+    /// [`lookout_model::SeriesIdentity`] only, for series the backend already holds).
+    pub appends_known_series: bool,
 }
 
 /// One series with its samples, sorted by time, as a read returns it.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use lookout_model::{Labels, Sample};
+use lookout_model::{Labels, Sample, SeriesIdentity};
 
 /// Samples of one series in a write.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,11 +14,27 @@ pub struct SeriesSamples {
     pub samples: Vec<Sample>,
 }
 
+/// Samples of a series named only by its [`SeriesIdentity`]: a decoder that has seen the
+/// series' exact bytes before sends this instead of building its labels again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownSeriesSamples {
+    /// The identity of the series' labels.
+    pub identity: SeriesIdentity,
+    /// Samples in the order they should be appended.
+    pub samples: Vec<Sample>,
+}
+
 /// A batch of samples for many series; the unit of every write.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     /// The series, each with its samples. A series may appear more than once.
     pub series: Vec<SeriesSamples>,
+    /// Series named by identity only. Only a backend whose
+    /// [`Capabilities::appends_known_series`](crate::Capabilities::appends_known_series) is
+    /// set is sent any; it stores those it holds and lists the others in
+    /// [`WriteOutcome::unresolved`], for the caller to send again with their labels. Any other
+    /// backend refuses a batch that has some.
+    pub known: Vec<KnownSeriesSamples>,
 }
 
 impl WriteBatch {
@@ -35,7 +51,22 @@ impl WriteBatch {
 
     /// Total number of samples.
     pub fn sample_count(&self) -> usize {
-        self.series.iter().map(|series| series.samples.len()).sum()
+        let known: usize = self.known.iter().map(|series| series.samples.len()).sum();
+        self.series
+            .iter()
+            .map(|series| series.samples.len())
+            .sum::<usize>()
+            + known
+    }
+
+    /// The error a backend without
+    /// [`Capabilities::appends_known_series`](crate::Capabilities::appends_known_series)
+    /// returns for a batch with [`WriteBatch::known`] entries, `None` when it has none.
+    pub fn refuse_known(&self, backend: &'static str) -> Option<crate::StorageError> {
+        (!self.known.is_empty()).then_some(crate::StorageError::Unsupported {
+            operation: "writing series by identity",
+            backend,
+        })
     }
 
     /// Whether the batch holds no samples.
@@ -109,6 +140,10 @@ pub struct WriteOutcome {
     pub rejected: BTreeMap<RejectReason, u64>,
     /// The first few rejections in words, naming series and timestamp, for responses and logs.
     pub messages: Vec<String>,
+    /// Positions in [`WriteBatch::known`] of the series the backend does not hold (new, or
+    /// dropped since): none of their samples were stored or counted; the caller sends them
+    /// again with their labels.
+    pub unresolved: Vec<usize>,
 }
 
 impl WriteOutcome {
@@ -117,10 +152,27 @@ impl WriteOutcome {
         if count == 0 {
             return;
         }
-        *self.rejected.entry(reason).or_default() += count;
+        self.count_rejected(reason, count);
+        self.add_message(reason, message);
+    }
+
+    /// Counts `count` rejected samples without a message; see [`WriteOutcome::add_message`].
+    pub fn count_rejected(&mut self, reason: RejectReason, count: u64) {
+        if count > 0 {
+            *self.rejected.entry(reason).or_default() += count;
+        }
+    }
+
+    /// Keeps a message about a rejection for `reason` if there is room.
+    pub fn add_message(&mut self, reason: RejectReason, message: impl FnOnce() -> String) {
         if self.messages.len() < MAX_REJECTION_MESSAGES {
             self.messages.push(format!("{reason}: {}", message()));
         }
+    }
+
+    /// How many more messages the outcome keeps.
+    pub fn message_room(&self) -> usize {
+        MAX_REJECTION_MESSAGES.saturating_sub(self.messages.len())
     }
 
     /// Samples rejected for `reason`.
@@ -141,6 +193,7 @@ impl WriteOutcome {
         }
         let room = MAX_REJECTION_MESSAGES.saturating_sub(self.messages.len());
         self.messages.extend(other.messages.into_iter().take(room));
+        self.unresolved.extend(other.unresolved);
     }
 }
 

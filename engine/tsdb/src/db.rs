@@ -1092,6 +1092,7 @@ impl Storage for Tsdb {
             rejects_conflicting_duplicates: true,
             pushdown_functions: &[],
             pushdown_aggregations: &[],
+            appends_known_series: true,
         }
     }
 

@@ -17,7 +17,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lookout_model::{Label, LabelLimits, Labels, Matcher, Sample};
+use lookout_model::{Label, LabelLimits, Labels, Matcher, Sample, SeriesIdentity};
 use lookout_storage::{RejectReason, Series, WriteBatch, WriteOutcome};
 use parking_lot::{Mutex, RwLock};
 
@@ -232,18 +232,18 @@ impl Shard {
     /// [`Labels::identity_hash`] (`check`), both computed once when the labels were built:
     /// comparing the strings themselves costs dozens of cache misses per sample, while a false
     /// match needs both hashes to collide.
-    fn find(&self, labels: &Labels, check: u64) -> Option<u32> {
-        let hash = labels.stable_hash();
-        let first = *self.by_hash.get(&hash)?;
+    fn find(&self, identity: &SeriesIdentity) -> Option<u32> {
+        let first = *self.by_hash.get(&identity.hash)?;
         let equal = |local: u32| {
-            self.get(local as usize)
-                .is_some_and(|series| series.check == check && series.labels.len() == labels.len())
+            self.get(local as usize).is_some_and(|series| {
+                series.check == identity.check && series.labels.len() == identity.len as usize
+            })
         };
         if equal(first) {
             return Some(first);
         }
         self.collisions
-            .get(&hash)?
+            .get(&identity.hash)?
             .iter()
             .copied()
             .find(|local| equal(*local))
@@ -433,12 +433,16 @@ impl Head {
     /// once the WAL holds every accepted sample.
     pub fn append(&self, batch: &WriteBatch) -> Result<WriteOutcome> {
         let mut outcome = WriteOutcome::default();
-        let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARD_COUNT];
+        let mut per_shard: Vec<Vec<Entry>> = vec![Vec::new(); SHARD_COUNT];
         for (position, series) in batch.series.iter().enumerate() {
-            if series.samples.is_empty() {
-                continue;
+            if !series.samples.is_empty() {
+                per_shard[shard_of(series.labels.stable_hash())].push(Entry::Labeled(position));
             }
-            per_shard[shard_of(series.labels.stable_hash())].push(position);
+        }
+        for (position, series) in batch.known.iter().enumerate() {
+            if !series.samples.is_empty() {
+                per_shard[shard_of(series.identity.hash)].push(Entry::Known(position));
+            }
         }
         let mut last_ticket: Option<Ticket> = None;
         let future_limit = match self.options.max_future_ms {
@@ -449,50 +453,60 @@ impl Head {
         let mut appended_max = i64::MIN;
         let mut wal_buffer = Vec::new();
         let mut wal_samples: Vec<SampleEntry> = Vec::new();
-        for (shard_index, positions) in per_shard.iter().enumerate() {
-            if positions.is_empty() {
+        let mut refusals: Vec<(RejectReason, i64, Refusal)> = Vec::new();
+        for (shard_index, entries) in per_shard.iter().enumerate() {
+            if entries.is_empty() {
                 continue;
             }
             wal_buffer.clear();
             wal_samples.clear();
             let mut created: Vec<(SeriesRef, &Labels)> = Vec::new();
             let mut shard = self.shards[shard_index].write();
-            for &position in positions {
-                let input = &batch.series[position];
-                let check = input.labels.identity_hash();
-                let series_ref = match shard.find(&input.labels, check) {
-                    Some(local) => SeriesRef::new(shard_index, local as usize),
-                    None => {
+            for &entry in entries {
+                let (identity, labels, samples) = match entry {
+                    Entry::Labeled(position) => {
+                        let input = &batch.series[position];
+                        (input.labels.identity(), Some(&input.labels), &input.samples)
+                    }
+                    Entry::Known(position) => {
+                        let input = &batch.known[position];
+                        (input.identity, None, &input.samples)
+                    }
+                };
+                let series_ref = match (shard.find(&identity), labels) {
+                    (Some(local), _) => SeriesRef::new(shard_index, local as usize),
+                    (None, None) => {
+                        if let Entry::Known(position) = entry {
+                            outcome.unresolved.push(position);
+                        }
+                        continue;
+                    }
+                    (None, Some(labels)) => {
                         // Labels are validated once, when the series is created.
-                        if let Err(error) = input.labels.validate(&self.options.label_limits) {
+                        if let Err(error) = labels.validate(&self.options.label_limits) {
                             outcome.reject(
                                 RejectReason::InvalidLabels,
-                                input.samples.len() as u64,
+                                samples.len() as u64,
                                 || format!("{error}"),
                             );
                             continue;
                         }
                         if !self.reserve_series() {
                             let budget = self.options.max_series.unwrap_or(u64::MAX);
-                            outcome.reject(
-                                RejectReason::SeriesLimit,
-                                input.samples.len() as u64,
-                                || {
-                                    format!(
-                                        "{}: new series refused, the cardinality budget of \
-                                         {budget} active series is full",
-                                        input.labels
-                                    )
-                                },
-                            );
+                            outcome.reject(RejectReason::SeriesLimit, samples.len() as u64, || {
+                                format!(
+                                    "{labels}: new series refused, the cardinality budget of \
+                                     {budget} active series is full"
+                                )
+                            });
                             continue;
                         }
                         let local = shard.series.len();
                         let series_ref = SeriesRef::new(shard_index, local);
                         match series_ref {
                             Some(series_ref) => {
-                                self.create_series(&mut shard, series_ref, &input.labels, check);
-                                created.push((series_ref, &input.labels));
+                                self.create_series(&mut shard, series_ref, labels, identity.check);
+                                created.push((series_ref, labels));
                             }
                             None => {
                                 self.live_series.fetch_sub(1, Ordering::AcqRel);
@@ -502,11 +516,9 @@ impl Head {
                     }
                 };
                 let Some(series_ref) = series_ref else {
-                    outcome.reject(
-                        RejectReason::SeriesLimit,
-                        input.samples.len() as u64,
-                        || "the head's series references are exhausted".to_owned(),
-                    );
+                    outcome.reject(RejectReason::SeriesLimit, samples.len() as u64, || {
+                        "the head's series references are exhausted".to_owned()
+                    });
                     continue;
                 };
                 let series = shard
@@ -515,16 +527,26 @@ impl Head {
                 let min_valid_time = self.min_valid_time.load(Ordering::Acquire);
                 let window = self.options.out_of_order_window_ms;
                 let window_start = self.max_time.load(Ordering::Acquire).saturating_sub(window);
-                for sample in &input.samples {
+                // Refusals are counted at once and, while the outcome has room for messages,
+                // kept to be described once the series is no longer borrowed.
+                let room = outcome.message_room();
+                let mut refuse = |reason: RejectReason, t: i64, why: Refusal| {
+                    outcome.count_rejected(reason, 1);
+                    if refusals.len() < room {
+                        refusals.push((reason, t, why));
+                    }
+                };
+                let mut appended = 0;
+                for sample in samples {
                     let t = sample.timestamp.0;
                     if t > future_limit {
-                        outcome.reject(RejectReason::OutOfBounds, 1, || {
-                            format!(
-                                "{} at {t}: more than {} ms ahead of the clock",
-                                input.labels,
-                                t.saturating_sub(future_limit)
-                            )
-                        });
+                        refuse(
+                            RejectReason::OutOfBounds,
+                            t,
+                            Refusal::Future {
+                                ahead: t.saturating_sub(future_limit),
+                            },
+                        );
                         continue;
                     }
                     let mut result = if t >= min_valid_time {
@@ -535,30 +557,28 @@ impl Head {
                     if result == AppendResult::OutOfOrder {
                         if window > 0 && t >= window_start {
                             result = series.insert_out_of_order(t, sample.value);
+                        } else if window > 0 {
+                            refuse(
+                                RejectReason::OutOfWindow,
+                                t,
+                                Refusal::OutOfWindow { window },
+                            );
+                            continue;
+                        } else if t < min_valid_time {
+                            refuse(
+                                RejectReason::OutOfBounds,
+                                t,
+                                Refusal::InBlock { min_valid_time },
+                            );
+                            continue;
                         } else {
-                            let (reason, why) = if window > 0 {
-                                (
-                                    RejectReason::OutOfWindow,
-                                    format!("older than the {window} ms out-of-order window"),
-                                )
-                            } else if t < min_valid_time {
-                                (
-                                    RejectReason::OutOfBounds,
-                                    format!("before {min_valid_time}, which is already in a block"),
-                                )
-                            } else {
-                                (
-                                    RejectReason::OutOfOrder,
-                                    "older than the newest sample".to_owned(),
-                                )
-                            };
-                            outcome.reject(reason, 1, || format!("{} at {t}: {why}", input.labels));
+                            refuse(RejectReason::OutOfOrder, t, Refusal::OlderThanNewest);
                             continue;
                         }
                     }
                     match result {
                         AppendResult::Appended => {
-                            outcome.accepted += 1;
+                            appended += 1;
                             appended_min = appended_min.min(t);
                             appended_max = appended_max.max(t);
                             if self.wal.is_some() {
@@ -569,20 +589,32 @@ impl Head {
                                 });
                             }
                         }
-                        AppendResult::Duplicate => outcome.accepted += 1,
-                        AppendResult::Conflict => {
-                            outcome.reject(RejectReason::DuplicateSampleForTimestamp, 1, || {
-                                format!("{} at {t}: a different value is stored", input.labels)
-                            })
-                        }
+                        AppendResult::Duplicate => appended += 1,
+                        AppendResult::Conflict => refuse(
+                            RejectReason::DuplicateSampleForTimestamp,
+                            t,
+                            Refusal::Conflict,
+                        ),
                         AppendResult::OutOfOrder => {
-                            outcome.reject(RejectReason::OutOfOrder, 1, || {
-                                format!("{} at {t}: older than the newest sample", input.labels)
-                            })
+                            refuse(RejectReason::OutOfOrder, t, Refusal::OlderThanNewest)
                         }
                     }
                 }
+                outcome.accepted += appended;
                 self.offload(series);
+                if !refusals.is_empty() {
+                    let named = match labels {
+                        Some(labels) => labels.clone(),
+                        None => self.labels_of(
+                            shard
+                                .get(series_ref.local())
+                                .expect("a found series is present"),
+                        ),
+                    };
+                    for (reason, t, why) in refusals.drain(..) {
+                        outcome.add_message(reason, || format!("{named} at {t}: {why}"));
+                    }
+                }
             }
             if let Some(wal) = &self.wal {
                 if !created.is_empty() {
@@ -959,7 +991,7 @@ impl Head {
     pub(crate) fn remove_timestamps(&self, labels: &Labels, times: &BTreeSet<i64>) -> usize {
         let shard_index = shard_of(labels.stable_hash());
         let mut shard = self.shards[shard_index].write();
-        let Some(local) = shard.find(labels, labels.identity_hash()) else {
+        let Some(local) = shard.find(&labels.identity()) else {
             return 0;
         };
         let chunk_samples = self.options.chunk_samples;
@@ -1011,7 +1043,7 @@ impl Head {
         let shard_index = shard_of(labels.stable_hash());
         let mut shard = self.shards[shard_index].write();
         let check = labels.identity_hash();
-        if let Some(local) = shard.find(labels, check) {
+        if let Some(local) = shard.find(&labels.identity()) {
             let existing = SeriesRef::new(shard_index, local as usize).expect("existing reference");
             if existing.0 != id {
                 self.aliases.lock().insert(id, existing);
@@ -1135,5 +1167,39 @@ impl Head {
             .as_ref()
             .map_or(0, |files| files.file_count() as u64);
         stats
+    }
+}
+
+/// One series of a batch being appended: its position in [`WriteBatch::series`] or in
+/// [`WriteBatch::known`].
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    Labeled(usize),
+    Known(usize),
+}
+
+/// Why a sample was refused, described once the series is named.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Future { ahead: i64 },
+    OutOfWindow { window: i64 },
+    InBlock { min_valid_time: i64 },
+    OlderThanNewest,
+    Conflict,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Future { ahead } => write!(f, "more than {ahead} ms ahead of the clock"),
+            Refusal::OutOfWindow { window } => {
+                write!(f, "older than the {window} ms out-of-order window")
+            }
+            Refusal::InBlock { min_valid_time } => {
+                write!(f, "before {min_valid_time}, which is already in a block")
+            }
+            Refusal::OlderThanNewest => f.write_str("older than the newest sample"),
+            Refusal::Conflict => f.write_str("a different value is stored"),
+        }
     }
 }

@@ -454,3 +454,69 @@ fn a_zero_cardinality_budget_is_refused_at_open() {
     let error = Tsdb::open(TsdbOptions::new(dir.path()).max_series(Some(0))).unwrap_err();
     assert!(error.to_string().contains("max_series"), "{error}");
 }
+
+fn known(labels: &Labels, samples: Vec<Sample>) -> lookout_storage::KnownSeriesSamples {
+    lookout_storage::KnownSeriesSamples {
+        identity: labels.identity(),
+        samples,
+    }
+}
+
+#[test]
+fn series_named_by_identity_append_when_held_and_come_back_unresolved_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = labels(&[("__name__", "held"), ("job", "a")]);
+    let dropped = labels(&[("__name__", "dropped"), ("job", "a")]);
+    let never = labels(&[("__name__", "never"), ("job", "a")]);
+    {
+        let tsdb = open(dir.path());
+        let mut batch = WriteBatch::new();
+        batch.push(held.clone(), vec![Sample::new(1_000, 1.0)]);
+        batch.push(dropped.clone(), vec![Sample::new(1_000, 1.0)]);
+        tsdb.append(&batch).unwrap();
+        // `dropped` has no sample after 50 s: truncation removes it from the head.
+        let mut batch = WriteBatch::new();
+        batch.push(held.clone(), vec![Sample::new(60_000, 2.0)]);
+        tsdb.append(&batch).unwrap();
+        assert_eq!(tsdb.truncate_head(50_000).unwrap().series_removed, 1);
+
+        let batch = WriteBatch {
+            series: Vec::new(),
+            known: vec![
+                known(&never, vec![Sample::new(70_000, 9.0)]),
+                known(
+                    &held,
+                    vec![Sample::new(70_000, 3.0), Sample::new(80_000, 4.0)],
+                ),
+                known(&dropped, vec![Sample::new(70_000, 9.0)]),
+            ],
+        };
+        let outcome = tsdb.append(&batch).unwrap();
+        assert_eq!(outcome.rejected_total(), 0, "{:?}", outcome.messages);
+        assert_eq!(outcome.accepted, 2);
+        let mut unresolved = outcome.unresolved.clone();
+        unresolved.sort_unstable();
+        assert_eq!(unresolved, vec![0, 2], "neither stored nor counted");
+
+        // Refusals of a series named by identity still name it.
+        let batch = WriteBatch {
+            series: Vec::new(),
+            known: vec![known(&held, vec![Sample::new(70_000, 5.0)])],
+        };
+        let outcome = tsdb.append(&batch).unwrap();
+        assert_eq!(outcome.accepted, 0);
+        assert_eq!(outcome.rejected_total(), 1);
+        assert!(
+            outcome.messages[0].contains("held") && outcome.messages[0].contains("70000"),
+            "{:?}",
+            outcome.messages
+        );
+    }
+    // What was appended by identity is in the WAL like anything else.
+    let tsdb = open(dir.path());
+    let series = all(&tsdb);
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0].labels, held);
+    let times: Vec<i64> = series[0].samples.iter().map(|s| s.timestamp.0).collect();
+    assert_eq!(times, vec![60_000, 70_000, 80_000]);
+}

@@ -118,7 +118,15 @@ struct AppState {
     remote_write_requests: std::sync::atomic::AtomicU64,
     remote_write_refused: std::sync::atomic::AtomicU64,
     remote_write_unsupported: std::sync::atomic::AtomicU64,
+    /// Series the remote-write receiver has decoded before, when the store appends series by
+    /// identity.
+    known_series: Option<lookout_gateway::remote_write::KnownSeriesCache>,
 }
+
+/// Most series the remote-write receiver remembers per generation of
+/// [`KnownSeriesCache`](lookout_gateway::remote_write::KnownSeriesCache) (about 40 bytes
+/// each); series beyond are decoded in full.
+const KNOWN_SERIES_CAPACITY: usize = 4 << 20;
 
 /// The API's routes over `storage`.
 pub fn router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
@@ -176,13 +184,17 @@ pub fn write_router(storage: Arc<dyn Storage>, options: ApiOptions) -> Router {
 
 fn new_state(storage: Arc<dyn Storage>, options: ApiOptions) -> Arc<AppState> {
     Arc::new(AppState {
-        storage,
         engine: Engine::new(options.engine.clone()),
         options,
         started: std::time::SystemTime::now(),
         remote_write_requests: Default::default(),
         remote_write_refused: Default::default(),
         remote_write_unsupported: Default::default(),
+        known_series: storage
+            .capabilities()
+            .appends_known_series
+            .then(|| lookout_gateway::remote_write::KnownSeriesCache::new(KNOWN_SERIES_CAPACITY)),
+        storage,
     })
 }
 

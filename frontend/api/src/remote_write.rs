@@ -19,7 +19,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use lookout_gateway::remote_write::Decoded;
 use lookout_gateway::{remote_write, remote_write2};
+use lookout_storage::{StorageError, WriteOutcome};
 
 use crate::{ApiError, AppState, RemoteWriteRefusal};
 
@@ -100,6 +102,32 @@ fn with_written_headers(
     response
 }
 
+/// Writes a decoded request; series sent by identity that the store does not hold (new to
+/// it, or dropped since they were last sent) are decoded again with their labels and written
+/// in a second batch.
+async fn write_resolving(
+    state: &AppState,
+    decoded: &mut Decoded,
+) -> Result<WriteOutcome, StorageError> {
+    let mut outcome = state
+        .storage
+        .write(std::mem::take(&mut decoded.batch))
+        .await?;
+    if outcome.unresolved.is_empty() {
+        return Ok(outcome);
+    }
+    let positions = std::mem::take(&mut outcome.unresolved);
+    let again = decoded
+        .unresolved(&positions)
+        .map_err(|error| StorageError::Internal {
+            reason: format!("decoding series again: {error}"),
+        })?;
+    decoded.invalid_series.extend(again.invalid_series);
+    decoded.invalid_series_samples += again.invalid_series_samples;
+    outcome.merge(state.storage.write(again.batch).await?);
+    Ok(outcome)
+}
+
 pub(crate) async fn write(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -121,10 +149,10 @@ pub(crate) async fn write(
     };
     let limits = &state.options.decode_limits;
     let decoded = match version {
-        Version::V1 => remote_write::decode(&body, limits),
+        Version::V1 => remote_write::decode_with_cache(&body, limits, state.known_series.as_ref()),
         Version::V2 => remote_write2::decode(&body, limits),
     };
-    let decoded = match decoded {
+    let mut decoded = match decoded {
         Ok(decoded) => decoded,
         Err(error) => {
             state.remote_write_refused.fetch_add(1, Relaxed);
@@ -135,7 +163,10 @@ pub(crate) async fn write(
             return with_written_headers(version, 0, response);
         }
     };
-    state.options.metadata.record(decoded.metadata);
+    state
+        .options
+        .metadata
+        .record(std::mem::take(&mut decoded.metadata));
     let invalid_samples = decoded.invalid_series_samples;
     if invalid_samples > 0 {
         observe(RemoteWriteRefusal::Samples(
@@ -149,7 +180,7 @@ pub(crate) async fn write(
             decoded.skipped_histograms as u64,
         ));
     }
-    let outcome = match state.storage.write(decoded.batch).await {
+    let outcome = match write_resolving(&state, &mut decoded).await {
         Ok(outcome) => outcome,
         Err(error) => {
             return with_written_headers(version, 0, ApiError::from(error).into_response());

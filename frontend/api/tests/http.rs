@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 struct Server {
     address: SocketAddr,
     client: reqwest::Client,
+    tsdb: Tsdb,
     _dir: tempfile::TempDir,
 }
 
@@ -19,13 +20,14 @@ impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
         let tsdb = Tsdb::open(TsdbOptions::new(dir.path()).fsync(FsyncPolicy::Never)).unwrap();
-        let app = router(Arc::new(tsdb), ApiOptions::default());
+        let app = router(Arc::new(tsdb.clone()), ApiOptions::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Server {
             address,
             client: reqwest::Client::new(),
+            tsdb,
             _dir: dir,
         }
     }
@@ -397,4 +399,54 @@ async fn remote_write_2_partial_writes_are_400_with_what_was_written() {
         .await;
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(written(&response), [Some("0"), Some("0"), Some("0")]);
+}
+
+/// The receiver sends series it decoded before by identity only; one the store no longer
+/// holds (dropped from the head while its sender was quiet) is decoded again and stored.
+#[tokio::test]
+async fn a_series_the_store_dropped_is_written_again_in_full() {
+    let server = Server::start().await;
+    let series = |t: i64| {
+        let mut batch = WriteBatch::new();
+        batch.push(
+            Labels::from_pairs([("__name__", "up"), ("job", "quiet")]).unwrap(),
+            vec![Sample::new(t, 1.0)],
+        );
+        batch.push(
+            Labels::from_pairs([("__name__", "up"), ("job", "busy")]).unwrap(),
+            vec![Sample::new(t, 2.0)],
+        );
+        batch
+    };
+    assert_eq!(server.write(&series(1_700_000_000_000)).await.status(), 204);
+    let mut busy = WriteBatch::new();
+    busy.push(
+        Labels::from_pairs([("__name__", "up"), ("job", "busy")]).unwrap(),
+        vec![Sample::new(1_700_000_600_000, 2.0)],
+    );
+    assert_eq!(server.write(&busy).await.status(), 204);
+    let report = server.tsdb.truncate_head(1_700_000_300_000).unwrap();
+    assert_eq!(report.series_removed, 1, "the quiet series left the head");
+    let response = server.write(&series(1_700_000_615_000)).await;
+    assert_eq!(response.status(), 204, "{}", response.text().await.unwrap());
+    let (_, body) = server.get("/api/v1/query?query=up&time=1700000615").await;
+    let mut values: Vec<(String, String)> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| {
+            (
+                series["metric"]["job"].as_str().unwrap().to_owned(),
+                series["value"][1].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    values.sort();
+    assert_eq!(
+        values,
+        vec![
+            ("busy".to_owned(), "2".to_owned()),
+            ("quiet".to_owned(), "1".to_owned())
+        ]
+    );
 }

@@ -8,8 +8,13 @@
 //! is written. Native histograms and exemplars are not stored yet: they are counted in
 //! [`Decoded::skipped_histograms`] / [`Decoded::skipped_exemplars`].
 
-use lookout_model::{Labels, Sample};
-use lookout_storage::WriteBatch;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+use std::sync::Mutex;
+
+use lookout_model::{secret_digest, Labels, Sample, SeriesIdentity};
+use lookout_storage::{KnownSeriesSamples, WriteBatch};
 use prost::Message;
 
 use crate::DecodeLimits;
@@ -183,6 +188,163 @@ pub struct Decoded {
     pub skipped_exemplars: usize,
     /// Metric metadata the request carried.
     pub metadata: Vec<MetricMetadata>,
+    /// Where in [`Decoded::raw`] the `TimeSeries` message of each of `batch.known` lies, for
+    /// [`Decoded::unresolved`].
+    pub known_messages: Vec<Range<usize>>,
+    /// The decompressed body, kept when `batch.known` has entries.
+    pub raw: Vec<u8>,
+}
+
+impl Decoded {
+    /// The series at `positions` of `batch.known` (the ones a store answered as
+    /// [`WriteOutcome::unresolved`](lookout_storage::WriteOutcome::unresolved)) decoded again,
+    /// with their labels.
+    pub fn unresolved(&self, positions: &[usize]) -> Result<Decoded, DecodeError> {
+        let mut decoded = Decoded::default();
+        let mut scratch = SeriesScratch::default();
+        for &position in positions {
+            let range = self.known_messages.get(position).cloned().ok_or_else(|| {
+                DecodeError::Protobuf(format!("no known series at position {position}"))
+            })?;
+            decode_series(&self.raw[range], 0, &mut scratch, &mut decoded, None)?;
+        }
+        Ok(decoded)
+    }
+}
+
+/// Identities of the series a decoder has seen, by the secret digest
+/// ([`secret_digest`]) of their label bytes as sent. A series seen before skips UTF-8 checks,
+/// building its labels and hashing them: it goes to the store as a
+/// [`KnownSeriesSamples`].
+///
+/// Memory follows the series that are being sent: each shard keeps two generations and
+/// starts a new one every [`KnownSeriesCache::GENERATION`]; a series found in the older one
+/// moves to the newer, so a series not sent for two generations is forgotten (and built in
+/// full once, should it come back). A generation that reaches its share of `capacity` is
+/// emptied.
+pub struct KnownSeriesCache {
+    shards: Box<[Mutex<CacheShard>]>,
+    shard_capacity: usize,
+    started: std::time::Instant,
+}
+
+/// One shard: the current and the previous generation, and the current one's number.
+#[derive(Default)]
+struct CacheShard {
+    current: DigestMap,
+    previous: DigestMap,
+    generation: u64,
+}
+
+type DigestMap = HashMap<[u64; 2], SeriesIdentity, BuildHasherDefault<DigestHasher>>;
+
+/// Hashes a key that is already a uniform digest.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u64; 2]` hashes as its length, then its words' bytes in one piece: the first
+        // word is uniform already.
+        let mut word = [0u8; 8];
+        let take = bytes.len().min(8);
+        word[..take].copy_from_slice(&bytes[..take]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
+}
+
+const CACHE_SHARDS: usize = 64;
+
+impl KnownSeriesCache {
+    /// How long a generation lasts.
+    pub const GENERATION: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// A cache of at most about `capacity` series per generation.
+    pub fn new(capacity: usize) -> KnownSeriesCache {
+        KnownSeriesCache {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(CacheShard::default()))
+                .collect(),
+            shard_capacity: capacity.div_ceil(CACHE_SHARDS).max(1),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The number of the current generation.
+    fn generation(&self) -> u64 {
+        (self.started.elapsed().as_secs() / Self::GENERATION.as_secs()) + 1
+    }
+
+    fn shard(&self, key: [u64; 2], generation: u64) -> std::sync::MutexGuard<'_, CacheShard> {
+        let shard = &self.shards[(key[1] % CACHE_SHARDS as u64) as usize];
+        let mut shard = shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if shard.generation != generation {
+            shard.previous = if shard.generation + 1 == generation {
+                std::mem::take(&mut shard.current)
+            } else {
+                DigestMap::default()
+            };
+            shard.current.clear();
+            shard.generation = generation;
+        }
+        shard
+    }
+
+    fn get(&self, key: [u64; 2], generation: u64) -> Option<SeriesIdentity> {
+        let mut shard = self.shard(key, generation);
+        if let Some(identity) = shard.current.get(&key) {
+            return Some(*identity);
+        }
+        let identity = shard.previous.remove(&key)?;
+        self.insert_into(&mut shard, key, identity);
+        Some(identity)
+    }
+
+    fn insert(&self, key: [u64; 2], identity: SeriesIdentity, generation: u64) {
+        let mut shard = self.shard(key, generation);
+        self.insert_into(&mut shard, key, identity);
+    }
+
+    fn insert_into(&self, shard: &mut CacheShard, key: [u64; 2], identity: SeriesIdentity) {
+        if shard.current.len() >= self.shard_capacity {
+            shard.current.clear();
+        }
+        shard.current.insert(key, identity);
+    }
+
+    /// Series held, in both generations.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                shard.current.len() + shard.previous.len()
+            })
+            .sum()
+    }
+
+    /// Whether no series is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Debug for KnownSeriesCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownSeriesCache")
+            .field("series", &self.len())
+            .finish()
+    }
 }
 
 /// Checks the body size and decompresses the snappy block, within `limits`; the first step of
@@ -224,6 +386,18 @@ pub(crate) fn check_series_count(count: usize, limits: &DecodeLimits) -> Result<
 /// and the last occurrence of a scalar field wins. Metadata entries (rare) are decoded with
 /// prost.
 pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError> {
+    decode_with_cache(body, limits, None)
+}
+
+/// [`decode`], sending the series `cache` has seen before as `batch.known` (see
+/// [`KnownSeriesCache`]); only for a store whose capabilities say it appends known series.
+/// Series whose labels are not all at the start of their message, one after the other (no
+/// sender does that), are always decoded in full.
+pub fn decode_with_cache(
+    body: &[u8],
+    limits: &DecodeLimits,
+    cache: Option<&KnownSeriesCache>,
+) -> Result<Decoded, DecodeError> {
     let raw = decompress(body, limits)?;
     // The top level first: it settles the series count before anything is built.
     let mut series_count = 0;
@@ -245,10 +419,15 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
     let mut decoded = Decoded::default();
     decoded.batch.series.reserve(series_count);
     let mut scratch = SeriesScratch::default();
+    let cache = cache.map(|cache| (cache, cache.generation()));
     let mut wire = Wire::new(&raw);
     while !wire.is_done() {
         match wire.key()? {
-            (1, LEN) => decode_series(wire.bytes()?, &mut scratch, &mut decoded)?,
+            (1, LEN) => {
+                let message = wire.bytes()?;
+                let offset = message.as_ptr() as usize - raw.as_ptr() as usize;
+                decode_series(message, offset, &mut scratch, &mut decoded, cache)?;
+            }
             (3, LEN) => {
                 let entry = ProtoMetadata::decode(wire.bytes()?)
                     .map_err(|error| DecodeError::Protobuf(error.to_string()))?;
@@ -259,6 +438,9 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
             (_, kind) => wire.skip(kind)?,
         }
     }
+    if !decoded.batch.known.is_empty() {
+        decoded.raw = raw;
+    }
     Ok(decoded)
 }
 
@@ -266,21 +448,33 @@ pub fn decode(body: &[u8], limits: &DecodeLimits) -> Result<Decoded, DecodeError
 #[derive(Default)]
 struct SeriesScratch<'a> {
     labels: Vec<(&'a str, &'a str)>,
+    label_messages: Vec<&'a [u8]>,
     samples: Vec<&'a [u8]>,
 }
 
-/// One `TimeSeries` message into `decoded`.
+/// One `TimeSeries` message (at `offset` in the decompressed body) into `decoded`.
 fn decode_series<'a>(
     message: &'a [u8],
+    offset: usize,
     scratch: &mut SeriesScratch<'a>,
     decoded: &mut Decoded,
+    cache: Option<(&KnownSeriesCache, u64)>,
 ) -> Result<(), DecodeError> {
     scratch.labels.clear();
+    scratch.label_messages.clear();
     scratch.samples.clear();
+    // The label fields' bytes, while they come first and one after the other.
+    let mut label_bytes = Some(0..0);
     let mut wire = Wire::new(message);
     while !wire.is_done() {
+        let start = wire.at;
         match wire.key()? {
-            (1, LEN) => scratch.labels.push(decode_label(wire.bytes()?)?),
+            (1, LEN) => {
+                scratch.label_messages.push(wire.bytes()?);
+                label_bytes = label_bytes
+                    .filter(|span| span.end == start)
+                    .map(|_| 0..wire.at);
+            }
             (2, LEN) => scratch.samples.push(wire.bytes()?),
             (3, LEN) => {
                 wire.bytes()?;
@@ -294,15 +488,37 @@ fn decode_series<'a>(
             (_, kind) => wire.skip(kind)?,
         }
     }
+    let key = match (cache, label_bytes) {
+        (Some(_), Some(span)) if !span.is_empty() && !scratch.samples.is_empty() => {
+            let digest = secret_digest(&message[span]);
+            Some([digest as u64, (digest >> 64) as u64])
+        }
+        _ => None,
+    };
+    if let (Some((cache, generation)), Some(key)) = (cache, key) {
+        if let Some(identity) = cache.get(key, generation) {
+            // The same bytes decoded into a valid label set before: only the samples are new.
+            let samples = decode_samples(&scratch.samples)?;
+            decoded
+                .batch
+                .known
+                .push(KnownSeriesSamples { identity, samples });
+            decoded.known_messages.push(offset..offset + message.len());
+            return Ok(());
+        }
+    }
+    for label in &scratch.label_messages {
+        scratch.labels.push(decode_label(label)?);
+    }
     if scratch.samples.is_empty() {
         return Ok(());
     }
-    let mut samples = Vec::with_capacity(scratch.samples.len());
-    for message in &scratch.samples {
-        samples.push(decode_sample(message)?);
-    }
+    let samples = decode_samples(&scratch.samples)?;
     match Labels::from_pairs(scratch.labels.iter().copied()) {
         Ok(labels) => {
+            if let (Some((cache, generation)), Some(key)) = (cache, key) {
+                cache.insert(key, labels.identity(), generation);
+            }
             decoded.batch.push(labels, samples);
         }
         Err(error) => {
@@ -311,6 +527,14 @@ fn decode_series<'a>(
         }
     }
     Ok(())
+}
+
+fn decode_samples(messages: &[&[u8]]) -> Result<Vec<Sample>, DecodeError> {
+    let mut samples = Vec::with_capacity(messages.len());
+    for message in messages {
+        samples.push(decode_sample(message)?);
+    }
+    Ok(samples)
 }
 
 /// One `Label` message: name and value, borrowed.
@@ -374,7 +598,19 @@ impl<'a> Wire<'a> {
         DecodeError::Protobuf(format!("{reason} at byte {}", self.at))
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Keys, lengths and most label lengths are one byte.
+        if let Some(&byte) = self.bytes.get(self.at) {
+            if byte < 0x80 {
+                self.at += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut rest = &self.bytes[self.at..];
         let before = rest.len();
         let value = prost::encoding::decode_varint(&mut rest)
@@ -695,6 +931,144 @@ mod tests {
             })
     }
 
+    /// `decoded` with its known series given back their labels, through the identities of
+    /// the labeled series `seen` (an earlier decode of the same series), in message order.
+    fn with_known_resolved(decoded: &Decoded, seen: &[Labels]) -> Vec<(Labels, Vec<Sample>)> {
+        let by_identity: std::collections::HashMap<SeriesIdentity, &Labels> = seen
+            .iter()
+            .map(|labels| (labels.identity(), labels))
+            .collect();
+        let mut out: Vec<(usize, Labels, Vec<Sample>)> = Vec::new();
+        for (known, range) in decoded.batch.known.iter().zip(&decoded.known_messages) {
+            out.push((
+                range.start,
+                by_identity[&known.identity].clone(),
+                known.samples.clone(),
+            ));
+        }
+        out.sort_by_key(|(start, _, _)| *start);
+        let mut labeled = decoded
+            .batch
+            .series
+            .iter()
+            .map(|series| (series.labels.clone(), series.samples.clone()));
+        let mut all: Vec<(Labels, Vec<Sample>)> = labeled.by_ref().collect();
+        all.extend(
+            out.into_iter()
+                .map(|(_, labels, samples)| (labels, samples)),
+        );
+        all
+    }
+
+    #[test]
+    fn a_series_seen_before_is_sent_by_identity_and_decodes_again_on_demand() {
+        let mut batch = WriteBatch::new();
+        for job in ["api", "db", "web"] {
+            batch.push(
+                Labels::from_pairs([("__name__", "up"), ("job", job)]).unwrap(),
+                vec![Sample::new(1000, 1.0)],
+            );
+        }
+        let body = encode(&batch);
+        let cache = KnownSeriesCache::new(1000);
+        let limits = DecodeLimits::default();
+        let first = decode_with_cache(&body, &limits, Some(&cache)).unwrap();
+        assert_eq!(first.batch, batch, "new series are decoded in full");
+        assert!(first.raw.is_empty());
+        assert_eq!(cache.len(), 3);
+
+        let second = decode_with_cache(&body, &limits, Some(&cache)).unwrap();
+        assert!(second.batch.series.is_empty());
+        let identities: Vec<SeriesIdentity> = second
+            .batch
+            .known
+            .iter()
+            .map(|known| known.identity)
+            .collect();
+        let expected: Vec<SeriesIdentity> = batch
+            .series
+            .iter()
+            .map(|series| series.labels.identity())
+            .collect();
+        assert_eq!(identities, expected);
+        assert!(second
+            .batch
+            .known
+            .iter()
+            .all(|known| known.samples == vec![Sample::new(1000, 1.0)]));
+
+        // What a store did not hold comes back with its labels, in the order asked.
+        let again = second.unresolved(&[2, 0]).unwrap();
+        assert_eq!(again.batch.series.len(), 2);
+        assert_eq!(again.batch.series[0], batch.series[2]);
+        assert_eq!(again.batch.series[1], batch.series[0]);
+        assert!(again.batch.known.is_empty());
+        assert!(second.unresolved(&[3]).is_err());
+
+        // Without a cache nothing is sent by identity.
+        assert_eq!(decode(&body, &limits).unwrap().batch, batch);
+    }
+
+    #[test]
+    fn labels_that_do_not_come_first_and_together_are_always_decoded_in_full() {
+        // A TimeSeries with its sample between two labels, written by hand.
+        let label = |name: &str, value: &str| {
+            Label {
+                name: name.into(),
+                value: value.into(),
+            }
+            .encode_to_vec()
+        };
+        let field = |number: u8, bytes: &[u8]| {
+            let mut out = vec![(number << 3) | LEN, bytes.len() as u8];
+            out.extend_from_slice(bytes);
+            out
+        };
+        let sample = ProtoSample {
+            value: 2.0,
+            timestamp: 5,
+        }
+        .encode_to_vec();
+        let mut series = field(1, &label("__name__", "up"));
+        series.extend(field(2, &sample));
+        series.extend(field(1, &label("job", "api")));
+        let body = crate::compress_snappy_block(&field(1, &series));
+        let cache = KnownSeriesCache::new(1000);
+        for _ in 0..3 {
+            let decoded = decode_with_cache(&body, &DecodeLimits::default(), Some(&cache)).unwrap();
+            assert!(decoded.batch.known.is_empty());
+            assert_eq!(decoded.batch.series.len(), 1);
+            assert_eq!(
+                decoded.batch.series[0].labels,
+                Labels::from_pairs([("__name__", "up"), ("job", "api")]).unwrap()
+            );
+        }
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_generation_starts_again() {
+        let cache = KnownSeriesCache::new(1);
+        let limits = DecodeLimits::default();
+        for round in 0..3 {
+            let mut batch = WriteBatch::new();
+            for index in 0..200 {
+                batch.push(
+                    Labels::from_pairs([("__name__", "up"), ("i", &*format!("{index}"))]).unwrap(),
+                    vec![Sample::new(round, 1.0)],
+                );
+            }
+            let decoded = decode_with_cache(&encode(&batch), &limits, Some(&cache)).unwrap();
+            assert_eq!(
+                decoded.batch.series.len() + decoded.batch.known.len(),
+                200,
+                "every series is written, by labels or by identity"
+            );
+            // One series per shard at most, in each of two generations.
+            assert!(cache.len() <= 2 * CACHE_SHARDS, "{}", cache.len());
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn the_hand_written_walk_agrees_with_prost(request in request_strategy()) {
@@ -712,6 +1086,39 @@ mod tests {
             if let (Ok(walked), Ok(reference)) = (decode(&body, &DecodeLimits::default()), decode_with_prost(&body)) {
                 proptest::prop_assert!(same(&walked, &reference));
             }
+        }
+
+        #[test]
+        fn decoding_with_the_cache_gives_the_same_series(request in request_strategy()) {
+            let body = crate::compress_snappy_block(&request.encode_to_vec());
+            let limits = DecodeLimits::default();
+            let plain = decode(&body, &limits).unwrap();
+            let cache = KnownSeriesCache::new(1000);
+            let first = decode_with_cache(&body, &limits, Some(&cache)).unwrap();
+            let second = decode_with_cache(&body, &limits, Some(&cache)).unwrap();
+            let seen: Vec<Labels> = first.batch.series.iter().map(|s| s.labels.clone()).collect();
+            let expected: Vec<(Labels, Vec<Sample>)> = plain
+                .batch
+                .series
+                .iter()
+                .map(|series| (series.labels.clone(), series.samples.clone()))
+                .collect();
+            let bits = |all: Vec<(Labels, Vec<Sample>)>| -> Vec<(String, Vec<(i64, u64)>)> {
+                let mut all: Vec<_> = all
+                    .into_iter()
+                    .map(|(labels, samples)| {
+                        (labels.to_string(), samples.iter().map(|x| (x.timestamp.0, x.value.to_bits())).collect())
+                    })
+                    .collect();
+                all.sort();
+                all
+            };
+            proptest::prop_assert_eq!(bits(with_known_resolved(&first, &seen)), bits(expected.clone()));
+            proptest::prop_assert_eq!(bits(with_known_resolved(&second, &seen)), bits(expected));
+            proptest::prop_assert_eq!(&second.invalid_series, &plain.invalid_series);
+            let all: Vec<usize> = (0..second.batch.known.len()).collect();
+            let again = second.unresolved(&all).unwrap();
+            proptest::prop_assert_eq!(again.batch.series.len(), second.batch.known.len());
         }
 
         #[test]

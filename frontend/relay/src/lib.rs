@@ -401,6 +401,7 @@ impl Storage for Forwarder {
             rejects_conflicting_duplicates: false,
             pushdown_functions: &[],
             pushdown_aggregations: &[],
+            appends_known_series: false,
         }
     }
 
@@ -408,6 +409,9 @@ impl Storage for Forwarder {
     /// sample counts as accepted: what an exporter's format cannot carry is counted in that
     /// exporter's `lookout_forward_samples_dropped_total`.
     async fn write(&self, batch: WriteBatch) -> StorageResult<WriteOutcome> {
+        if let Some(error) = batch.refuse_known("forward") {
+            return Err(error);
+        }
         let total = batch.sample_count() as u64;
         let batch = Arc::new(batch);
         for exporter in self.exporters.iter() {

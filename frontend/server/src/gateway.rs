@@ -1089,6 +1089,7 @@ mod tests {
                 rejects_conflicting_duplicates: true,
                 pushdown_functions: &[],
                 pushdown_aggregations: &[],
+                appends_known_series: false,
             }
         }
         async fn write(&self, _batch: WriteBatch) -> StorageResult<WriteOutcome> {

@@ -119,7 +119,12 @@ impl GatewayStore {
 #[async_trait::async_trait]
 impl Storage for GatewayStore {
     fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+        let inner = self.inner.capabilities();
+        Capabilities {
+            // The pipeline rewrites labels, which a series named by identity does not carry.
+            appends_known_series: inner.appends_known_series && self.pipeline.is_none(),
+            ..inner
+        }
     }
 
     async fn write(&self, mut batch: WriteBatch) -> StorageResult<WriteOutcome> {
