@@ -6,6 +6,14 @@
 //! by out-of-order data or an interrupted compaction) are merged first, whatever their level
 //! ("vertical" compaction). Deleted ranges are dropped while rewriting, so compaction reclaims
 //! their bytes.
+//!
+//! Only compaction writes the compact columnar chunks; blocks cut from the head keep the
+//! head's Gorilla chunks (level 1). So that data does not stay in Gorilla chunks because its
+//! window never filled (the store started or stopped in the middle of it, or was down for a
+//! while), a level-1 block alone in a closed window of the smallest range is rewritten on its
+//! own, and at a graceful stop the blocks of the still open windows of the smallest range
+//! are merged with the head written at the stop ([`Closing::Yes`]). A block written from the
+//! head at a stop is columnar already and counts as level 2.
 
 use std::collections::BTreeSet;
 
@@ -26,9 +34,19 @@ pub fn level_ranges(block_duration: i64, max_range: i64) -> Vec<i64> {
     ranges
 }
 
+/// Whether the store is stopping: then the open windows of the smallest range are compacted
+/// as if closed (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The store is stopping.
+    Yes,
+    /// The store is running.
+    No,
+}
+
 /// The next group of blocks to merge (positions in `metas`, which are sorted by min time), or
 /// `None` when there is nothing to do.
-pub fn plan(metas: &[&BlockMeta], ranges: &[i64]) -> Option<Vec<usize>> {
+pub fn plan(metas: &[&BlockMeta], ranges: &[i64], closing: Closing) -> Option<Vec<usize>> {
     // Vertical: any blocks that overlap in time.
     let mut group: Vec<usize> = Vec::new();
     let mut group_end = i64::MIN;
@@ -49,7 +67,8 @@ pub fn plan(metas: &[&BlockMeta], ranges: &[i64]) -> Option<Vec<usize>> {
     }
     // Leveled: the blocks of one aligned window, once newer data exists past the window.
     let newest = metas.iter().map(|meta| meta.max_time).max()?;
-    for &range in ranges {
+    for (level, &range) in ranges.iter().enumerate() {
+        let smallest = level == 0;
         let mut position = 0;
         while position < metas.len() {
             let window_start = metas[position]
@@ -64,7 +83,10 @@ pub fn plan(metas: &[&BlockMeta], ranges: &[i64]) -> Option<Vec<usize>> {
             let fits = members
                 .iter()
                 .all(|&index| metas[index].max_time <= window_end);
-            if members.len() >= 2 && fits && window_end <= newest {
+            let closed = window_end <= newest || (smallest && closing == Closing::Yes);
+            // A lone block is rewritten only to leave the head's Gorilla chunks.
+            let worth = members.len() >= 2 || (smallest && metas[members[0]].compaction.level <= 1);
+            if worth && fits && closed {
                 return Some(members);
             }
         }
@@ -138,20 +160,61 @@ mod tests {
 
     const H: i64 = 3_600_000;
 
+    /// A block cut from the head (level 1) when it spans at most 2 h, else a compacted one.
     fn meta(min_time: i64, max_time: i64) -> BlockMeta {
+        let level = if max_time - min_time <= 2 * H { 1 } else { 2 };
+        meta_at(min_time, max_time, level)
+    }
+
+    fn meta_at(min_time: i64, max_time: i64, level: u32) -> BlockMeta {
         BlockMeta {
             version: 1,
             id: format!("{min_time}-{max_time}"),
             min_time,
             max_time,
             stats: BlockStats::default(),
-            compaction: Compaction::default(),
+            compaction: Compaction {
+                level,
+                sources: Vec::new(),
+            },
         }
     }
 
     fn plan_of(blocks: &[BlockMeta]) -> Option<Vec<usize>> {
+        plan_closing(blocks, Closing::No)
+    }
+
+    fn plan_closing(blocks: &[BlockMeta], closing: Closing) -> Option<Vec<usize>> {
         let refs: Vec<&BlockMeta> = blocks.iter().collect();
-        plan(&refs, &level_ranges(2 * H, 36 * H))
+        plan(&refs, &level_ranges(2 * H, 36 * H), closing)
+    }
+
+    #[test]
+    fn a_lone_head_block_in_a_closed_window_leaves_gorilla_alone() {
+        // The store started at 4 h: the 0-6 h window holds one block cut from the head.
+        let blocks = [meta(4 * H, 6 * H), meta(6 * H, 8 * H)];
+        assert_eq!(plan_of(&blocks), Some(vec![0]));
+        // Not while its window is open, and never a compacted block alone.
+        assert_eq!(plan_of(&[meta(6 * H, 8 * H)]), None);
+        let blocks = [meta_at(4 * H, 6 * H, 2), meta(6 * H, 8 * H)];
+        assert_eq!(plan_of(&blocks), None);
+        // Nor in a larger range: an 18 h window with one 6 h block stays as it is.
+        let blocks = [meta(0, 6 * H), meta(18 * H, 20 * H)];
+        assert_eq!(plan_of(&blocks), None);
+    }
+
+    #[test]
+    fn at_a_stop_the_open_windows_of_the_smallest_range_are_compacted() {
+        // A block cut at 8 h and the head written at the stop (level 2, columnar).
+        let blocks = [meta(6 * H, 8 * H), meta_at(8 * H, 10 * H, 2)];
+        assert_eq!(plan_of(&blocks), None);
+        assert_eq!(plan_closing(&blocks, Closing::Yes), Some(vec![0, 1]));
+        // Nothing to gain from a lone block written at the stop.
+        let blocks = [meta_at(6 * H, 10 * H, 2)];
+        assert_eq!(plan_closing(&blocks, Closing::Yes), None);
+        // Larger windows still wait until they are closed.
+        let blocks = [meta(0, 6 * H), meta(6 * H, 12 * H)];
+        assert_eq!(plan_closing(&blocks, Closing::Yes), None);
     }
 
     #[test]

@@ -593,7 +593,8 @@ impl Tsdb {
             block_min,
             block_max,
             Compaction {
-                level: 1,
+                // Columnar chunks (the head written at a stop) count as compacted.
+                level: if encoding == ChunkEncoding::Xor { 1 } else { 2 },
                 sources: Vec::new(),
             },
             encoding,
@@ -671,13 +672,17 @@ impl Tsdb {
     }
 
     fn compact_locked(&self) -> Result<Vec<BlockMeta>> {
+        self.compact_planned(compact::Closing::No)
+    }
+
+    fn compact_planned(&self, closing: compact::Closing) -> Result<Vec<BlockMeta>> {
         let ranges =
             compact::level_ranges(self.inner.block_duration_ms, self.max_compaction_range());
         let mut written = Vec::new();
         loop {
             let blocks = self.blocks();
             let metas: Vec<&BlockMeta> = blocks.iter().map(|block| block.meta()).collect();
-            let Some(group) = compact::plan(&metas, &ranges) else {
+            let Some(group) = compact::plan(&metas, &ranges, closing) else {
                 return Ok(written);
             };
             let group: Vec<Arc<Block>> = group
@@ -690,14 +695,23 @@ impl Tsdb {
                 .max()
                 .unwrap_or(1)
                 + 1;
-            written.push(self.rewrite_blocks(&group, level)?);
+            let encoding = match closing {
+                compact::Closing::Yes => ChunkEncoding::ColumnarFast,
+                compact::Closing::No => ChunkEncoding::Columnar,
+            };
+            written.push(self.rewrite_blocks(&group, level, encoding)?);
         }
     }
 
     /// Writes the merged contents of `group` as one block at `level` (tombstones applied),
     /// swaps it in and deletes the sources. Crash-safe: the sources are deleted only after the
     /// new block is durable, and a block whose sources another block covers is deleted at open.
-    fn rewrite_blocks(&self, group: &[Arc<Block>], level: u32) -> Result<BlockMeta> {
+    fn rewrite_blocks(
+        &self,
+        group: &[Arc<Block>],
+        level: u32,
+        encoding: ChunkEncoding,
+    ) -> Result<BlockMeta> {
         let dir = self
             .inner
             .dir
@@ -724,7 +738,7 @@ impl Tsdb {
             min_time,
             max_time,
             Compaction { level, sources },
-            ChunkEncoding::Columnar,
+            encoding,
             self.inner.head.options().chunk_samples,
         )?;
         let block = Arc::new(Block::open(&dir.join(BLOCKS_DIR).join(&meta.id))?);
@@ -752,7 +766,12 @@ impl Tsdb {
             .filter(|block| block.has_tombstones())
             .collect();
         for block in &dirty {
-            self.rewrite_blocks(std::slice::from_ref(block), block.meta().compaction.level)?;
+            // Rewritten blocks are columnar, which is level 2 at least.
+            self.rewrite_blocks(
+                std::slice::from_ref(block),
+                block.meta().compaction.level.max(2),
+                ChunkEncoding::Columnar,
+            )?;
         }
         Ok(dirty.len())
     }
@@ -1047,10 +1066,16 @@ impl Tsdb {
                 && self.inner.dir.is_some()
                 && self.inner.head.wal().is_some()
             {
-                self.persist_head_locked().map(|written| {
+                self.persist_head_locked().and_then(|written| {
                     if !written.is_empty() {
                         tracing::info!(blocks = written.len(), "head written into blocks at close");
                     }
+                    if self.inner.auto_compaction {
+                        // The blocks of open windows leave Gorilla chunks now rather than
+                        // when the next run closes their window (if it ever does).
+                        self.compact_planned(compact::Closing::Yes)?;
+                    }
+                    Ok(())
                 })
             } else {
                 Ok(())
