@@ -15,8 +15,14 @@ const VALUES_DECIMAL: u8 = 1;
 /// As [`VALUES_DECIMAL`] with delta-of-deltas (steady counters become zeros).
 const VALUES_DECIMAL_DOD: u8 = 2;
 /// As [`VALUES_DECIMAL`] with the zigzagged deltas as fixed-width integers split into byte
-/// planes (all low bytes, then all second bytes, ...): noisy values compress better.
+/// planes (all low bytes, then all second bytes, ...): noisy values compress better. Read,
+/// no longer written ([`VALUES_DECIMAL_OFFSET_PLANES`] replaced it).
 const VALUES_DECIMAL_PLANES: u8 = 3;
+/// The first integer, then the deltas minus their minimum as unsigned byte planes, each plane
+/// above the first compressed in a zstd frame of its own: a noisy counter's deltas lie in a
+/// narrow band above its typical step, so its high plane holds a few small values, and zstd
+/// gives each plane a Huffman table fitted to it instead of one for both.
+const VALUES_DECIMAL_OFFSET_PLANES: u8 = 4;
 /// Largest decimal exponent tried.
 const MAX_EXPONENT: u8 = 6;
 /// Integers must stay exact in an f64.
@@ -99,40 +105,31 @@ fn encode_at(samples: &[(i64, f64)], level: i32) -> Vec<u8> {
                 })
                 .collect();
             let mut best: Option<Vec<u8>> = None;
-            for mode in [VALUES_DECIMAL, VALUES_DECIMAL_DOD, VALUES_DECIMAL_PLANES] {
+            for mode in [
+                VALUES_DECIMAL,
+                VALUES_DECIMAL_DOD,
+                VALUES_DECIMAL_OFFSET_PLANES,
+            ] {
                 let mut candidate = columns.clone();
                 candidate.push(mode);
                 candidate.push(exponent);
-                match mode {
-                    VALUES_DECIMAL => deltas
-                        .iter()
-                        .for_each(|delta| put_varint(&mut candidate, *delta)),
+                let compressed = match mode {
+                    VALUES_DECIMAL => {
+                        deltas
+                            .iter()
+                            .for_each(|delta| put_varint(&mut candidate, *delta));
+                        compress(&candidate, level)
+                    }
                     VALUES_DECIMAL_DOD => {
                         let mut previous = 0i64;
                         for delta in &deltas {
                             put_varint(&mut candidate, delta.wrapping_sub(previous));
                             previous = *delta;
                         }
+                        compress(&candidate, level)
                     }
-                    _ => {
-                        let zigzagged: Vec<u64> = deltas
-                            .iter()
-                            .map(|delta| crate::encoding::zigzag(*delta))
-                            .collect();
-                        let width = zigzagged
-                            .iter()
-                            .map(|value| 8 - value.leading_zeros() as usize / 8)
-                            .max()
-                            .unwrap_or(0)
-                            .max(1);
-                        candidate.push(width as u8);
-                        for plane in 0..width {
-                            candidate
-                                .extend(zigzagged.iter().map(|value| (value >> (8 * plane)) as u8));
-                        }
-                    }
-                }
-                let compressed = compress(&candidate, level);
+                    _ => offset_planes(candidate, &integers, level),
+                };
                 if best
                     .as_ref()
                     .is_none_or(|best| compressed.len() < best.len())
@@ -152,6 +149,40 @@ fn encode_at(samples: &[(i64, f64)], level: i32) -> Vec<u8> {
         }
     }
     compress(&columns, level)
+}
+
+/// Layout [`VALUES_DECIMAL_OFFSET_PLANES`] after `columns` (which ends with its mode and
+/// exponent bytes) and compresses it: `columns` and the low plane in one frame, each further
+/// plane in a frame of its own.
+fn offset_planes(mut columns: Vec<u8>, integers: &[i64], level: i32) -> Vec<u8> {
+    let first = integers[0];
+    let deltas: Vec<i64> = integers
+        .windows(2)
+        .map(|pair| pair[1].wrapping_sub(pair[0]))
+        .collect();
+    let base = deltas.iter().copied().min().unwrap_or(0);
+    let offsets: Vec<u64> = deltas
+        .iter()
+        .map(|delta| delta.wrapping_sub(base) as u64)
+        .collect();
+    let width = offsets
+        .iter()
+        .map(|value| 8 - value.leading_zeros() as usize / 8)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    put_varint(&mut columns, first);
+    put_varint(&mut columns, base);
+    columns.push(width as u8);
+    columns.extend(offsets.iter().map(|value| *value as u8));
+    let mut compressed = compress(&columns, level);
+    let mut plane = Vec::with_capacity(offsets.len());
+    for shift in 1..width {
+        plane.clear();
+        plane.extend(offsets.iter().map(|value| (value >> (8 * shift)) as u8));
+        compressed.extend(compress(&plane, level));
+    }
+    compressed
 }
 
 thread_local! {
@@ -186,23 +217,41 @@ fn compress(data: &[u8], level: i32) -> Vec<u8> {
     })
 }
 
-/// Decompresses one zstd frame into a buffer of exactly its declared size (the frame header
-/// carries it; `zstd::bulk::decompress` would reserve the whole `MAX_DECODED_BYTES` instead).
-fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ColumnarError> {
-    let size = match zstd::zstd_safe::get_frame_content_size(bytes) {
-        Ok(Some(size)) if size <= MAX_DECODED_BYTES as u64 => size as usize,
-        Ok(Some(size)) => {
+/// The sum of the sizes the frames of `bytes` declare, at most `MAX_DECODED_BYTES`.
+fn decompressed_size(mut bytes: &[u8]) -> Result<usize, ColumnarError> {
+    let mut total = 0u64;
+    loop {
+        match zstd::zstd_safe::get_frame_content_size(bytes) {
+            Ok(Some(size)) => total = total.saturating_add(size),
+            Ok(None) => {
+                return Err(ColumnarError::Decompress(
+                    "frame does not declare its size".to_owned(),
+                ))
+            }
+            Err(_) => return Err(ColumnarError::Decompress("not a zstd frame".to_owned())),
+        }
+        if total > MAX_DECODED_BYTES as u64 {
             return Err(ColumnarError::Decompress(format!(
-                "frame declares {size} bytes, more than the {MAX_DECODED_BYTES} allowed"
-            )))
+                "frames declare {total} bytes, more than the {MAX_DECODED_BYTES} allowed"
+            )));
         }
-        Ok(None) => {
-            return Err(ColumnarError::Decompress(
-                "frame does not declare its size".to_owned(),
-            ))
+        let frame = zstd::zstd_safe::find_frame_compressed_size(bytes)
+            .map_err(|_| ColumnarError::Decompress("truncated zstd frame".to_owned()))?;
+        if frame == 0 || frame > bytes.len() {
+            return Err(ColumnarError::Decompress("truncated zstd frame".to_owned()));
         }
-        Err(_) => return Err(ColumnarError::Decompress("not a zstd frame".to_owned())),
-    };
+        bytes = &bytes[frame..];
+        if bytes.is_empty() {
+            return Ok(total as usize);
+        }
+    }
+}
+
+/// Decompresses the chunk's zstd frames, one after the other, into a buffer of exactly their
+/// declared size (each frame header carries it; `zstd::bulk::decompress` would reserve the
+/// whole `MAX_DECODED_BYTES` instead).
+fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ColumnarError> {
+    let size = decompressed_size(bytes)?;
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -218,6 +267,32 @@ fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ColumnarError> {
             .map_err(|error| ColumnarError::Decompress(error.to_string()))?;
         Ok(out)
     })
+}
+
+/// `10^exponent` for a decimal mode's exponent byte read just before `offset`.
+fn decimal_scale(exponent: u8, offset: usize) -> Result<f64, ColumnarError> {
+    if exponent > MAX_EXPONENT {
+        return Err(ColumnarError::Malformed {
+            offset,
+            reason: "decimal exponent out of range",
+        });
+    }
+    Ok(10f64.powi(i32::from(exponent)))
+}
+
+/// A byte-plane layout's width byte: 1 to 8 planes.
+fn plane_width(decoder: &mut Decoder<'_>) -> Result<usize, ColumnarError> {
+    let width = decoder.bytes(1).map_err(|error| ColumnarError::Malformed {
+        offset: error.offset,
+        reason: error.reason,
+    })?[0] as usize;
+    if !(1..=8).contains(&width) {
+        return Err(ColumnarError::Malformed {
+            offset: decoder.position(),
+            reason: "byte plane width out of range",
+        });
+    }
+    Ok(width)
 }
 
 /// Decodes a chunk written by [`encode`].
@@ -260,15 +335,29 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
     let mode = decoder.bytes(1).map_err(malformed)?[0];
     let mut samples = Vec::with_capacity(count);
     match mode {
+        VALUES_DECIMAL_OFFSET_PLANES => {
+            let exponent = decoder.bytes(1).map_err(malformed)?[0];
+            let scale = decimal_scale(exponent, decoder.position())?;
+            let mut integer = decoder.varint().map_err(malformed)?;
+            let base = decoder.varint().map_err(malformed)?;
+            let width = plane_width(&mut decoder)?;
+            let mut offsets = vec![0u64; count - 1];
+            for plane in 0..width {
+                let bytes = decoder.bytes(count - 1).map_err(malformed)?;
+                for (value, byte) in offsets.iter_mut().zip(bytes) {
+                    *value |= u64::from(*byte) << (8 * plane);
+                }
+            }
+            let mut times = times.into_iter();
+            samples.push((times.next().expect("count >= 1"), integer as f64 / scale));
+            for (t, offset) in times.zip(offsets) {
+                integer = integer.wrapping_add(base.wrapping_add(offset as i64));
+                samples.push((t, integer as f64 / scale));
+            }
+        }
         VALUES_DECIMAL | VALUES_DECIMAL_DOD | VALUES_DECIMAL_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
-            if exponent > MAX_EXPONENT {
-                return Err(ColumnarError::Malformed {
-                    offset: decoder.position(),
-                    reason: "decimal exponent out of range",
-                });
-            }
-            let scale = 10f64.powi(i32::from(exponent));
+            let scale = decimal_scale(exponent, decoder.position())?;
             let deltas: Vec<i64> = match mode {
                 VALUES_DECIMAL => (0..count)
                     .map(|_| decoder.varint())
@@ -284,13 +373,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
                     deltas
                 }
                 _ => {
-                    let width = decoder.bytes(1).map_err(malformed)?[0] as usize;
-                    if !(1..=8).contains(&width) {
-                        return Err(ColumnarError::Malformed {
-                            offset: decoder.position(),
-                            reason: "byte plane width out of range",
-                        });
-                    }
+                    let width = plane_width(&mut decoder)?;
                     let mut zigzagged = vec![0u64; count];
                     for plane in 0..width {
                         let bytes = decoder.bytes(count).map_err(malformed)?;
@@ -389,6 +472,90 @@ mod tests {
         );
     }
 
+    /// A noisy counter: a steady step plus up to a quarter step of noise at each scrape.
+    fn noisy_counter(step: u64, count: u64) -> Vec<(i64, f64)> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        (0..count)
+            .map(|round| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = state % (step / 4 + 1);
+                (
+                    round as i64 * 15_000,
+                    (1_000_000 + round * step + noise) as f64,
+                )
+            })
+            .collect()
+    }
+
+    /// The byte-plane layout written before [`VALUES_DECIMAL_OFFSET_PLANES`]: zigzagged
+    /// deltas from zero, all planes in one frame.
+    fn encode_zigzag_planes(samples: &[(i64, f64)]) -> Vec<u8> {
+        let mut columns = Vec::new();
+        put_uvarint(&mut columns, samples.len() as u64);
+        let (mut previous_t, mut previous_delta) = (0i64, 0i64);
+        for (index, &(t, _)) in samples.iter().enumerate() {
+            if index == 0 {
+                put_varint(&mut columns, t);
+            } else {
+                let delta = t - previous_t;
+                put_varint(&mut columns, delta - previous_delta);
+                previous_delta = delta;
+            }
+            previous_t = t;
+        }
+        columns.extend([VALUES_DECIMAL_PLANES, 0]);
+        let mut previous = 0i64;
+        let zigzagged: Vec<u64> = samples
+            .iter()
+            .map(|&(_, value)| {
+                let integer = value as i64;
+                let delta = integer - previous;
+                previous = integer;
+                crate::encoding::zigzag(delta)
+            })
+            .collect();
+        let width = zigzagged
+            .iter()
+            .map(|value| 8 - value.leading_zeros() as usize / 8)
+            .max()
+            .unwrap()
+            .max(1);
+        columns.push(width as u8);
+        for plane in 0..width {
+            columns.extend(zigzagged.iter().map(|value| (value >> (8 * plane)) as u8));
+        }
+        compress(&columns, ZSTD_LEVEL)
+    }
+
+    #[test]
+    fn noisy_counters_take_offset_planes_in_several_frames_and_old_planes_still_read() {
+        for step in [40, 2_000, 20_000] {
+            let counter = noisy_counter(step, 1440);
+            round_trip(&counter);
+            let old = encode_zigzag_planes(&counter);
+            assert_eq!(bits(&decode(&old).unwrap()), bits(&counter), "mode 3 reads");
+            let new = encode(&counter);
+            if step >= 2_000 {
+                // Two planes: the high one in a frame of its own, and at least 5 % smaller.
+                let first = zstd::zstd_safe::find_frame_compressed_size(&new).unwrap();
+                assert!(first < new.len(), "step {step}: one frame");
+                assert!(
+                    (new.len() as f64) < old.len() as f64 * 0.95,
+                    "step {step}: {} bytes against {} for the old layout",
+                    new.len(),
+                    old.len()
+                );
+            }
+        }
+        // A truncated second frame is an error, not a panic.
+        let new = encode(&noisy_counter(20_000, 1440));
+        assert!(decode(&new[..new.len() - 3]).is_err());
+        // One sample alone: empty planes.
+        round_trip(&[(5, 7.0)]);
+    }
+
     #[test]
     fn damaged_input_is_an_error_not_a_panic() {
         let encoded = encode(&[(1, 1.5), (2, 2.5)]);
@@ -414,6 +581,22 @@ mod tests {
                 t += delta;
                 let value = if decimals { (*bits % 100_000) as f64 / 100.0 } else { f64::from_bits(*bits) };
                 (t, value)
+            }).collect();
+            let decoded = decode(&encode(&samples)).unwrap();
+            prop_assert_eq!(bits(&decoded), bits(&samples));
+        }
+
+        #[test]
+        fn integers_with_deltas_of_any_width_round_trip(
+            deltas in prop::collection::vec(any::<i64>(), 1..200),
+            shift in 0u32..64,
+            start in any::<i64>(),
+        ) {
+            // Deltas of every width, both signs, wrapping near the exact-integer limit.
+            let mut integer = start >> 11;
+            let samples: Vec<(i64, f64)> = deltas.iter().enumerate().map(|(index, delta)| {
+                integer = (integer + (delta >> shift.max(11))).clamp(-(1 << 52), 1 << 52);
+                (index as i64, integer as f64)
             }).collect();
             let decoded = decode(&encode(&samples)).unwrap();
             prop_assert_eq!(bits(&decoded), bits(&samples));
