@@ -150,7 +150,11 @@ impl std::hash::Hash for EffectiveKey<'_> {
 /// end]` (offset and `@` applied).
 #[derive(Debug)]
 pub(crate) struct RangeVal {
+    /// The series with their points; empty while `pending` is set.
     pub(crate) series: Vec<(Labels, Vec<Point>)>,
+    /// The read still arriving, for a function that takes it batch by batch
+    /// ([`Evaluator::eval_range_pending`]); everything else sees it collected.
+    pub(crate) pending: Option<PendingRead>,
     pub(crate) range: i64,
     pub(crate) ends: Vec<i64>,
     /// `anchored` / `smoothed`: the points also reach one sample past each edge of the
@@ -255,12 +259,25 @@ impl Fetch {
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
     series: HashMap<usize, Vec<Series>>,
-    /// Reads of range-vector selectors that nothing else uses: the evaluator takes them
-    /// over instead of copying their samples.
-    owned: HashMap<usize, Vec<Series>>,
+    /// Reads of range-vector selectors that nothing else uses: they arrive batch by batch
+    /// while the evaluator works, which takes their samples over instead of copying them.
+    owned: HashMap<usize, PendingRead>,
+    /// The runtime the pending reads are pumped on.
+    handle: Option<tokio::runtime::Handle>,
     samples: u64,
     series_count: u64,
 }
+
+/// A read whose batches of series (sorted by labels, as the store streams them) are still
+/// arriving; a task of the query's runtime pulls them from the store, at most two batches
+/// ahead of the evaluator.
+#[derive(Debug)]
+pub(crate) struct PendingRead {
+    receiver: tokio::sync::mpsc::Receiver<lookout_storage::StorageResult<Vec<Series>>>,
+}
+
+/// Batches a pending read may run ahead of the evaluator.
+const PENDING_BATCHES: usize = 2;
 
 fn selector_key(selector: &VectorSelector) -> usize {
     std::ptr::from_ref(selector) as usize
@@ -309,19 +326,44 @@ impl Plan {
         } else {
             &[]
         };
-        let reads = self.fetches.iter().map(|fetch| async move {
-            let request = fetch.request(pushed_down);
-            let series = collect_series(storage.select(request).await?).await?;
-            Ok::<_, QueryError>((fetch.key, series))
-        });
         let mut uses: HashMap<usize, (usize, bool)> = HashMap::new();
         for fetch in &self.fetches {
             let entry = uses.entry(fetch.key).or_insert((0, true));
             entry.0 += 1;
             entry.1 &= fetch.matrix;
         }
-        let mut fetched = Fetched::default();
-        for (key, series) in try_join_all(reads).await? {
+        let uses = &uses;
+        let reads = self.fetches.iter().map(|fetch| async move {
+            let request = fetch.request(pushed_down);
+            let stream = storage.select(request).await?;
+            if uses.get(&fetch.key) == Some(&(1, true)) {
+                let (sender, receiver) = tokio::sync::mpsc::channel(PENDING_BATCHES);
+                tokio::spawn(async move {
+                    use futures::StreamExt;
+                    let mut stream = stream;
+                    while let Some(batch) = stream.next().await {
+                        let failed = batch.is_err();
+                        if sender.send(batch).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                return Ok::<_, QueryError>((fetch.key, Err(PendingRead { receiver })));
+            }
+            Ok((fetch.key, Ok(collect_series(stream).await?)))
+        });
+        let mut fetched = Fetched {
+            handle: Some(tokio::runtime::Handle::current()),
+            ..Fetched::default()
+        };
+        for (key, read) in try_join_all(reads).await? {
+            let series = match read {
+                Ok(series) => series,
+                Err(pending) => {
+                    fetched.owned.insert(key, pending);
+                    continue;
+                }
+            };
             fetched.series_count += series.len() as u64;
             fetched.samples += series.iter().map(|s| s.samples.len() as u64).sum::<u64>();
             if fetched.samples > options.max_samples {
@@ -330,11 +372,7 @@ impl Plan {
             if fetched.samples.saturating_mul(BYTES_PER_POINT) > options.max_memory_bytes {
                 return Err(QueryError::MemoryBudget(options.max_memory_bytes));
             }
-            if uses.get(&key) == Some(&(1, true)) {
-                fetched.owned.insert(key, series);
-            } else {
-                fetched.series.insert(key, series);
-            }
+            fetched.series.insert(key, series);
         }
         Ok(fetched)
     }
@@ -356,6 +394,9 @@ impl Plan {
         let mut ev = Evaluator {
             data: &data.series,
             owned: data.owned,
+            handle: data.handle,
+            streamed_samples: 0,
+            streamed_series: 0,
             options,
             query_start: self.start,
             query_end: self.end,
@@ -376,9 +417,9 @@ impl Plan {
             range_value(value, grid)?
         };
         let stats = QueryStats {
-            samples_loaded: data.samples,
+            samples_loaded: data.samples + ev.streamed_samples,
             peak_samples: ev.peak,
-            series_loaded: data.series_count,
+            series_loaded: data.series_count + ev.streamed_series,
             ..QueryStats::default()
         };
         Ok(QueryOutput {
@@ -388,6 +429,21 @@ impl Plan {
             stats,
         })
     }
+}
+
+/// A read series as points, its stale markers left out.
+pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
+    // Same size and alignment, so the collect reuses the sample vector's allocation.
+    let points = series
+        .samples
+        .into_iter()
+        .filter(|s| !is_stale_nan(s.value))
+        .map(|s| Point {
+            t: s.timestamp.0,
+            v: s.value,
+        })
+        .collect();
+    (series.labels, points)
 }
 
 /// Resolves an `@` modifier to milliseconds.
@@ -701,7 +757,11 @@ impl Guard<'_> {
 pub(crate) struct Evaluator<'a> {
     data: &'a HashMap<usize, Vec<Series>>,
     /// Reads only one range-vector selector uses, taken over when it is evaluated.
-    owned: HashMap<usize, Vec<Series>>,
+    owned: HashMap<usize, PendingRead>,
+    handle: Option<tokio::runtime::Handle>,
+    /// Samples and series that arrived through pending reads.
+    streamed_samples: u64,
+    streamed_series: u64,
     pub(crate) options: &'a EngineOptions,
     pub(crate) query_start: i64,
     pub(crate) query_end: i64,
@@ -802,7 +862,7 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(selector) => {
                 Ok(Val::Vector(self.select_vector(selector, grid, false)?))
             }
-            Expr::MatrixSelector(matrix) => Ok(Val::Range(self.select_matrix(matrix, grid))),
+            Expr::MatrixSelector(matrix) => Ok(Val::Range(self.select_matrix(matrix, grid)?)),
             Expr::Subquery(subquery) => Ok(Val::Range(self.subquery(subquery, grid)?)),
             Expr::Unary(unary) => {
                 let value = self.eval(&unary.expr, grid)?;
@@ -867,6 +927,23 @@ impl<'a> Evaluator<'a> {
                 "expected instant vector, got {}",
                 other.type_name()
             ))),
+        }
+    }
+
+    /// [`Evaluator::eval_range`], leaving a plain range selector's read pending when nothing
+    /// else uses it (see [`RangeVal::pending`]).
+    pub(crate) fn eval_range_pending(
+        &mut self,
+        expr: &Expr,
+        grid: Grid,
+    ) -> Result<RangeVal, QueryError> {
+        match expr {
+            Expr::MatrixSelector(matrix) => {
+                self.check()?;
+                Ok(self.select_matrix_pending(matrix, grid))
+            }
+            Expr::Paren(inner) => self.eval_range_pending(inner, grid),
+            _ => self.eval_range(expr, grid),
         }
     }
 
@@ -963,28 +1040,36 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    fn select_matrix(&mut self, matrix: &MatrixSelector, grid: Grid) -> RangeVal {
+    fn select_matrix(
+        &mut self,
+        matrix: &MatrixSelector,
+        grid: Grid,
+    ) -> Result<RangeVal, QueryError> {
+        let mut range = self.select_matrix_pending(matrix, grid);
+        self.collect_pending(&mut range)?;
+        Ok(range)
+    }
+
+    /// Waits for the rest of `range`'s read, if any, and keeps all of it.
+    pub(crate) fn collect_pending(&mut self, range: &mut RangeVal) -> Result<(), QueryError> {
+        if let Some(mut pending) = range.pending.take() {
+            while let Some(batch) = self.next_batch(&mut pending)? {
+                self.hold(batch.iter().map(|series| series.samples.len()).sum())?;
+                range.series.extend(batch.into_iter().map(points_of));
+            }
+        }
+        Ok(())
+    }
+
+    /// A range selector whose read may still be arriving ([`RangeVal::pending`]); only
+    /// [`functions`]' window functions take such a range, batch by batch.
+    fn select_matrix_pending(&mut self, matrix: &MatrixSelector, grid: Grid) -> RangeVal {
         let selector = &matrix.vector;
         let at = at_time(selector.at, self.query_start, self.query_end);
         let offset = selector.offset.unwrap_or(0);
-        let series = match self.owned.remove(&selector_key(selector)) {
-            // The only use of this read: its sample vectors become the point vectors in place
-            // (same size and alignment, so the collect reuses each allocation).
-            Some(fetched) => fetched
-                .into_iter()
-                .map(|series| {
-                    let points = series
-                        .samples
-                        .into_iter()
-                        .filter(|s| !is_stale_nan(s.value))
-                        .map(|s| Point {
-                            t: s.timestamp.0,
-                            v: s.value,
-                        })
-                        .collect();
-                    (series.labels, points)
-                })
-                .collect(),
+        let pending = self.owned.remove(&selector_key(selector));
+        let series = match pending {
+            Some(_) => Vec::new(),
             None => {
                 debug_assert!(
                     self.data.contains_key(&selector_key(selector)),
@@ -1018,6 +1103,36 @@ impl<'a> Evaluator<'a> {
             ends,
             extended: selector.extended_range,
             lookback: self.options.lookback_delta_ms,
+            pending,
+        }
+    }
+
+    /// The next batch of a pending read, `None` once it is complete. Waits no longer than
+    /// the query's deadline; the caller accounts for the samples it keeps.
+    pub(crate) fn next_batch(
+        &mut self,
+        pending: &mut PendingRead,
+    ) -> Result<Option<Vec<Series>>, QueryError> {
+        self.check()?;
+        let handle = self
+            .handle
+            .clone()
+            .ok_or_else(|| QueryError::Execution("a pending read without a runtime".into()))?;
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let received = handle
+            .block_on(async { tokio::time::timeout_at(deadline, pending.receiver.recv()).await })
+            .map_err(|_| QueryError::Timeout("query execution"))?;
+        match received {
+            None => Ok(None),
+            Some(Err(error)) => Err(error.into()),
+            Some(Ok(batch)) => {
+                self.streamed_series += batch.len() as u64;
+                self.streamed_samples += batch
+                    .iter()
+                    .map(|series| series.samples.len() as u64)
+                    .sum::<u64>();
+                Ok(Some(batch))
+            }
         }
     }
 
@@ -1050,6 +1165,7 @@ impl<'a> Evaluator<'a> {
                 ends,
                 extended: None,
                 lookback: 0,
+                pending: None,
             });
         }
         let inner = Grid { start, end, step };
@@ -1098,6 +1214,7 @@ impl<'a> Evaluator<'a> {
             ends,
             extended: None,
             lookback: 0,
+            pending: None,
         })
     }
 

@@ -6,8 +6,8 @@ use lookout_model::{Labels, MatchKind, Matcher, METRIC_NAME_LABEL};
 use regex::Regex;
 
 use super::eval::{
-    drop_metric_name, materialize, merge_same_labels, Column, EffectiveKey, Evaluator, Grid, Param,
-    RangeVal, VSeries, Val,
+    drop_metric_name, materialize, merge_same_labels, points_of, Column, EffectiveKey, Evaluator,
+    Grid, Param, RangeVal, VSeries, Val,
 };
 use super::math::{
     calendar, go_format_float, go_max, go_min, kahan_add, linear_regression, quantile, Mean,
@@ -398,16 +398,16 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
         "quantile_over_time" => {
             let q = ev.eval_scalar(&args[0], grid)?;
             ev.check_quantile(&q, call.positions.get(1));
-            let range = ev.eval_range(&args[1], grid)?;
-            range_function(ev, &range, grid, false, true, |i, window, _| {
+            let mut range = ev.eval_range(&args[1], grid)?;
+            range_function(ev, &mut range, grid, false, true, None, |i, window, _| {
                 let mut values: Vec<f64> = window.iter().map(|p| p.v).collect();
                 Some(quantile(q[i], &mut values))
             })
         }
         "predict_linear" => {
-            let range = ev.eval_range(&args[0], grid)?;
+            let mut range = ev.eval_range(&args[0], grid)?;
             let duration = ev.eval_scalar(&args[1], grid)?;
-            range_function(ev, &range, grid, false, true, |i, window, _| {
+            range_function(ev, &mut range, grid, false, true, None, |i, window, _| {
                 if window.len() < 2 {
                     return None;
                 }
@@ -416,7 +416,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
             })
         }
         "double_exponential_smoothing" | "holt_winters" => {
-            let range = ev.eval_range(&args[0], grid)?;
+            let mut range = ev.eval_range(&args[0], grid)?;
             let sf = ev.eval_scalar(&args[1], grid)?;
             let tf = ev.eval_scalar(&args[2], grid)?;
             for i in 0..steps {
@@ -433,26 +433,35 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                     )));
                 }
             }
-            range_function(ev, &range, grid, false, true, |i, window, _| {
+            range_function(ev, &mut range, grid, false, true, None, |i, window, _| {
                 double_exponential_smoothing(window, sf[i], tf[i])
             })
         }
         _ => {
             if let Some(f) = range_reducer(name) {
-                let range = ev.eval_range(&args[0], grid)?;
-                if matches!(name, "rate" | "increase") {
-                    warn_non_counters(ev, &range, call.positions.get(1));
-                }
+                let counters_at =
+                    matches!(name, "rate" | "increase").then(|| call.positions.get(1));
+                let mut range = ev.eval_range_pending(&args[0], grid)?;
                 if let Some(mode) = range.extended {
+                    ev.collect_pending(&mut range)?;
+                    if let Some(offset) = counters_at {
+                        warn_non_counters(ev, &range.series, offset);
+                    }
                     return extended_range_function(ev, name, mode, &range, grid);
                 }
                 let keep_name = matches!(
                     name,
                     "last_over_time" | "first_over_time" | "sum2_over_time"
                 );
-                return range_function(ev, &range, grid, keep_name, false, |_, window, bounds| {
-                    f(window, bounds)
-                });
+                return range_function(
+                    ev,
+                    &mut range,
+                    grid,
+                    keep_name,
+                    false,
+                    counters_at,
+                    |_, window, bounds| f(window, bounds),
+                );
             }
             Err(QueryError::Execution(format!(
                 "function {name}() is not supported yet"
@@ -655,10 +664,10 @@ fn time_shifts(expr: &Expr, query_start: i64, query_end: i64) -> Vec<(Option<i64
 }
 
 /// `rate` and `increase` of a metric whose name says it is no counter: Prometheus' info.
-fn warn_non_counters(ev: &mut Evaluator<'_>, range: &RangeVal, offset: usize) {
+fn warn_non_counters(ev: &mut Evaluator<'_>, series: &[(Labels, Vec<Point>)], offset: usize) {
     const COUNTER_SUFFIXES: [&str; 4] = ["_total", "_sum", "_count", "_bucket"];
     let mut names: Vec<&str> = Vec::new();
-    for (labels, _) in &range.series {
+    for (labels, _) in series {
         let Some(name) = labels.metric_name() else {
             continue;
         };
@@ -1059,21 +1068,20 @@ fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, 
 ///
 /// With `@` every step sees the same window; unless the function takes other arguments that
 /// vary per step (`per_step`), it is then computed once.
+#[allow(clippy::too_many_arguments)]
 fn range_function(
     ev: &mut Evaluator<'_>,
-    range: &RangeVal,
+    range: &mut RangeVal,
     grid: Grid,
     keep_name: bool,
     per_step: bool,
+    counters_at: Option<usize>,
     f: impl Fn(usize, &[Point], Bounds) -> Option<f64> + Sync,
 ) -> Result<Val, QueryError> {
     let steps = grid.len();
     let fixed = !per_step && steps > 1 && range.ends.first() == range.ends.last();
-    let work: usize = range
-        .series
-        .iter()
-        .map(|(_, points)| points.len() + steps)
-        .sum();
+    let pending = range.pending.take();
+    let range = &*range;
     let guard = ev.guard();
     let one = |(labels, points): &(Labels, Vec<Point>)| -> Result<Option<VSeries>, QueryError> {
         guard.check()?;
@@ -1113,34 +1121,62 @@ fn range_function(
             values,
         }))
     };
-    if let Some(mut fold) = ev.fold.take() {
+    let mut fold = ev.fold.take();
+    if let Some(fold) = &mut fold {
         // An aggregation takes the output batch by batch (see `GroupFold`).
         fold.fed = true;
-        let result: Result<(), QueryError> = (|| {
-            for part in range.series.chunks(FOLD_BATCH_SERIES) {
+    }
+    let folding = fold.is_some();
+    let mut out = Vec::new();
+    let mut process = |ev: &mut Evaluator<'_>, part: &[(Labels, Vec<Point>)]| {
+        if let Some(offset) = counters_at {
+            warn_non_counters(ev, part, offset);
+        }
+        match &mut fold {
+            Some(fold) => {
+                for part in part.chunks(FOLD_BATCH_SERIES) {
+                    let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
+                    let mut batch = Vec::with_capacity(part.len());
+                    for result in parallel_map(part, work, one) {
+                        if let Some(series) = result? {
+                            batch.push(series);
+                        }
+                    }
+                    ev.hold(batch.len() * steps)?;
+                    fold.add(&batch, !keep_name)?;
+                    ev.release(batch.len() * steps);
+                }
+            }
+            None => {
                 let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
-                let mut batch = Vec::with_capacity(part.len());
                 for result in parallel_map(part, work, one) {
                     if let Some(series) = result? {
-                        batch.push(series);
+                        out.push(series);
                     }
                 }
-                ev.hold(batch.len() * steps)?;
-                fold.add(&batch, !keep_name)?;
-                ev.release(batch.len() * steps);
+            }
+        }
+        Ok::<(), QueryError>(())
+    };
+    let result = match pending {
+        None => process(ev, &range.series),
+        // The read arrives batch by batch: each is turned into points, computed and dropped
+        // before the next, so its samples never all sit in memory at once.
+        Some(mut pending) => (|| {
+            while let Some(batch) = ev.next_batch(&mut pending)? {
+                let samples: usize = batch.iter().map(|series| series.samples.len()).sum();
+                ev.hold(samples)?;
+                let part: Vec<(Labels, Vec<Point>)> = batch.into_iter().map(points_of).collect();
+                process(ev, &part)?;
+                ev.release(samples);
             }
             Ok(())
-        })();
-        ev.fold = Some(fold);
-        result?;
+        })(),
+    };
+    ev.fold = fold;
+    result?;
+    if folding {
         return Ok(Val::Vector(Vec::new()));
-    }
-    let results: Vec<Result<Option<VSeries>, QueryError>> = parallel_map(&range.series, work, one);
-    let mut out = Vec::with_capacity(results.len());
-    for result in results {
-        if let Some(series) = result? {
-            out.push(series);
-        }
     }
     ev.hold(out.len() * steps)?;
     if !keep_name {
