@@ -832,18 +832,10 @@ impl Block {
                         return Err(corruption(error.to_string()));
                     }
                 }
-                CHUNK_ENCODING_COLUMNAR => {
-                    let samples =
-                        columnar::decode(data).map_err(|error| corruption(error.to_string()))?;
-                    let from = samples.partition_point(|(t, _)| *t < mint);
-                    let to = samples.partition_point(|(t, _)| *t <= maxt);
-                    out.extend(
-                        samples[from..to.max(from)]
-                            .iter()
-                            .filter(|(t, _)| keep(*t))
-                            .map(|&(t, v)| Sample::new(t, v)),
-                    );
-                }
+                CHUNK_ENCODING_COLUMNAR => columnar::decode_into(data, out, |t, v| {
+                    ((mint..=maxt).contains(&t) && keep(t)).then(|| Sample::new(t, v))
+                })
+                .map_err(|error| corruption(error.to_string()))?,
                 _ => return Err(corruption("unknown chunk encoding".into())),
             }
         }

@@ -250,7 +250,7 @@ fn decompressed_size(mut bytes: &[u8]) -> Result<usize, ColumnarError> {
 /// Decompresses the chunk's zstd frames, one after the other, into a buffer of exactly their
 /// declared size (each frame header carries it; `zstd::bulk::decompress` would reserve the
 /// whole `MAX_DECODED_BYTES` instead).
-fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ColumnarError> {
+fn decompress_into(bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ColumnarError> {
     let size = decompressed_size(bytes)?;
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -260,12 +260,19 @@ fn decompress(bytes: &[u8]) -> Result<Vec<u8>, ColumnarError> {
                     .map_err(|error| ColumnarError::Decompress(error.to_string()))?,
             );
         }
-        let mut out = Vec::with_capacity(size);
-        slot.as_mut()
+        out.clear();
+        out.reserve(size);
+        let written = slot
+            .as_mut()
             .expect("just set")
-            .decompress_to_buffer(bytes, &mut out)
+            .decompress_to_buffer(bytes, out)
             .map_err(|error| ColumnarError::Decompress(error.to_string()))?;
-        Ok(out)
+        if written != size {
+            return Err(ColumnarError::Decompress(format!(
+                "frames declare {size} bytes and hold {written}"
+            )));
+        }
+        Ok(())
     })
 }
 
@@ -297,8 +304,59 @@ fn plane_width(decoder: &mut Decoder<'_>) -> Result<usize, ColumnarError> {
 
 /// Decodes a chunk written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
-    let columns = decompress(bytes)?;
-    let mut decoder = Decoder::new(&columns);
+    let mut samples = Vec::new();
+    decode_into(bytes, &mut samples, |t, v| Some((t, v)))?;
+    Ok(samples)
+}
+
+thread_local! {
+    /// Decompressed columns and decoded timestamps, reused from chunk to chunk: a read
+    /// decodes thousands of chunks, and fresh buffers for each cost page faults once the
+    /// allocator has given freed pages back.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<i64>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Buffers larger than this are not kept between chunks.
+const SCRATCH_KEEP_BYTES: usize = 1 << 20;
+
+/// Decodes a chunk written by [`encode`] straight into `out`: every sample, in time order, for
+/// which `pick` returns an item (room for all of them is reserved first). Nothing is
+/// appended when the chunk is malformed.
+pub fn decode_into<T>(
+    bytes: &[u8],
+    out: &mut Vec<T>,
+    mut pick: impl FnMut(i64, f64) -> Option<T>,
+) -> Result<(), ColumnarError> {
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        let (columns, times) = &mut *scratch;
+        let result = decompress_into(bytes, columns)
+            .and_then(|()| decode_columns(columns, times, out, &mut pick));
+        if columns.capacity() > SCRATCH_KEEP_BYTES {
+            *columns = Vec::new();
+        }
+        if times.capacity() * 8 > SCRATCH_KEEP_BYTES {
+            *times = Vec::new();
+        }
+        result
+    })
+}
+
+fn decode_columns<T>(
+    columns: &[u8],
+    times: &mut Vec<i64>,
+    out: &mut Vec<T>,
+    pick: &mut impl FnMut(i64, f64) -> Option<T>,
+) -> Result<(), ColumnarError> {
+    macro_rules! emit {
+        ($t:expr, $v:expr) => {
+            if let Some(item) = pick($t, $v) {
+                out.push(item);
+            }
+        };
+    }
+    let mut decoder = Decoder::new(columns);
     let malformed = |error: crate::encoding::DecodeError| ColumnarError::Malformed {
         offset: error.offset,
         reason: error.reason,
@@ -312,7 +370,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
         });
     }
     let count = count as usize;
-    let mut times = Vec::with_capacity(count);
+    times.clear();
+    times.reserve(count);
     let mut t = 0i64;
     let mut delta = 0i64;
     for index in 0..count {
@@ -333,7 +392,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
         times.push(t);
     }
     let mode = decoder.bytes(1).map_err(malformed)?[0];
-    let mut samples = Vec::with_capacity(count);
+    // Check everything a mode reads before emitting anything.
     match mode {
         VALUES_DECIMAL_OFFSET_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
@@ -341,63 +400,67 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
             let mut integer = decoder.varint().map_err(malformed)?;
             let base = decoder.varint().map_err(malformed)?;
             let width = plane_width(&mut decoder)?;
-            let mut offsets = vec![0u64; count - 1];
-            for plane in 0..width {
-                let bytes = decoder.bytes(count - 1).map_err(malformed)?;
-                for (value, byte) in offsets.iter_mut().zip(bytes) {
-                    *value |= u64::from(*byte) << (8 * plane);
+            let planes = decoder.bytes((count - 1) * width).map_err(malformed)?;
+            finish(&decoder)?;
+            out.reserve(count);
+            emit!(times[0], integer as f64 / scale);
+            for (index, &t) in times.iter().enumerate().skip(1) {
+                let mut offset = 0u64;
+                for plane in 0..width {
+                    offset |= u64::from(planes[plane * (count - 1) + index - 1]) << (8 * plane);
                 }
-            }
-            let mut times = times.into_iter();
-            samples.push((times.next().expect("count >= 1"), integer as f64 / scale));
-            for (t, offset) in times.zip(offsets) {
                 integer = integer.wrapping_add(base.wrapping_add(offset as i64));
-                samples.push((t, integer as f64 / scale));
+                emit!(t, integer as f64 / scale);
             }
         }
-        VALUES_DECIMAL | VALUES_DECIMAL_DOD | VALUES_DECIMAL_PLANES => {
+        VALUES_DECIMAL | VALUES_DECIMAL_DOD => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
             let scale = decimal_scale(exponent, decoder.position())?;
-            let deltas: Vec<i64> = match mode {
-                VALUES_DECIMAL => (0..count)
-                    .map(|_| decoder.varint())
-                    .collect::<Result<_, _>>()
-                    .map_err(malformed)?,
-                VALUES_DECIMAL_DOD => {
-                    let mut delta = 0i64;
-                    let mut deltas = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        delta = delta.wrapping_add(decoder.varint().map_err(malformed)?);
-                        deltas.push(delta);
-                    }
-                    deltas
+            // The varints are read twice: once to check them, once to emit.
+            let start = decoder.position();
+            for _ in 0..count {
+                decoder.varint().map_err(malformed)?;
+            }
+            finish(&decoder)?;
+            out.reserve(count);
+            let mut values = Decoder::new(&columns[start..]);
+            let (mut integer, mut delta) = (0i64, 0i64);
+            for &t in times.iter() {
+                let code = values.varint().map_err(malformed)?;
+                if mode == VALUES_DECIMAL {
+                    delta = code;
+                } else {
+                    delta = delta.wrapping_add(code);
                 }
-                _ => {
-                    let width = plane_width(&mut decoder)?;
-                    let mut zigzagged = vec![0u64; count];
-                    for plane in 0..width {
-                        let bytes = decoder.bytes(count).map_err(malformed)?;
-                        for (value, byte) in zigzagged.iter_mut().zip(bytes) {
-                            *value |= u64::from(*byte) << (8 * plane);
-                        }
-                    }
-                    zigzagged
-                        .into_iter()
-                        .map(crate::encoding::unzigzag)
-                        .collect()
-                }
-            };
-            let mut integer = 0i64;
-            for (t, delta) in times.into_iter().zip(deltas) {
                 integer = integer.wrapping_add(delta);
-                samples.push((t, integer as f64 / scale));
+                emit!(t, integer as f64 / scale);
+            }
+        }
+        VALUES_DECIMAL_PLANES => {
+            let exponent = decoder.bytes(1).map_err(malformed)?[0];
+            let scale = decimal_scale(exponent, decoder.position())?;
+            let width = plane_width(&mut decoder)?;
+            let planes = decoder.bytes(count * width).map_err(malformed)?;
+            finish(&decoder)?;
+            out.reserve(count);
+            let mut integer = 0i64;
+            for (index, &t) in times.iter().enumerate() {
+                let mut zigzagged = 0u64;
+                for plane in 0..width {
+                    zigzagged |= u64::from(planes[plane * count + index]) << (8 * plane);
+                }
+                integer = integer.wrapping_add(crate::encoding::unzigzag(zigzagged));
+                emit!(t, integer as f64 / scale);
             }
         }
         VALUES_RAW => {
+            let raw = decoder.bytes(count * 8).map_err(malformed)?;
+            finish(&decoder)?;
+            out.reserve(count);
             let mut previous = 0u64;
-            for t in times {
-                let bits = decoder.u64_le().map_err(malformed)? ^ previous;
-                samples.push((t, f64::from_bits(bits)));
+            for (&t, word) in times.iter().zip(raw.chunks_exact(8)) {
+                let bits = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ previous;
+                emit!(t, f64::from_bits(bits));
                 previous = bits;
             }
         }
@@ -408,13 +471,19 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
             })
         }
     }
-    if !decoder.is_empty() {
-        return Err(ColumnarError::Malformed {
+    Ok(())
+}
+
+/// Refuses bytes after the last column.
+fn finish(decoder: &Decoder<'_>) -> Result<(), ColumnarError> {
+    if decoder.is_empty() {
+        Ok(())
+    } else {
+        Err(ColumnarError::Malformed {
             offset: decoder.position(),
             reason: "trailing bytes",
-        });
+        })
     }
-    Ok(samples)
 }
 
 #[cfg(test)]
@@ -559,10 +628,18 @@ mod tests {
     #[test]
     fn damaged_input_is_an_error_not_a_panic() {
         let encoded = encode(&[(1, 1.5), (2, 2.5)]);
-        for position in 0..encoded.len() {
-            let mut damaged = encoded.clone();
-            damaged[position] ^= 0x40;
-            let _ = decode(&damaged);
+        let noisy = encode(&noisy_counter(20_000, 300));
+        for encoded in [&encoded, &noisy] {
+            for position in 0..encoded.len() {
+                let mut damaged = encoded.clone();
+                damaged[position] ^= 0x40;
+                let _ = decode(&damaged);
+                // What a damaged chunk appends: nothing.
+                let mut out = vec![(0, 0.0)];
+                if decode_into(&damaged, &mut out, |t, v| Some((t, v))).is_err() {
+                    assert_eq!(out.len(), 1, "damage at {position}");
+                }
+            }
         }
         assert!(decode(&encoded[..encoded.len() - 1]).is_err());
         assert!(decode(b"").is_err());
