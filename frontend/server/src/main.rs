@@ -35,23 +35,50 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// for it); `purge_delay_option_is_where_mimalloc_has_it` checks the numbering.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the OS at once instead of after mimalloc v3's default 1 s delay.
-/// mimalloc performs a delayed purge only when the thread that freed the memory next calls the
-/// allocator, so threads that go idle after a burst (ingestion, a large query) kept everything
-/// they had freed: the comparison tool measured a settled RSS of 155-192 MiB at small scale,
-/// and 98 MiB with immediate purging, for the same ingest CPU (`benches/README.md`).
-/// `MIMALLOC_PURGE_DELAY` in the environment still wins.
-fn return_freed_memory_at_once() {
-    #[allow(unsafe_code)]
-    // SAFETY: sets the default of an integer option; mimalloc keeps options in atomics, and no
-    // pointer is involved.
-    unsafe {
-        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 0);
+/// How long memory freed in a burst waits before it goes back to the OS: long enough that a
+/// query or a write request that frees and allocates again reuses it instead of faulting
+/// fresh pages in, short enough that the memory of a finished burst leaves soon.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// How often [`return_freed_memory_soon`]'s thread asks mimalloc to purge.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Freed memory goes back to the OS [`PURGE_DELAY_MS`] after it was freed, at most
+/// [`PURGE_INTERVAL`] later, instead of after mimalloc v3's default 1 s delay and only when
+/// some thread next allocates. mimalloc purges its arenas (program-wide) when a thread calls
+/// into it, so threads that went idle after a burst (ingestion, a large query) kept what they
+/// had freed: the comparison tool measured a settled RSS of 155-192 MiB at small scale, and 98
+/// MiB with immediate purging (`benches/README.md`). Immediate purging, though, made every
+/// batch of a large query fault its pages in again (a sixth of a `sum(rate())` over 100k
+/// series was page faults); a thread that calls `mi_collect` twice a second purges what is
+/// due instead. `MIMALLOC_PURGE_DELAY` in the environment still wins. (mimalloc reads its
+/// options when the process loads, before `main`, so the option is set, not defaulted.)
+fn return_freed_memory_soon() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        #[allow(unsafe_code)]
+        // SAFETY: sets an integer option; mimalloc keeps options in atomics, and no pointer
+        // is involved.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        }
+    }
+    let spawned = std::thread::Builder::new()
+        .name("lookout-purge".into())
+        .spawn(|| loop {
+            std::thread::sleep(PURGE_INTERVAL);
+            #[allow(unsafe_code)]
+            // SAFETY: mi_collect takes no pointer; it frees only what is no longer used.
+            unsafe {
+                libmimalloc_sys::mi_collect(false);
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("lookout-server: no memory purging thread: {error}");
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    return_freed_memory_at_once();
+    return_freed_memory_soon();
     let args = Args::parse();
     let config = Config::load(&args)?;
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -548,7 +575,14 @@ mod allocator_tests {
             )
         };
         assert_eq!(os_tag, 100, "mimalloc's option numbering moved");
-        assert!(purge_delay == 1000 || purge_delay == 0, "{purge_delay}");
-        super::return_freed_memory_at_once();
+        assert!(
+            purge_delay == 1000 || purge_delay == super::PURGE_DELAY_MS,
+            "{purge_delay}"
+        );
+        super::return_freed_memory_soon();
+        #[allow(unsafe_code)]
+        // SAFETY: reads an integer option.
+        let purge_delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(purge_delay, super::PURGE_DELAY_MS);
     }
 }
