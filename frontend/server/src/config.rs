@@ -248,7 +248,9 @@ pub struct Args {
     /// Longest a query may run, e.g. `2m` [default: 2m].
     #[arg(long = "query.timeout")]
     pub query_timeout: Option<String>,
-    /// Most samples a query may load into memory [default: 50000000].
+    /// Most samples a query may hold in memory at once (a window function over a selector
+    /// nothing else uses computes its read batch by batch, so only the batch counts)
+    /// [default: 50000000].
     #[arg(long = "query.max-samples")]
     pub query_max_samples: Option<u64>,
     /// Most memory one query may use for samples and computed points, in bytes

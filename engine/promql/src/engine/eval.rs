@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures::future::try_join_all;
-use lookout_model::{is_stale_nan, Labels, Matcher, METRIC_NAME_LABEL};
+use lookout_model::{is_stale_nan, Labels, Matcher, Sample, METRIC_NAME_LABEL};
 use lookout_storage::{collect_series, SelectHints, SelectRequest, Series, Storage};
 
 use super::functions::{self, GroupFold};
@@ -437,13 +437,17 @@ pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
     let points = series
         .samples
         .into_iter()
-        .filter(|s| !is_stale_nan(s.value))
-        .map(|s| Point {
-            t: s.timestamp.0,
-            v: s.value,
-        })
+        .filter_map(|sample| live_point(&sample))
         .collect();
     (series.labels, points)
+}
+
+/// A sample as a point, unless it is a stale marker.
+fn live_point(sample: &Sample) -> Option<Point> {
+    (!is_stale_nan(sample.value)).then_some(Point {
+        t: sample.timestamp.0,
+        v: sample.value,
+    })
 }
 
 /// Resolves an `@` modifier to milliseconds.
@@ -1079,16 +1083,7 @@ impl<'a> Evaluator<'a> {
                     .iter()
                     .map(|series| {
                         let mut points = Vec::with_capacity(series.samples.len());
-                        points.extend(
-                            series
-                                .samples
-                                .iter()
-                                .filter(|s| !is_stale_nan(s.value))
-                                .map(|s| Point {
-                                    t: s.timestamp.0,
-                                    v: s.value,
-                                }),
-                        );
+                        points.extend(series.samples.iter().filter_map(live_point));
                         (series.labels.clone(), points)
                     })
                     .collect()
