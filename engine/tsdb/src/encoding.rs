@@ -66,7 +66,19 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads an unsigned varint.
+    #[inline]
     pub fn uvarint(&mut self) -> Result<u64, DecodeError> {
+        // Most varints of the formats (deltas of deltas, ids, lengths) are one byte.
+        if let Some(&byte) = self.bytes.get(self.position) {
+            if byte < 0x80 {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        self.uvarint_long()
+    }
+
+    fn uvarint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.bytes.get(self.position) else {
@@ -85,6 +97,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a zigzag varint.
+    #[inline]
     pub fn varint(&mut self) -> Result<i64, DecodeError> {
         self.uvarint().map(unzigzag)
     }
