@@ -180,6 +180,8 @@ impl BlockMeta {
 
 /// A postings table entry: value symbol, postings offset and length.
 type PostingsEntry = (u32, usize, usize);
+/// Where a postings list is: offset in the postings section and length.
+type PostingsAt = (usize, usize);
 
 /// A memory-mapped, verified index file.
 #[derive(Debug)]
@@ -391,15 +393,22 @@ impl IndexReader {
         Ok(start)
     }
 
-    /// The values of label `name`, sorted, each with where its postings are stored.
-    fn values_with_postings(&self, name: &str) -> Result<Vec<(&str, (usize, usize))>> {
+    /// The values of label `name` as bytes, sorted, each with where its postings are stored.
+    fn values_with_postings(&self, name: &str) -> Result<Vec<(&[u8], PostingsAt)>> {
         let Some(values) = self.table.get(name) else {
             return Ok(Vec::new());
         };
         values
             .iter()
-            .map(|&(value, offset, len)| Ok((self.symbol(u64::from(value))?, (offset, len))))
+            .map(|&(value, offset, len)| Ok((self.symbol_bytes(u64::from(value))?, (offset, len))))
             .collect()
+    }
+
+    /// A symbol read as bytes, as text.
+    fn text(&self, bytes: &[u8]) -> Result<String> {
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| self.corruption(0, "symbol is not UTF-8"))
     }
 
     /// The postings list stored `len` bytes at `offset` of the postings section.
@@ -1090,18 +1099,18 @@ impl Block {
         }
         let covered = self.covered_by(mint, maxt);
         let candidates = self.candidates(matchers);
-        let mut names: Vec<(&str, &Vec<PostingsEntry>)> = self
+        let mut names: Vec<(&[u8], &Vec<PostingsEntry>)> = self
             .index
             .table
             .iter()
-            .map(|(name, values)| (name.as_str(), values))
+            .map(|(name, values)| (name.as_bytes(), values))
             .collect();
         names.sort_unstable_by_key(|(name, _)| *name);
         let mut dead = RoaringBitmap::new();
         let mut added = Vec::new();
         for (name, values) in crate::index::missing_from(known, names) {
             if covered && candidates.is_none() {
-                added.push(name.to_owned());
+                added.push(self.index.text(name)?);
                 continue;
             }
             for &(_, offset, len) in values {
@@ -1110,7 +1119,7 @@ impl Block {
                     series &= candidates;
                 }
                 if self.any_live(&series, (mint, maxt), covered, &mut dead)? {
-                    added.push(name.to_owned());
+                    added.push(self.index.text(name)?);
                     break;
                 }
             }
@@ -1163,7 +1172,7 @@ impl Block {
                 self.any_live(&series, (mint, maxt), covered, &mut dead)?
             };
             if live {
-                added.push(value.to_owned());
+                added.push(self.index.text(value)?);
             }
         }
         crate::index::insert_sorted(known, added);

@@ -837,7 +837,7 @@ impl Head {
             let names = index
                 .names_with_values()
                 .into_iter()
-                .map(|(name, values)| (&**name, (name, values)));
+                .map(|(name, values)| (name.as_bytes(), (name, values)));
             crate::index::missing_from(known, names)
                 .into_iter()
                 .map(|(_, (name, values))| {
@@ -896,7 +896,7 @@ impl Head {
             let candidates = (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
             let values = index
                 .values_with_postings(name)
-                .map(|(value, postings)| (&**value, (value, postings)));
+                .map(|(value, postings)| (value.as_bytes(), (value, postings)));
             crate::index::missing_from(known, values)
                 .into_iter()
                 .map(|(_, (value, postings))| {

@@ -159,12 +159,12 @@ pub trait PostingsIndex {
 }
 
 /// The items of `incoming` (sorted by key, distinct) whose key `known` (sorted, distinct)
-/// lacks, in order. Label queries merge their sources with it: once one source has listed
+/// lacks, in order; keys compare as bytes, which is string order. Label queries merge their sources with it: once one source has listed
 /// its values, the others are asked only about the values still missing.
-pub(crate) fn missing_from<'v, K: AsRef<str>, T>(
+pub(crate) fn missing_from<'v, K: AsRef<[u8]>, T>(
     known: &[K],
-    incoming: impl IntoIterator<Item = (&'v str, T)>,
-) -> Vec<(&'v str, T)> {
+    incoming: impl IntoIterator<Item = (&'v [u8], T)>,
+) -> Vec<(&'v [u8], T)> {
     let mut position = 0;
     let mut missing = Vec::new();
     for (key, item) in incoming {
