@@ -804,6 +804,15 @@ impl Head {
             })
     }
 
+    /// Whether `[mint, maxt]` includes every sample of the head: then, without matchers, the
+    /// index alone answers label queries.
+    fn covers(&self, mint: i64, maxt: i64) -> bool {
+        match self.time_range() {
+            Some((min_time, max_time)) => mint <= min_time && maxt >= max_time,
+            None => true,
+        }
+    }
+
     /// Sorted label names of matching series with samples in `[mint, maxt]`.
     pub fn label_names(
         &self,
@@ -829,6 +838,8 @@ impl Head {
         maxt: i64,
         known: &mut Vec<String>,
     ) {
+        // Without matchers over the whole head, the index is the answer.
+        let covered = matchers.is_empty() && self.covers(mint, maxt);
         // Under the index lock: each missing name with the series that have it. Series are
         // looked at once the lock is released (appends take the locks the other way).
         let missing: Vec<(Arc<str>, RoaringBitmap)> = {
@@ -842,7 +853,7 @@ impl Head {
                 .into_iter()
                 .map(|(_, (name, values))| {
                     let mut series = RoaringBitmap::new();
-                    for postings in values.values() {
+                    for postings in values.values().filter(|_| !covered) {
                         series |= postings;
                     }
                     if let Some(candidates) = &candidates {
@@ -855,7 +866,7 @@ impl Head {
         let mut dead = RoaringBitmap::new();
         let added = missing
             .into_iter()
-            .filter(|(_, series)| self.any_live(series, mint, maxt, &mut dead))
+            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
             .map(|(name, _)| name.to_string())
             .collect();
         crate::index::insert_sorted(known, added);
@@ -889,6 +900,8 @@ impl Head {
         maxt: i64,
         known: &mut Vec<String>,
     ) {
+        // Without matchers over the whole head, the index is the answer.
+        let covered = matchers.is_empty() && self.covers(mint, maxt);
         // Under the index lock: each missing value with its matching series. Series are
         // looked at once the lock is released (appends take the locks the other way).
         let missing: Vec<(Arc<str>, RoaringBitmap)> = {
@@ -902,6 +915,7 @@ impl Head {
                 .map(|(_, (value, postings))| {
                     let series = match &candidates {
                         Some(candidates) => postings & candidates,
+                        None if covered => RoaringBitmap::new(),
                         None => postings.clone(),
                     };
                     (Arc::clone(value), series)
@@ -911,7 +925,7 @@ impl Head {
         let mut dead = RoaringBitmap::new();
         let added = missing
             .into_iter()
-            .filter(|(_, series)| self.any_live(series, mint, maxt, &mut dead))
+            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
             .map(|(value, _)| value.to_string())
             .collect();
         crate::index::insert_sorted(known, added);
