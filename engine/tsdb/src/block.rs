@@ -15,6 +15,7 @@
 mod footer;
 pub mod writer;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -177,6 +178,11 @@ impl BlockMeta {
     }
 }
 
+/// A postings table entry: value symbol, postings offset and length.
+type PostingsEntry = (u32, usize, usize);
+/// Where a postings list is: offset in the postings section and length.
+type PostingsAt = (usize, usize);
+
 /// A memory-mapped, verified index file.
 #[derive(Debug)]
 struct IndexReader {
@@ -191,7 +197,7 @@ struct IndexReader {
     symbols_section_len: usize,
     table_section_len: usize,
     /// Label name -> (value symbol, postings offset, length), values in sorted order.
-    table: HashMap<String, Vec<(u32, usize, usize)>>,
+    table: HashMap<String, Vec<PostingsEntry>>,
 }
 
 impl IndexReader {
@@ -260,7 +266,7 @@ impl IndexReader {
         let count =
             read_u32(bytes).ok_or_else(|| corruption(table_section.0, "truncated table count"))?;
         let mut decoder = Decoder::new(&bytes[4..]);
-        let mut table: HashMap<String, Vec<(u32, usize, usize)>> = HashMap::new();
+        let mut table: HashMap<String, Vec<PostingsEntry>> = HashMap::new();
         let postings_len = sections[3].1 - sections[3].0;
         for _ in 0..count {
             let mut next = || {
@@ -300,6 +306,14 @@ impl IndexReader {
         })
     }
 
+    fn symbol_bytes(&self, symbol: u64) -> Result<&[u8]> {
+        let (start, end) = *self
+            .symbols
+            .get(symbol as usize)
+            .ok_or_else(|| self.corruption(0, "unknown symbol"))?;
+        Ok(&self.map[start..end])
+    }
+
     fn symbol(&self, symbol: u64) -> Result<&str> {
         let (start, end) = *self
             .symbols
@@ -328,12 +342,45 @@ impl IndexReader {
         Ok(self.series_entry(id, false)?.1)
     }
 
-    /// Decodes the index entry of series `id`; its labels only when `with_labels`.
-    fn series_entry(
-        &self,
-        id: u32,
-        with_labels: bool,
-    ) -> Result<(Option<Labels>, Vec<writer::ChunkMeta>)> {
+    /// The label pairs of series `id` as bytes borrowed from the index, into `pairs` (cleared
+    /// first): enough to compare a series with others without building its labels or
+    /// checking its strings' UTF-8 (byte order is string order).
+    fn label_pairs<'a>(&'a self, id: u32, pairs: &mut Vec<(&'a [u8], &'a [u8])>) -> Result<()> {
+        pairs.clear();
+        let start = self.series_start(id)?;
+        let mut decoder = Decoder::new(&self.map[start..self.series.1]);
+        let wrap = |error: crate::encoding::DecodeError| {
+            self.corruption(start + error.offset, error.reason)
+        };
+        let count = decoder.uvarint().map_err(wrap)?;
+        for _ in 0..count {
+            let name = self.symbol_bytes(decoder.uvarint().map_err(wrap)?)?;
+            let value = self.symbol_bytes(decoder.uvarint().map_err(wrap)?)?;
+            pairs.push((name, value));
+        }
+        Ok(())
+    }
+
+    /// Labels from pairs read by [`IndexReader::label_pairs`].
+    fn labels_from_pairs(&self, pairs: &[(&[u8], &[u8])]) -> Result<Labels> {
+        // Written from valid label sets: names strictly ascending, values never empty.
+        let valid = pairs.iter().all(|(_, value)| !value.is_empty())
+            && pairs.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        if !valid {
+            return Err(self.corruption(self.series.0, "series labels out of order"));
+        }
+        let text = |bytes| {
+            std::str::from_utf8(bytes).map_err(|_| self.corruption(0, "symbol is not UTF-8"))
+        };
+        let labels = pairs
+            .iter()
+            .map(|(name, value)| Ok(Label::new(text(name)?, text(value)?)))
+            .collect::<Result<Vec<Label>>>()?;
+        Ok(Labels::from_sorted_unchecked(labels))
+    }
+
+    /// Where the index entry of series `id` starts.
+    fn series_start(&self, id: u32) -> Result<usize> {
         if id >= self.series_count {
             return Err(self.corruption(self.series_offsets.0, "series id out of range"));
         }
@@ -343,6 +390,41 @@ impl IndexReader {
         if start >= self.series.1 {
             return Err(self.corruption(at, "series offset out of bounds"));
         }
+        Ok(start)
+    }
+
+    /// The values of label `name` as bytes, sorted, each with where its postings are stored.
+    fn values_with_postings(&self, name: &str) -> Result<Vec<(&[u8], PostingsAt)>> {
+        let Some(values) = self.table.get(name) else {
+            return Ok(Vec::new());
+        };
+        values
+            .iter()
+            .map(|&(value, offset, len)| Ok((self.symbol_bytes(u64::from(value))?, (offset, len))))
+            .collect()
+    }
+
+    /// A symbol read as bytes, as text.
+    fn text(&self, bytes: &[u8]) -> Result<String> {
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| self.corruption(0, "symbol is not UTF-8"))
+    }
+
+    /// The postings list stored `len` bytes at `offset` of the postings section.
+    fn postings_at(&self, offset: usize, len: usize) -> Result<RoaringBitmap> {
+        let start = self.postings.0 + offset;
+        RoaringBitmap::deserialize_from(&self.map[start..start + len])
+            .map_err(|error| self.corruption(start, &format!("unreadable postings: {error}")))
+    }
+
+    /// Decodes the index entry of series `id`; its labels only when `with_labels`.
+    fn series_entry(
+        &self,
+        id: u32,
+        with_labels: bool,
+    ) -> Result<(Option<Labels>, Vec<writer::ChunkMeta>)> {
+        let start = self.series_start(id)?;
         let mut decoder = Decoder::new(&self.map[start..self.series.1]);
         let wrap = |error: crate::encoding::DecodeError| {
             self.corruption(start + error.offset, error.reason)
@@ -413,14 +495,24 @@ impl PostingsIndex for IndexReader {
             return;
         };
         let (_, offset, len) = values[position];
-        let start = self.postings.0 + offset;
-        match RoaringBitmap::deserialize_from(&self.map[start..start + len]) {
+        match self.postings_at(offset, len) {
             Ok(bitmap) => visit(&bitmap),
-            Err(error) => {
-                tracing::error!(file = %self.path.display(), offset = start, %error, "unreadable postings")
-            }
+            Err(error) => tracing::error!(%error, "unreadable postings"),
         }
     }
+}
+
+/// `labels` compared with a label set given as (name, value) byte pairs in name order, as
+/// [`Labels`] compare (label by label, name then value).
+fn labels_cmp(labels: &Labels, pairs: &[(&[u8], &[u8])]) -> Ordering {
+    for (label, (name, value)) in labels.iter().zip(pairs) {
+        let (known_name, known_value) = (label.name.as_bytes(), label.value.as_bytes());
+        // Most labels of neighbouring series are equal: test that first, it is cheaper.
+        if known_name != *name || known_value != *value {
+            return known_name.cmp(name).then_with(|| known_value.cmp(value));
+        }
+    }
+    labels.len().cmp(&pairs.len())
 }
 
 fn read_u32(bytes: &[u8]) -> Option<u32> {
@@ -842,33 +934,41 @@ impl Block {
         Ok(())
     }
 
-    /// Label sets of matching series with samples in `[mint, maxt]`, decoding chunks only
-    /// where a chunk straddles the range or deletions are recorded for the series.
-    /// Label sets of matching series with samples in `[mint, maxt]` (tombstones applied).
-    pub(crate) fn live_labels(
+    /// Adds to `known` (sorted, distinct) the label sets of matching series with samples in
+    /// `[mint, maxt]` (tombstones applied) that it lacks. Series are walked in label order and
+    /// compared with `known` on labels borrowed from the index, so a series `known` already
+    /// holds costs neither a liveness check nor owned labels.
+    pub(crate) fn add_live_labels(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<Labels>> {
-        let mut out = Vec::new();
+        known: &mut Vec<Labels>,
+    ) -> Result<()> {
         if !self.overlaps(mint, maxt) {
-            return Ok(out);
+            return Ok(());
         }
-        let has_tombstones = self.has_tombstones();
+        let covered = self.covered_by(mint, maxt);
+        let mut pairs = Vec::new();
+        let mut position = 0;
+        let mut added = Vec::new();
         for id in postings_for_matchers(&self.index, matchers) {
-            if has_tombstones && self.tombstones.read().contains_key(&id) {
-                if let Some(series) = self.read_series(id, mint, maxt)? {
-                    out.push(series.labels);
+            self.index.label_pairs(id, &mut pairs)?;
+            let mut order = Ordering::Greater;
+            while let Some(labels) = known.get(position) {
+                order = labels_cmp(labels, &pairs);
+                if order != Ordering::Less {
+                    break;
                 }
+                position += 1;
+            }
+            if order == Ordering::Equal || !(covered || self.series_is_live(id, mint, maxt)?) {
                 continue;
             }
-            let (labels, metas) = self.index.series(id)?;
-            if self.chunks_live(&metas, mint, maxt)? {
-                out.push(labels);
-            }
+            added.push(self.index.labels_from_pairs(&pairs)?);
         }
-        Ok(out)
+        crate::index::insert_sorted(known, added);
+        Ok(())
     }
 
     /// Whether series `id` has a sample in `[mint, maxt]` (tombstones applied).
@@ -928,13 +1028,40 @@ impl Block {
         }
     }
 
-    /// Whether the whole block is inside `[mint, maxt]` with nothing deleted: then the index
-    /// alone answers label queries without matchers.
-    fn index_answers(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> bool {
-        matchers.is_empty()
-            && mint <= self.meta.min_time
-            && maxt >= self.meta.max_time - 1
-            && !self.has_tombstones()
+    /// Whether the whole block is inside `[mint, maxt]` with nothing deleted: then every
+    /// series of the block has a sample in the range (a block holds only series with samples
+    /// in its own range), and the index alone answers which are live.
+    pub(crate) fn covered_by(&self, mint: i64, maxt: i64) -> bool {
+        mint <= self.meta.min_time && maxt >= self.meta.max_time - 1 && !self.has_tombstones()
+    }
+
+    /// Whether some series of `series` has a sample in `[mint, maxt]` (tombstones applied).
+    /// Series found without one are added to `dead` and not looked at again.
+    fn any_live(
+        &self,
+        series: &RoaringBitmap,
+        (mint, maxt): (i64, i64),
+        covered: bool,
+        dead: &mut RoaringBitmap,
+    ) -> Result<bool> {
+        if covered {
+            return Ok(!series.is_empty());
+        }
+        for id in series {
+            if dead.contains(id) {
+                continue;
+            }
+            if self.series_is_live(id, mint, maxt)? {
+                return Ok(true);
+            }
+            dead.insert(id);
+        }
+        Ok(false)
+    }
+
+    /// The series matching `matchers`, or `None` for every series (no matchers).
+    fn candidates(&self, matchers: &[Matcher]) -> Option<RoaringBitmap> {
+        (!matchers.is_empty()).then(|| postings_for_matchers(&self.index, matchers))
     }
 
     /// Label names of matching series with samples in `[mint, maxt]`.
@@ -944,14 +1071,53 @@ impl Block {
         mint: i64,
         maxt: i64,
     ) -> Result<BTreeSet<String>> {
-        if self.index_answers(matchers, mint, maxt) {
-            return Ok(self.index.table.keys().cloned().collect());
+        let mut names = Vec::new();
+        self.add_label_names(matchers, mint, maxt, &mut names)?;
+        Ok(names.into_iter().collect())
+    }
+
+    /// Adds to `known` (sorted, distinct) the label names of matching series with samples in
+    /// `[mint, maxt]` that it lacks. Per missing name, the postings of its values are searched
+    /// for one live series; none is checked when the block lies inside the range.
+    pub(crate) fn add_label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        known: &mut Vec<String>,
+    ) -> Result<()> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(());
         }
-        let mut names = BTreeSet::new();
-        for labels in self.live_labels(matchers, mint, maxt)? {
-            names.extend(labels.iter().map(|label| label.name.to_string()));
+        let covered = self.covered_by(mint, maxt);
+        let candidates = self.candidates(matchers);
+        let mut names: Vec<(&[u8], &Vec<PostingsEntry>)> = self
+            .index
+            .table
+            .iter()
+            .map(|(name, values)| (name.as_bytes(), values))
+            .collect();
+        names.sort_unstable_by_key(|(name, _)| *name);
+        let mut dead = RoaringBitmap::new();
+        let mut added = Vec::new();
+        for (name, values) in crate::index::missing_from(known, names) {
+            if covered && candidates.is_none() {
+                added.push(self.index.text(name)?);
+                continue;
+            }
+            for &(_, offset, len) in values {
+                let mut series = self.index.postings_at(offset, len)?;
+                if let Some(candidates) = &candidates {
+                    series &= candidates;
+                }
+                if self.any_live(&series, (mint, maxt), covered, &mut dead)? {
+                    added.push(self.index.text(name)?);
+                    break;
+                }
+            }
         }
-        Ok(names)
+        crate::index::insert_sorted(known, added);
+        Ok(())
     }
 
     /// Values of `name` over matching series with samples in `[mint, maxt]`.
@@ -962,29 +1128,47 @@ impl Block {
         mint: i64,
         maxt: i64,
     ) -> Result<BTreeSet<String>> {
-        if self.index_answers(matchers, mint, maxt) {
-            return Ok(self
-                .index
-                .sorted_values(name)
-                .into_iter()
-                .map(str::to_owned)
-                .collect());
-        }
+        let mut values = Vec::new();
+        self.add_label_values(name, matchers, mint, maxt, &mut values)?;
+        Ok(values.into_iter().collect())
+    }
+
+    /// Adds to `known` (sorted, distinct) the values of `name` over matching series with
+    /// samples in `[mint, maxt]` that it lacks. Per missing value, its postings are searched
+    /// for one live series; none is checked when the block lies inside the range, so that
+    /// with no matchers only the index's sorted value list is read.
+    pub(crate) fn add_label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        known: &mut Vec<String>,
+    ) -> Result<()> {
         if !self.overlaps(mint, maxt) {
-            return Ok(BTreeSet::new());
+            return Ok(());
         }
-        // Per value, the first live series settles it.
-        let candidates = postings_for_matchers(&self.index, matchers);
-        let mut values = BTreeSet::new();
-        for (value, series) in crate::index::candidates_by_value(&self.index, name, &candidates) {
-            for id in series {
-                if self.series_is_live(id, mint, maxt)? {
-                    values.insert(value);
-                    break;
+        let covered = self.covered_by(mint, maxt);
+        let candidates = self.candidates(matchers);
+        let values = self.index.values_with_postings(name)?;
+        let mut dead = RoaringBitmap::new();
+        let mut added = Vec::new();
+        for (value, (offset, len)) in crate::index::missing_from(known, values) {
+            let live = if covered && candidates.is_none() {
+                true
+            } else {
+                let mut series = self.index.postings_at(offset, len)?;
+                if let Some(candidates) = &candidates {
+                    series &= candidates;
                 }
+                self.any_live(&series, (mint, maxt), covered, &mut dead)?
+            };
+            if live {
+                added.push(self.index.text(value)?);
             }
         }
-        Ok(values)
+        crate::index::insert_sorted(known, added);
+        Ok(())
     }
 
     /// Records deletion of `[mint, maxt]` for matching series in the tombstones file

@@ -927,7 +927,8 @@ impl Tsdb {
     }
 
     /// The label sets [`Tsdb::select_merged`] would return, without reading samples: the
-    /// `series` API's question.
+    /// `series` API's question. The head's label sets come first; each block, newest first,
+    /// then adds the ones still missing, comparing on labels borrowed from its index.
     fn select_labels_merged(
         &self,
         matchers: &[Matcher],
@@ -935,13 +936,13 @@ impl Tsdb {
         maxt: i64,
     ) -> Result<Vec<Series>> {
         let head = &self.inner.head;
-        let mut merged: BTreeSet<Labels> = head
+        let mut merged: Vec<Labels> = head
             .sorted_labels(&head.postings(matchers), mint, maxt)
             .into_iter()
             .map(|(labels, _)| labels)
             .collect();
-        for block in &self.blocks_in(mint, maxt) {
-            merged.extend(block.live_labels(matchers, mint, maxt)?);
+        for block in self.blocks_in(mint, maxt).iter().rev() {
+            block.add_live_labels(matchers, mint, maxt, &mut merged)?;
         }
         Ok(merged
             .into_iter()
@@ -962,12 +963,8 @@ impl Tsdb {
         self.merge_label_answers(
             (mint, maxt),
             limit,
-            |head_limit| {
-                self.inner
-                    .head
-                    .label_names(matchers, mint, maxt, head_limit)
-            },
-            |block| block.label_names(matchers, mint, maxt),
+            |known| self.inner.head.add_label_names(matchers, mint, maxt, known),
+            |block, known| block.add_label_names(matchers, mint, maxt, known),
         )
     }
 
@@ -982,36 +979,41 @@ impl Tsdb {
         self.merge_label_answers(
             (mint, maxt),
             limit,
-            |head_limit| {
+            |known| {
                 self.inner
                     .head
-                    .label_values(name, matchers, mint, maxt, head_limit)
+                    .add_label_values(name, matchers, mint, maxt, known)
             },
-            |block| block.label_values(name, matchers, mint, maxt),
+            |block, known| block.add_label_values(name, matchers, mint, maxt, known),
         )
     }
 
-    /// The head's answer to a label query merged with every overlapping block's, sorted and
-    /// cut to `limit` (the head alone applies the limit itself when no block overlaps).
+    /// A label query (names or values) over the head and every overlapping block, sorted and
+    /// cut to `limit`. Each source adds to one sorted list only what the list lacks, and
+    /// only what it adds needs a live series. The blocks that lie inside the range go first
+    /// (their index alone answers), then the head, then the blocks the range cuts, newest
+    /// first: once the list holds a value, no other source checks a series for it.
     fn merge_label_answers(
         &self,
         (mint, maxt): (i64, i64),
         limit: Option<usize>,
-        head: impl FnOnce(Option<usize>) -> Vec<String>,
-        block_answer: impl Fn(&Block) -> Result<BTreeSet<String>>,
+        head: impl FnOnce(&mut Vec<String>),
+        block_answer: impl Fn(&Block, &mut Vec<String>) -> Result<()>,
     ) -> Result<Vec<String>> {
-        let blocks = self.blocks_in(mint, maxt);
-        if blocks.is_empty() {
-            return Ok(head(limit));
-        }
-        let mut merged: BTreeSet<String> = head(None).into_iter().collect();
-        for block in &blocks {
-            merged.extend(block_answer(block)?);
-        }
-        Ok(merged
+        let (covered, cut): (Vec<Arc<Block>>, Vec<Arc<Block>>) = self
+            .blocks_in(mint, maxt)
             .into_iter()
-            .take(limit.unwrap_or(usize::MAX))
-            .collect())
+            .partition(|block| block.covered_by(mint, maxt));
+        let mut known = Vec::new();
+        for block in &covered {
+            block_answer(block, &mut known)?;
+        }
+        head(&mut known);
+        for block in cut.iter().rev() {
+            block_answer(block, &mut known)?;
+        }
+        known.truncate(limit.unwrap_or(usize::MAX));
+        Ok(known)
     }
 
     /// Deletes `[mint, maxt]` of matching series in the head (logged to the WAL) and in every

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use lookout_model::{Label, LabelLimits, Labels, Matcher, Sample, SeriesIdentity};
 use lookout_storage::{RejectReason, Series, WriteBatch, WriteOutcome};
 use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
 
 use crate::chunk::MAX_SAMPLES_PER_CHUNK;
 use crate::error::{Result, TsdbError};
@@ -283,6 +284,40 @@ impl Shard {
         }
         Some(series)
     }
+}
+
+/// Two interned label sets (sorted by name) compared as their [`Labels`] compare; equal
+/// symbols are equal strings, so only the first differing label needs its text.
+fn interned_cmp(
+    a: &[(Symbol, Symbol)],
+    b: &[(Symbol, Symbol)],
+    reader: &crate::symbols::SymbolReader<'_>,
+) -> std::cmp::Ordering {
+    for (left, right) in a.iter().zip(b) {
+        if left == right {
+            continue;
+        }
+        let order = reader
+            .resolve(left.0)
+            .cmp(reader.resolve(right.0))
+            .then_with(|| reader.resolve(left.1).cmp(reader.resolve(right.1)));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// The labels of an interned label set (sorted by name).
+fn interned_labels(
+    labels: &[(Symbol, Symbol)],
+    reader: &crate::symbols::SymbolReader<'_>,
+) -> Labels {
+    let labels = labels
+        .iter()
+        .map(|(name, value)| Label::new(reader.resolve(*name), reader.resolve(*value)))
+        .collect();
+    Labels::from_sorted_unchecked(labels)
 }
 
 /// Counters of the head, for self-metrics and tests.
@@ -605,10 +640,12 @@ impl Head {
                 if !refusals.is_empty() {
                     let named = match labels {
                         Some(labels) => labels.clone(),
-                        None => self.labels_of(
-                            shard
+                        None => interned_labels(
+                            &shard
                                 .get(series_ref.local())
-                                .expect("a found series is present"),
+                                .expect("a found series is present")
+                                .labels,
+                            &self.symbols.reader(),
                         ),
                     };
                     for (reason, t, why) in refusals.drain(..) {
@@ -707,16 +744,6 @@ impl Head {
         self.counters.series_removed.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn labels_of(&self, series: &MemSeries) -> Labels {
-        let reader = self.symbols.reader();
-        let labels = series
-            .labels
-            .iter()
-            .map(|(name, value)| Label::new(reader.resolve(*name), reader.resolve(*value)))
-            .collect();
-        Labels::from_sorted_unchecked(labels)
-    }
-
     /// References of the series matching every matcher, in reference order.
     pub fn postings(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
         let index = self.index.read();
@@ -729,13 +756,15 @@ impl Head {
     }
 
     /// Labels of the given series that have samples in `[mint, maxt]`, sorted by labels.
+    /// The series are sorted on their interned labels first (equal symbols need no string
+    /// compare), then their labels are built.
     pub fn sorted_labels(
         &self,
         refs: &[SeriesRef],
         mint: i64,
         maxt: i64,
     ) -> Vec<(Labels, SeriesRef)> {
-        let mut out = Vec::with_capacity(refs.len());
+        let mut live = Vec::with_capacity(refs.len());
         for &series_ref in refs {
             let shard = self.shards[series_ref.shard()].read();
             let Some(series) = shard.get(series_ref.local()) else {
@@ -744,10 +773,25 @@ impl Head {
             // Cheap even for wide ranges (chunk bounds settle it), and it leaves out series
             // that were created by a refused sample and hold none.
             if series.has_samples_in(mint, maxt) {
-                out.push((self.labels_of(series), series_ref));
+                live.push((series.labels.clone(), series_ref));
             }
         }
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // No shard lock is held from here: appends take a shard's lock, then the symbols'.
+        // The symbols' read lock is held for the sort (new symbols wait for it: about 1 ms per
+        // 3000 series), then taken again for every batch of labels built.
+        {
+            let reader = self.symbols.reader();
+            live.sort_unstable_by(|a, b| interned_cmp(&a.0, &b.0, &reader));
+        }
+        let mut out = Vec::with_capacity(live.len());
+        for batch in live.chunks(1024) {
+            let reader = self.symbols.reader();
+            out.extend(
+                batch
+                    .iter()
+                    .map(|(labels, series_ref)| (interned_labels(labels, &reader), *series_ref)),
+            );
+        }
         out
     }
 
@@ -794,7 +838,8 @@ impl Head {
             })
     }
 
-    /// Whether `[mint, maxt]` includes every sample of the head.
+    /// Whether `[mint, maxt]` includes every sample of the head: then, without matchers, the
+    /// index alone answers label queries.
     fn covers(&self, mint: i64, maxt: i64) -> bool {
         match self.time_range() {
             Some((min_time, max_time)) => mint <= min_time && maxt >= max_time,
@@ -810,23 +855,55 @@ impl Head {
         maxt: i64,
         limit: Option<usize>,
     ) -> Vec<String> {
-        let mut names = if matchers.is_empty() && self.covers(mint, maxt) {
-            self.index.read().label_names()
-        } else {
-            let mut names = BTreeSet::new();
-            self.for_each_live_series(matchers, mint, maxt, |series, reader| {
-                for (name, _) in series.labels.iter() {
-                    if !names.contains(reader.resolve(*name)) {
-                        names.insert(reader.resolve(*name).to_owned());
-                    }
-                }
-            });
-            names.into_iter().collect()
-        };
+        let mut names = Vec::new();
+        self.add_label_names(matchers, mint, maxt, &mut names);
         if let Some(limit) = limit {
             names.truncate(limit);
         }
         names
+    }
+
+    /// Adds to `known` (sorted, distinct) the label names of matching series with samples in
+    /// `[mint, maxt]` that it lacks; names it holds are not looked at.
+    pub(crate) fn add_label_names(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        known: &mut Vec<String>,
+    ) {
+        // Without matchers over the whole head, the index is the answer.
+        let covered = matchers.is_empty() && self.covers(mint, maxt);
+        // Under the index lock: each missing name with the series that have it. Series are
+        // looked at once the lock is released (appends take the locks the other way).
+        let missing: Vec<(Arc<str>, RoaringBitmap)> = {
+            let index = self.index.read();
+            let candidates = (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
+            let names = index
+                .names_with_values()
+                .into_iter()
+                .map(|(name, values)| (name.as_bytes(), (name, values)));
+            crate::index::missing_from(known, names)
+                .into_iter()
+                .map(|(_, (name, values))| {
+                    let mut series = RoaringBitmap::new();
+                    for postings in values.values().filter(|_| !covered) {
+                        series |= postings;
+                    }
+                    if let Some(candidates) = &candidates {
+                        series &= candidates;
+                    }
+                    (Arc::clone(name), series)
+                })
+                .collect()
+        };
+        let mut dead = RoaringBitmap::new();
+        let added = missing
+            .into_iter()
+            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        crate::index::insert_sorted(known, added);
     }
 
     /// Sorted values of `name` over matching series with samples in `[mint, maxt]`.
@@ -838,56 +915,80 @@ impl Head {
         maxt: i64,
         limit: Option<usize>,
     ) -> Vec<String> {
-        let mut values = if matchers.is_empty() && self.covers(mint, maxt) {
-            self.index.read().label_values(name)
-        } else {
-            // Per value, the first series with a sample in range settles it. The index lock
-            // is released before series are looked at (appends take them the other way).
-            let by_value = {
-                let index = self.index.read();
-                let candidates = if matchers.is_empty() {
-                    index.all().clone()
-                } else {
-                    index.postings_for_matchers(matchers)
-                };
-                crate::index::candidates_by_value(&*index, name, &candidates)
-            };
-            by_value
-                .into_iter()
-                .filter(|(_, series)| {
-                    series.iter().any(|id| {
-                        let series_ref = SeriesRef(id);
-                        let shard = self.shards[series_ref.shard()].read();
-                        shard
-                            .get(series_ref.local())
-                            .is_some_and(|series| series.has_samples_in(mint, maxt))
-                    })
-                })
-                .map(|(value, _)| value)
-                .collect()
-        };
+        let mut values = Vec::new();
+        self.add_label_values(name, matchers, mint, maxt, &mut values);
         if let Some(limit) = limit {
             values.truncate(limit);
         }
         values
     }
 
-    fn for_each_live_series(
+    /// Adds to `known` (sorted, distinct) the values of `name` over matching series with
+    /// samples in `[mint, maxt]` that it lacks; values it holds are not looked at. Per
+    /// missing value, the first series with a sample in the range settles it.
+    pub(crate) fn add_label_values(
         &self,
+        name: &str,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-        mut visit: impl FnMut(&MemSeries, &crate::symbols::SymbolReader<'_>),
+        known: &mut Vec<String>,
     ) {
-        let covers_all = self.covers(mint, maxt);
-        for series_ref in self.postings(matchers) {
-            let shard = self.shards[series_ref.shard()].read();
-            if let Some(series) = shard.get(series_ref.local()) {
-                if covers_all || series.has_samples_in(mint, maxt) {
-                    visit(series, &self.symbols.reader());
-                }
+        // Without matchers over the whole head, the index is the answer.
+        let covered = matchers.is_empty() && self.covers(mint, maxt);
+        // Under the index lock: each missing value with its matching series. Series are
+        // looked at once the lock is released (appends take the locks the other way).
+        let missing: Vec<(Arc<str>, RoaringBitmap)> = {
+            let index = self.index.read();
+            let candidates = (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
+            let values = index
+                .values_with_postings(name)
+                .map(|(value, postings)| (value.as_bytes(), (value, postings)));
+            crate::index::missing_from(known, values)
+                .into_iter()
+                .map(|(_, (value, postings))| {
+                    let series = match &candidates {
+                        Some(candidates) => postings & candidates,
+                        None if covered => RoaringBitmap::new(),
+                        None => postings.clone(),
+                    };
+                    (Arc::clone(value), series)
+                })
+                .collect()
+        };
+        let mut dead = RoaringBitmap::new();
+        let added = missing
+            .into_iter()
+            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
+            .map(|(value, _)| value.to_string())
+            .collect();
+        crate::index::insert_sorted(known, added);
+    }
+
+    /// Whether some series of `series` has a sample in `[mint, maxt]`. Series found without
+    /// one are added to `dead` and not looked at again.
+    fn any_live(
+        &self,
+        series: &RoaringBitmap,
+        mint: i64,
+        maxt: i64,
+        dead: &mut RoaringBitmap,
+    ) -> bool {
+        for id in series {
+            if dead.contains(id) {
+                continue;
             }
+            let series_ref = SeriesRef(id);
+            let live = self.shards[series_ref.shard()]
+                .read()
+                .get(series_ref.local())
+                .is_some_and(|series| series.has_samples_in(mint, maxt));
+            if live {
+                return true;
+            }
+            dead.insert(id);
         }
+        false
     }
 
     /// Deletes samples in `[mint, maxt]` of matching series, logging tombstones. Series left

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use lookout_model::{MatchKind, Matcher, RegexFastPath};
 use roaring::RoaringBitmap;
 
-type ValuePostings = BTreeMap<Arc<str>, RoaringBitmap>;
+pub(crate) type ValuePostings = BTreeMap<Arc<str>, RoaringBitmap>;
 
 /// Postings for every label pair of the head's series.
 #[derive(Debug, Default)]
@@ -97,6 +97,24 @@ impl MemIndex {
             .unwrap_or_default()
     }
 
+    /// The values of `name` with their postings, sorted by value.
+    pub fn values_with_postings<'a>(
+        &'a self,
+        name: &str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a RoaringBitmap)> + 'a {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flat_map(|values| values.iter())
+    }
+
+    /// Names with at least one series, sorted, with their values' postings.
+    pub fn names_with_values(&self) -> Vec<(&Arc<str>, &ValuePostings)> {
+        let mut names: Vec<_> = self.by_name.iter().collect();
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        names
+    }
+
     /// Rough heap size in bytes (postings serialised size plus map overhead).
     pub fn heap_bytes(&self) -> usize {
         let mut bytes = self.all.serialized_size();
@@ -140,23 +158,52 @@ pub trait PostingsIndex {
     fn with_postings(&self, name: &str, value: &str, visit: &mut dyn FnMut(&RoaringBitmap));
 }
 
-/// For each value of label `name`, the series among `candidates` that have it, in value order
-/// (values no candidate has are left out). Label-value queries then look for one live series
-/// per value instead of reading every series' labels.
-pub fn candidates_by_value(
-    index: &(impl PostingsIndex + ?Sized),
-    name: &str,
-    candidates: &RoaringBitmap,
-) -> Vec<(String, RoaringBitmap)> {
-    let mut out = Vec::new();
-    for value in index.sorted_values(name) {
-        let mut series = RoaringBitmap::new();
-        index.with_postings(name, value, &mut |postings| series = postings & candidates);
-        if !series.is_empty() {
-            out.push((value.to_owned(), series));
+/// The items of `incoming` (sorted by key, distinct) whose key `known` (sorted, distinct)
+/// lacks, in order; keys compare as bytes, which is string order. Label queries merge their sources with it: once one source has listed
+/// its values, the others are asked only about the values still missing.
+pub(crate) fn missing_from<'v, K: AsRef<[u8]>, T>(
+    known: &[K],
+    incoming: impl IntoIterator<Item = (&'v [u8], T)>,
+) -> Vec<(&'v [u8], T)> {
+    let mut position = 0;
+    let mut missing = Vec::new();
+    for (key, item) in incoming {
+        while known
+            .get(position)
+            .is_some_and(|known| known.as_ref() < key)
+        {
+            position += 1;
+        }
+        if known
+            .get(position)
+            .is_none_or(|known| known.as_ref() != key)
+        {
+            missing.push((key, item));
         }
     }
-    out
+    missing
+}
+
+/// Merges `added` (sorted, distinct, none of them in `known`) into `known` (sorted, distinct).
+pub(crate) fn insert_sorted<T: Ord>(known: &mut Vec<T>, added: Vec<T>) {
+    if added.is_empty() {
+        return;
+    }
+    if known.last().is_none_or(|last| *last < added[0]) {
+        known.extend(added);
+        return;
+    }
+    let old = std::mem::take(known);
+    known.reserve(old.len() + added.len());
+    let mut old = old.into_iter().peekable();
+    let mut added = added.into_iter().peekable();
+    while let (Some(a), Some(b)) = (old.peek(), added.peek()) {
+        debug_assert!(a != b, "insert_sorted: an added item is already known");
+        let next = if a < b { old.next() } else { added.next() };
+        known.extend(next);
+    }
+    known.extend(old);
+    known.extend(added);
 }
 
 /// Series of `index` matching every matcher.

@@ -541,3 +541,136 @@ async fn streamed_selects_across_blocks_and_the_head_merge_newest_first() {
     );
     assert_eq!(read_all(&tsdb), wanted);
 }
+
+/// Label values, label names and the `series` API over blocks and the head answer exactly
+/// what a full select implies (the values, names and label sets of the series with a sample
+/// in the window), for windows that cover whole blocks, cut blocks at either edge, fall
+/// between a sparse series' samples, or lie in the head, with deletions in a block and in the
+/// head, with and without matchers.
+#[tokio::test]
+async fn label_queries_agree_with_full_selects_across_blocks() {
+    use lookout_model::MatchKind;
+    use lookout_storage::{collect_series, LabelRequest, SelectRequest, Storage};
+    const MINUTE: i64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(
+        options(dir.path())
+            .background_maintenance(false)
+            .auto_compaction(false),
+    )
+    .unwrap();
+    let labels = |name: &str, host: &str, extra: Option<(&str, &str)>| {
+        let mut pairs = vec![("__name__", name), ("host", host)];
+        pairs.extend(extra);
+        Labels::from_pairs(pairs).unwrap()
+    };
+    // (labels, first sample, last sample, interval)
+    let layout = [
+        (labels("m_a", "h0", None), 0, 5 * HOUR - STEP, STEP),
+        (
+            labels("m_a", "h1", Some(("early", "yes"))),
+            0,
+            30 * MINUTE,
+            STEP,
+        ),
+        (
+            labels("m_a", "h2", Some(("zone", "z"))),
+            70 * MINUTE,
+            80 * MINUTE,
+            STEP,
+        ),
+        (labels("m_a", "h3", None), 2 * HOUR, 5 * HOUR - STEP, STEP),
+        // One sample every 40 minutes: windows fall between its samples inside a chunk.
+        (
+            labels("m_a", "h4", Some(("sparse", "yes"))),
+            0,
+            5 * HOUR - STEP,
+            40 * MINUTE,
+        ),
+        (
+            labels("m_b", "h5", None),
+            270 * MINUTE,
+            5 * HOUR - STEP,
+            STEP,
+        ),
+    ];
+    for t in (0..5 * HOUR).step_by(STEP as usize) {
+        let mut batch = WriteBatch::new();
+        for (labels, first, last, interval) in &layout {
+            if (*first..=*last).contains(&t) && (t - first) % interval == 0 {
+                batch.push(labels.clone(), vec![Sample::new(t, t as f64)]);
+            }
+        }
+        if !batch.is_empty() {
+            tsdb.append(&batch).unwrap();
+        }
+    }
+    while tsdb.cut_block().unwrap().is_some() {}
+    assert!(tsdb.blocks().len() >= 2, "blocks were cut");
+    // h2 deleted in its block (tombstones), h3's last 40 minutes deleted in the head.
+    tsdb.delete_blocking(&[Matcher::equal("host", "h2")], i64::MIN, i64::MAX)
+        .unwrap();
+    tsdb.delete_blocking(&[Matcher::equal("host", "h3")], 260 * MINUTE, i64::MAX)
+        .unwrap();
+
+    let matcher_sets = [
+        vec![],
+        vec![Matcher::equal("__name__", "m_a")],
+        vec![Matcher::new(MatchKind::Regex, "host", "h[0-2]|h4").unwrap()],
+        vec![Matcher::not_equal("sparse", "yes")],
+    ];
+    let points = [
+        i64::MIN,
+        0,
+        10 * MINUTE,
+        31 * MINUTE,
+        HOUR - 1,
+        HOUR,
+        75 * MINUTE,
+        2 * HOUR - 1,
+        2 * HOUR,
+        130 * MINUTE,
+        3 * HOUR,
+        245 * MINUTE,
+        265 * MINUTE,
+        5 * HOUR,
+        i64::MAX,
+    ];
+    for matchers in &matcher_sets {
+        for (position, &mint) in points.iter().enumerate() {
+            for &maxt in &points[position..] {
+                let context = format!("{matchers:?} over {mint}..={maxt}");
+                let full = tsdb.select_blocking(matchers, mint, maxt);
+                let label_sets: Vec<Labels> = full.iter().map(|s| s.labels.clone()).collect();
+                let mut hosts: Vec<String> = label_sets
+                    .iter()
+                    .filter_map(|labels| labels.get("host").map(str::to_owned))
+                    .collect();
+                hosts.sort();
+                hosts.dedup();
+                let mut names: Vec<String> = label_sets
+                    .iter()
+                    .flat_map(|labels| labels.iter().map(|label| label.name.to_string()))
+                    .collect();
+                names.sort();
+                names.dedup();
+
+                let request = LabelRequest::new(matchers.clone(), mint, maxt);
+                let values = tsdb.label_values("host", request.clone()).await.unwrap();
+                assert_eq!(values, hosts, "host values, {context}");
+                assert_eq!(
+                    tsdb.label_names(request).await.unwrap(),
+                    names,
+                    "names, {context}"
+                );
+                let mut series_request = SelectRequest::new(matchers.clone(), mint, maxt);
+                series_request.hints.labels_only = true;
+                let series = collect_series(tsdb.select(series_request).await.unwrap())
+                    .await
+                    .unwrap();
+                let listed: Vec<Labels> = series.into_iter().map(|s| s.labels).collect();
+                assert_eq!(listed, label_sets, "series, {context}");
+            }
+        }
+    }
+}

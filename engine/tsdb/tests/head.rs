@@ -520,3 +520,34 @@ fn series_named_by_identity_append_when_held_and_come_back_unresolved_otherwise(
     let times: Vec<i64> = series[0].samples.iter().map(|s| s.timestamp.0).collect();
     assert_eq!(times, vec![60_000, 70_000, 80_000]);
 }
+
+/// The head sorts series by their label strings, not by the order their labels were first
+/// seen (which is the order of their interned symbols): label sets that share a prefix, that
+/// differ in a name or only in a value, and that are prefixes of others, appended in
+/// scrambled order, come back in `Labels` order.
+#[test]
+fn selects_are_in_label_order_whatever_order_labels_were_interned() {
+    let tsdb = Tsdb::in_memory(lookout_tsdb::HeadOptions::default()).unwrap();
+    let sets: Vec<Labels> = [
+        &[("__name__", "zz"), ("b", "1")][..],
+        &[("__name__", "a"), ("b", "2")],
+        &[("__name__", "a")],
+        &[("__name__", "a"), ("b", "10")],
+        &[("__name__", "a"), ("a", "9")],
+        &[("__name__", "a"), ("b", "1"), ("c", "x")],
+        &[("__name__", "a"), ("b", "1")],
+        &[("__name__", "ab"), ("b", "0")],
+    ]
+    .iter()
+    .map(|pairs| labels(pairs))
+    .collect();
+    for set in &sets {
+        let mut batch = WriteBatch::new();
+        batch.push(set.clone(), vec![Sample::new(1000, 1.0)]);
+        tsdb.append(&batch).unwrap();
+    }
+    let mut expected = sets.clone();
+    expected.sort();
+    let got: Vec<Labels> = all(&tsdb).into_iter().map(|series| series.labels).collect();
+    assert_eq!(got, expected);
+}
