@@ -897,13 +897,7 @@ impl Head {
                 })
                 .collect()
         };
-        let mut dead = RoaringBitmap::new();
-        let added = missing
-            .into_iter()
-            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
-            .map(|(name, _)| name.to_string())
-            .collect();
-        crate::index::insert_sorted(known, added);
+        self.add_live(known, missing, covered, mint, maxt);
     }
 
     /// Sorted values of `name` over matching series with samples in `[mint, maxt]`.
@@ -956,11 +950,24 @@ impl Head {
                 })
                 .collect()
         };
+        self.add_live(known, missing, covered, mint, maxt);
+    }
+
+    /// Adds to `known` (sorted, distinct) the names or values of `missing` that some of their
+    /// series holds a sample in `[mint, maxt]` for (all of them when `covered`).
+    fn add_live(
+        &self,
+        known: &mut Vec<String>,
+        missing: Vec<(Arc<str>, RoaringBitmap)>,
+        covered: bool,
+        mint: i64,
+        maxt: i64,
+    ) {
         let mut dead = RoaringBitmap::new();
         let added = missing
             .into_iter()
             .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
-            .map(|(value, _)| value.to_string())
+            .map(|(key, _)| key.to_string())
             .collect();
         crate::index::insert_sorted(known, added);
     }
