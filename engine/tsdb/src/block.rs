@@ -924,8 +924,8 @@ impl Block {
                         return Err(corruption(error.to_string()));
                     }
                 }
-                CHUNK_ENCODING_COLUMNAR => columnar::decode_into(data, out, |t, v| {
-                    ((mint..=maxt).contains(&t) && keep(t)).then(|| Sample::new(t, v))
+                CHUNK_ENCODING_COLUMNAR => columnar::decode_into(data, out, mint, maxt, |t, v| {
+                    keep(t).then(|| Sample::new(t, v))
                 })
                 .map_err(|error| corruption(error.to_string()))?,
                 _ => return Err(corruption("unknown chunk encoding".into())),

@@ -53,6 +53,11 @@ impl<'a> Decoder<'a> {
         self.position
     }
 
+    /// The bytes not consumed yet.
+    pub fn remaining(&self) -> &'a [u8] {
+        self.bytes.get(self.position..).unwrap_or_default()
+    }
+
     /// Whether everything was consumed.
     pub fn is_empty(&self) -> bool {
         self.position >= self.bytes.len()
@@ -66,7 +71,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads an unsigned varint.
-    #[inline]
+    #[inline(always)]
     pub fn uvarint(&mut self) -> Result<u64, DecodeError> {
         // Most varints of the formats (deltas of deltas, ids, lengths) are one byte.
         if let Some(&byte) = self.bytes.get(self.position) {
@@ -78,6 +83,8 @@ impl<'a> Decoder<'a> {
         self.uvarint_long()
     }
 
+    #[cold]
+    #[inline(never)]
     fn uvarint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
@@ -97,7 +104,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reads a zigzag varint.
-    #[inline]
+    #[inline(always)]
     pub fn varint(&mut self) -> Result<i64, DecodeError> {
         self.uvarint().map(unzigzag)
     }

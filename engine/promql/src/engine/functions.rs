@@ -689,15 +689,25 @@ fn warn_non_counters(ev: &mut Evaluator<'_>, series: &[(Labels, Vec<Point>)], of
 
 /// The window `(start, end]` a range function sees, with the range it was written with.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Bounds {
+pub(crate) struct Bounds<'a> {
     start: i64,
     end: i64,
     range: i64,
-    /// The whole series never decreases, so no window of it holds a counter reset.
-    no_resets: bool,
+    /// The counter resets in the window, when known; `None`: look for them.
+    resets: Option<Resets<'a>>,
 }
 
-type Reducer = fn(&[Point], Bounds) -> Option<f64>;
+/// Where a window's counter resets are: the positions, in the whole series, of the samples
+/// lower than the one before them, for the resets whose both samples lie in the window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resets<'a> {
+    /// Positions in the series, ascending.
+    positions: &'a [usize],
+    /// The position in the series of the window's first sample.
+    window_start: usize,
+}
+
+type Reducer = fn(&[Point], Bounds<'_>) -> Option<f64>;
 
 /// The functions that reduce one window of one series to a value.
 /// Whether `name` is a function of one range vector computed window by window.
@@ -824,20 +834,36 @@ fn variance(window: &[Point]) -> f64 {
 /// `rate`, `increase` and `delta`: the change over the window, extrapolated towards its
 /// boundaries as Prometheus does (at most half an average interval past the first and last
 /// sample, never below a counter's zero point).
-fn extrapolated_rate(window: &[Point], bounds: Bounds, counter: bool, rate: bool) -> Option<f64> {
+#[inline(always)]
+fn extrapolated_rate(
+    window: &[Point],
+    bounds: Bounds<'_>,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
     if window.len() < 2 {
         return None;
     }
     let first = window[0];
     let last = window[window.len() - 1];
     let mut result = last.v - first.v;
-    if counter && !bounds.no_resets {
-        let mut previous = first.v;
-        for p in &window[1..] {
-            if p.v < previous {
-                result += previous;
+    if counter {
+        // The same additions in the same order whether the resets are known or looked for.
+        match bounds.resets {
+            Some(resets) => {
+                for &position in resets.positions {
+                    result += window[position - resets.window_start - 1].v;
+                }
             }
-            previous = p.v;
+            None => {
+                let mut previous = first.v;
+                for p in &window[1..] {
+                    if p.v < previous {
+                        result += previous;
+                    }
+                    previous = p.v;
+                }
+            }
         }
     }
     let mut to_start = (first.t - bounds.start) as f64 / 1000.0;
@@ -971,7 +997,7 @@ fn extended_range_function(
                 start,
                 end,
                 range: range.range,
-                no_resets: false,
+                resets: None,
             };
             values[i] = match name {
                 "rate" => Some(extended_rate(window, bounds, smoothed, true, true)),
@@ -996,7 +1022,7 @@ fn extended_range_function(
 /// value, each interpolated at the window's edge when smoothed, plus counter resets.
 fn extended_rate(
     points: &[Point],
-    bounds: Bounds,
+    bounds: Bounds<'_>,
     smoothed: bool,
     counter: bool,
     rate: bool,
@@ -1043,8 +1069,66 @@ fn extended_rate(
     result
 }
 
+/// A series' counter resets, handed out window by window.
+struct ResetCursor {
+    /// Positions of the samples lower than the one before them.
+    positions: Vec<usize>,
+    /// The first reset not before the last window asked for.
+    next: usize,
+}
+
+impl ResetCursor {
+    fn new(points: &[Point]) -> Self {
+        // Most counters never reset: one pass that allocates nothing finds that out.
+        let positions = if points.windows(2).all(|pair| pair[1].v >= pair[0].v) {
+            Vec::new()
+        } else {
+            points
+                .windows(2)
+                .enumerate()
+                .filter(|(_, pair)| pair[1].v < pair[0].v)
+                .map(|(position, _)| position + 1)
+                .collect()
+        };
+        Self { positions, next: 0 }
+    }
+
+    /// The resets of the window of `len` points from position `from`: both samples of each
+    /// lie in it. Windows usually move forward; one that goes back is searched from the start.
+    #[inline]
+    fn window(&mut self, from: usize, len: usize) -> Resets<'_> {
+        if self.positions.is_empty() {
+            return Resets {
+                positions: &[],
+                window_start: from,
+            };
+        }
+        if self.next > 0 && self.positions[self.next - 1] > from {
+            self.next = 0;
+        }
+        while self.positions.get(self.next).is_some_and(|&p| p <= from) {
+            self.next += 1;
+        }
+        let rest = &self.positions[self.next..];
+        let inside = rest.partition_point(|&p| p < from + len);
+        Resets {
+            positions: &rest[..inside],
+            window_start: from,
+        }
+    }
+}
+
 /// Calls `f(step, window)` for every step with the points of `(end - range, end]`.
 fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, &[Point])) {
+    for_each_window_at(range, points, |step, _, window| f(step, window));
+}
+
+/// As [`for_each_window`], also passing the position of the window's first point.
+fn for_each_window_at(
+    range: &RangeVal,
+    points: &[Point],
+    mut f: impl FnMut(usize, usize, &[Point]),
+) {
     let (mut lo, mut hi) = (0, 0);
     for (i, &end) in range.ends.iter().enumerate() {
         let start = end - range.range;
@@ -1059,7 +1143,8 @@ fn for_each_window(range: &RangeVal, points: &[Point], mut f: impl FnMut(usize, 
         while lo < hi && points[lo].t <= start {
             lo += 1;
         }
-        f(i, &points[lo.min(hi)..hi]);
+        let from = lo.min(hi);
+        f(i, from, &points[from..hi]);
     }
 }
 
@@ -1076,7 +1161,7 @@ fn range_function(
     keep_name: bool,
     per_step: bool,
     counters_at: Option<usize>,
-    f: impl Fn(usize, &[Point], Bounds) -> Option<f64> + Sync,
+    f: impl Fn(usize, &[Point], Bounds<'_>) -> Option<f64> + Sync,
 ) -> Result<Val, QueryError> {
     let steps = grid.len();
     let fixed = !per_step && steps > 1 && range.ends.first() == range.ends.last();
@@ -1085,11 +1170,12 @@ fn range_function(
     let guard = ev.guard();
     let one = |(labels, points): &(Labels, Vec<Point>)| -> Result<Option<VSeries>, QueryError> {
         guard.check()?;
-        let no_resets = points.windows(2).all(|pair| pair[1].v >= pair[0].v);
+        // Counter resets are found once per series, not once per window holding them.
+        let mut resets = ResetCursor::new(points);
         let mut values: Column = vec![None; steps];
         // Long series over many steps check the guard as they go, not only per series.
         let mut stopped = None;
-        for_each_window(range, points, |i, window| {
+        for_each_window_at(range, points, |i, from, window| {
             if stopped.is_some() || window.is_empty() || (fixed && i > 0) {
                 return;
             }
@@ -1104,7 +1190,7 @@ fn range_function(
                 start: end - range.range,
                 end,
                 range: range.range,
-                no_resets,
+                resets: Some(resets.window(from, window.len())),
             };
             values[i] = f(i, window, bounds);
         });
@@ -2162,5 +2248,41 @@ mod tests {
         assert!(bucket_quantile(0.5, &mut buckets).0.is_nan());
         let mut buckets = vec![(1.0, 1.0), (f64::INFINITY, 1.0)];
         assert_eq!(bucket_quantile(-1.0, &mut buckets).0, f64::NEG_INFINITY);
+    }
+
+    proptest::proptest! {
+        /// `rate` and `increase` over windows handed out by [`ResetCursor`] give the same bits
+        /// as looking for the resets in each window, windows moving forward or back.
+        #[test]
+        fn known_resets_give_the_scanned_result(
+            values in proptest::collection::vec(0u16..200, 2..80),
+            windows in proptest::collection::vec((0usize..80, 0usize..30), 1..40),
+        ) {
+            let points: Vec<Point> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Point { t: i as i64 * 15_000, v: f64::from(*v) / 4.0 })
+                .collect();
+            let mut cursor = ResetCursor::new(&points);
+            for (from, len) in windows {
+                let from = from.min(points.len() - 1);
+                let len = len.min(points.len() - from);
+                let window = &points[from..from + len];
+                let end = window.last().map_or(0, |p| p.t) + 7_000;
+                fn bounds(end: i64, resets: Option<Resets<'_>>) -> Bounds<'_> {
+                    Bounds { start: end - 300_000, end, range: 300_000, resets }
+                }
+                for rate in [true, false] {
+                    let scanned = extrapolated_rate(window, bounds(end, None), true, rate);
+                    let known = extrapolated_rate(
+                        window,
+                        bounds(end, Some(cursor.window(from, len))),
+                        true,
+                        rate,
+                    );
+                    proptest::prop_assert_eq!(scanned.map(f64::to_bits), known.map(f64::to_bits));
+                }
+            }
+        }
     }
 }

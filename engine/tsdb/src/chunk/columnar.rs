@@ -305,7 +305,7 @@ fn plane_width(decoder: &mut Decoder<'_>) -> Result<usize, ColumnarError> {
 /// Decodes a chunk written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
     let mut samples = Vec::new();
-    decode_into(bytes, &mut samples, |t, v| Some((t, v)))?;
+    decode_into(bytes, &mut samples, i64::MIN, i64::MAX, |t, v| Some((t, v)))?;
     Ok(samples)
 }
 
@@ -320,19 +320,23 @@ thread_local! {
 /// Buffers larger than this are not kept between chunks.
 const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 
-/// Decodes a chunk written by [`encode`] straight into `out`: every sample, in time order, for
-/// which `pick` returns an item (room for all of them is reserved first). Nothing is
-/// appended when the chunk is malformed.
+/// Decodes a chunk written by [`encode`] straight into `out`: every sample from `mint` to
+/// `maxt` (inclusive), in time order, for which `pick` returns an item (room for all of them
+/// is reserved first). Samples outside the range are not converted at all: a query over an
+/// hour of a six-hour chunk pays for the hour's values only. Nothing is appended when the
+/// chunk is malformed.
 pub fn decode_into<T>(
     bytes: &[u8],
     out: &mut Vec<T>,
+    mint: i64,
+    maxt: i64,
     mut pick: impl FnMut(i64, f64) -> Option<T>,
 ) -> Result<(), ColumnarError> {
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         let (columns, times) = &mut *scratch;
         let result = decompress_into(bytes, columns)
-            .and_then(|()| decode_columns(columns, times, out, &mut pick));
+            .and_then(|()| decode_columns(columns, times, out, mint..=maxt, &mut pick));
         if columns.capacity() > SCRATCH_KEEP_BYTES {
             *columns = Vec::new();
         }
@@ -343,24 +347,141 @@ pub fn decode_into<T>(
     })
 }
 
+fn malformed(error: crate::encoding::DecodeError) -> ColumnarError {
+    ColumnarError::Malformed {
+        offset: error.offset,
+        reason: error.reason,
+    }
+}
+
+/// Reads `count` delta-of-delta timestamps into `times`. Regular scrapes make every code
+/// after the first delta a one-byte varint; when all of them are, they are read in one tight
+/// loop.
+fn decode_times(
+    decoder: &mut Decoder<'_>,
+    count: usize,
+    times: &mut Vec<i64>,
+) -> Result<(), ColumnarError> {
+    let decreasing = |decoder: &Decoder<'_>| ColumnarError::Malformed {
+        offset: decoder.position(),
+        reason: "timestamps do not increase",
+    };
+    times.clear();
+    times.resize(count, 0);
+    let (mut t, mut delta) = (decoder.varint().map_err(malformed)?, 0i64);
+    times[0] = t;
+    let mut filled = 1;
+    if count > 1 {
+        // The first code is the first delta itself, rarely one byte.
+        delta = decoder.varint().map_err(malformed)?;
+        let next = t.wrapping_add(delta);
+        if next <= t {
+            return Err(decreasing(decoder));
+        }
+        t = next;
+        times[1] = t;
+        filled = 2;
+        let codes = count - 2;
+        let rest = decoder.remaining();
+        if rest.len() >= codes && rest[..codes].iter().all(|byte| byte & 0x80 == 0) {
+            let mut increasing = true;
+            for (slot, &byte) in times[2..].iter_mut().zip(&rest[..codes]) {
+                delta = delta.wrapping_add(i64::from(byte >> 1) ^ -i64::from(byte & 1));
+                let next = t.wrapping_add(delta);
+                increasing &= next > t;
+                t = next;
+                *slot = t;
+            }
+            decoder.bytes(codes).map_err(malformed)?;
+            return if increasing {
+                Ok(())
+            } else {
+                Err(decreasing(decoder))
+            };
+        }
+    }
+    for slot in &mut times[filled..] {
+        delta = delta.wrapping_add(decoder.varint().map_err(malformed)?);
+        let next = t.wrapping_add(delta);
+        if next <= t {
+            return Err(decreasing(decoder));
+        }
+        t = next;
+        *slot = t;
+    }
+    Ok(())
+}
+
+/// Emits the samples `wanted` of offset-plane integers: `integer` is the first sample's,
+/// and `offsets` yields each following delta minus `base`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn emit_offsets<T>(
+    times: &[i64],
+    wanted: std::ops::Range<usize>,
+    mut integer: i64,
+    base: i64,
+    offsets: &[&[u8]],
+    value_of: impl Fn(i64) -> f64,
+    out: &mut Vec<T>,
+    pick: &mut impl FnMut(i64, f64) -> Option<T>,
+) {
+    let offset_at = |j: usize| -> u64 {
+        offsets
+            .iter()
+            .enumerate()
+            .fold(0u64, |sum, (plane, bytes)| {
+                sum | u64::from(bytes[j]) << (8 * plane)
+            })
+    };
+    if wanted.is_empty() {
+        return;
+    }
+    // The integer at the first wanted sample: the deltas before it, summed plane by plane.
+    let skipped = wanted.start;
+    if skipped > 0 {
+        let mut sum = base.wrapping_mul(skipped as i64);
+        for (plane, bytes) in offsets.iter().enumerate() {
+            let plane_sum: u64 = bytes[..skipped].iter().map(|&byte| u64::from(byte)).sum();
+            sum = sum.wrapping_add((plane_sum << (8 * plane)) as i64);
+        }
+        integer = integer.wrapping_add(sum);
+    }
+    let last = times.len() - 1;
+    match offsets {
+        [low] => {
+            for (index, &t) in times[wanted.clone()].iter().enumerate() {
+                if let Some(item) = pick(t, value_of(integer)) {
+                    out.push(item);
+                }
+                let j = skipped + index;
+                if j < last {
+                    integer = integer.wrapping_add(base.wrapping_add(i64::from(low[j])));
+                }
+            }
+        }
+        _ => {
+            for (index, &t) in times[wanted.clone()].iter().enumerate() {
+                if let Some(item) = pick(t, value_of(integer)) {
+                    out.push(item);
+                }
+                let j = skipped + index;
+                if j < last {
+                    integer = integer.wrapping_add(base.wrapping_add(offset_at(j) as i64));
+                }
+            }
+        }
+    }
+}
+
 fn decode_columns<T>(
     columns: &[u8],
     times: &mut Vec<i64>,
     out: &mut Vec<T>,
+    range: std::ops::RangeInclusive<i64>,
     pick: &mut impl FnMut(i64, f64) -> Option<T>,
 ) -> Result<(), ColumnarError> {
-    macro_rules! emit {
-        ($t:expr, $v:expr) => {
-            if let Some(item) = pick($t, $v) {
-                out.push(item);
-            }
-        };
-    }
     let mut decoder = Decoder::new(columns);
-    let malformed = |error: crate::encoding::DecodeError| ColumnarError::Malformed {
-        offset: error.offset,
-        reason: error.reason,
-    };
     let count = decoder.uvarint().map_err(malformed)?;
     // Every sample takes at least one byte per column: a larger count is damage.
     if count == 0 || count > columns.len() as u64 {
@@ -370,47 +491,49 @@ fn decode_columns<T>(
         });
     }
     let count = count as usize;
-    times.clear();
-    times.reserve(count);
-    let mut t = 0i64;
-    let mut delta = 0i64;
-    for index in 0..count {
-        let code = decoder.varint().map_err(malformed)?;
-        if index == 0 {
-            t = code;
-        } else {
-            delta = delta.wrapping_add(code);
-            let next = t.wrapping_add(delta);
-            if next <= t {
-                return Err(ColumnarError::Malformed {
-                    offset: decoder.position(),
-                    reason: "timestamps do not increase",
-                });
-            }
-            t = next;
-        }
-        times.push(t);
-    }
+    decode_times(&mut decoder, count, times)?;
+    let wanted =
+        times.partition_point(|t| t < range.start())..times.partition_point(|t| t <= range.end());
     let mode = decoder.bytes(1).map_err(malformed)?[0];
+    macro_rules! emit {
+        ($index:expr, $t:expr, $v:expr) => {
+            if wanted.contains(&$index) {
+                if let Some(item) = pick($t, $v) {
+                    out.push(item);
+                }
+            }
+        };
+    }
     // Check everything a mode reads before emitting anything.
     match mode {
         VALUES_DECIMAL_OFFSET_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
             let scale = decimal_scale(exponent, decoder.position())?;
-            let mut integer = decoder.varint().map_err(malformed)?;
+            let integer = decoder.varint().map_err(malformed)?;
             let base = decoder.varint().map_err(malformed)?;
             let width = plane_width(&mut decoder)?;
             let planes = decoder.bytes((count - 1) * width).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(count);
-            emit!(times[0], integer as f64 / scale);
-            for (index, &t) in times.iter().enumerate().skip(1) {
-                let mut offset = 0u64;
-                for plane in 0..width {
-                    offset |= u64::from(planes[plane * (count - 1) + index - 1]) << (8 * plane);
-                }
-                integer = integer.wrapping_add(base.wrapping_add(offset as i64));
-                emit!(t, integer as f64 / scale);
+            out.reserve(wanted.len());
+            let mut offsets: [&[u8]; 8] = [&[]; 8];
+            for (plane, slot) in offsets.iter_mut().enumerate().take(width) {
+                *slot = &planes[plane * (count - 1)..(plane + 1) * (count - 1)];
+            }
+            let offsets = &offsets[..width];
+            if exponent == 0 {
+                emit_offsets(
+                    times,
+                    wanted,
+                    integer,
+                    base,
+                    offsets,
+                    |i| i as f64,
+                    out,
+                    pick,
+                );
+            } else {
+                let value_of = |i: i64| i as f64 / scale;
+                emit_offsets(times, wanted, integer, base, offsets, value_of, out, pick);
             }
         }
         VALUES_DECIMAL | VALUES_DECIMAL_DOD => {
@@ -422,10 +545,10 @@ fn decode_columns<T>(
                 decoder.varint().map_err(malformed)?;
             }
             finish(&decoder)?;
-            out.reserve(count);
+            out.reserve(wanted.len());
             let mut values = Decoder::new(&columns[start..]);
             let (mut integer, mut delta) = (0i64, 0i64);
-            for &t in times.iter() {
+            for (index, &t) in times[..wanted.end].iter().enumerate() {
                 let code = values.varint().map_err(malformed)?;
                 if mode == VALUES_DECIMAL {
                     delta = code;
@@ -433,7 +556,7 @@ fn decode_columns<T>(
                     delta = delta.wrapping_add(code);
                 }
                 integer = integer.wrapping_add(delta);
-                emit!(t, integer as f64 / scale);
+                emit!(index, t, integer as f64 / scale);
             }
         }
         VALUES_DECIMAL_PLANES => {
@@ -442,25 +565,29 @@ fn decode_columns<T>(
             let width = plane_width(&mut decoder)?;
             let planes = decoder.bytes(count * width).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(count);
+            out.reserve(wanted.len());
             let mut integer = 0i64;
-            for (index, &t) in times.iter().enumerate() {
+            for (index, &t) in times[..wanted.end].iter().enumerate() {
                 let mut zigzagged = 0u64;
                 for plane in 0..width {
                     zigzagged |= u64::from(planes[plane * count + index]) << (8 * plane);
                 }
                 integer = integer.wrapping_add(crate::encoding::unzigzag(zigzagged));
-                emit!(t, integer as f64 / scale);
+                emit!(index, t, integer as f64 / scale);
             }
         }
         VALUES_RAW => {
             let raw = decoder.bytes(count * 8).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(count);
+            out.reserve(wanted.len());
             let mut previous = 0u64;
-            for (&t, word) in times.iter().zip(raw.chunks_exact(8)) {
+            for (index, (&t, word)) in times[..wanted.end]
+                .iter()
+                .zip(raw.chunks_exact(8))
+                .enumerate()
+            {
                 let bits = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ previous;
-                emit!(t, f64::from_bits(bits));
+                emit!(index, t, f64::from_bits(bits));
                 previous = bits;
             }
         }
@@ -636,7 +763,8 @@ mod tests {
                 let _ = decode(&damaged);
                 // What a damaged chunk appends: nothing.
                 let mut out = vec![(0, 0.0)];
-                if decode_into(&damaged, &mut out, |t, v| Some((t, v))).is_err() {
+                if decode_into(&damaged, &mut out, i64::MIN, i64::MAX, |t, v| Some((t, v))).is_err()
+                {
                     assert_eq!(out.len(), 1, "damage at {position}");
                 }
             }
@@ -677,6 +805,46 @@ mod tests {
             }).collect();
             let decoded = decode(&encode(&samples)).unwrap();
             prop_assert_eq!(bits(&decoded), bits(&samples));
+        }
+
+        #[test]
+        fn a_time_range_decodes_what_filtering_the_whole_chunk_keeps(
+            jitter in prop::collection::vec(0i64..40, 1..400),
+            regular in any::<bool>(),
+            kind in 0u8..4,
+            values in prop::collection::vec(any::<u64>(), 400),
+            from in 0usize..420,
+            len in 0usize..420,
+        ) {
+            // Regular scrapes take the one-byte timestamp path, jittered ones the general.
+            let mut t = 1_000_000i64;
+            let samples: Vec<(i64, f64)> = jitter.iter().zip(&values).map(|(jitter, bits)| {
+                t += if regular { 15_000 } else { 15_000 + jitter * 1_000 };
+                let value = match kind {
+                    0 => f64::from_bits(*bits),
+                    1 => (*bits % 100_000) as f64 / 100.0,
+                    2 => (*bits >> 20) as f64,
+                    _ => (t / 1_000 + (*bits % 5) as i64) as f64,
+                };
+                (t, value)
+            }).collect();
+            let first = samples[0].0;
+            let (mint, maxt) = (first + from as i64 * 15_000 - 7_000, first + (from + len) as i64 * 15_000);
+            let expected: Vec<(i64, f64)> = samples
+                .iter()
+                .copied()
+                .filter(|(t, _)| (mint..=maxt).contains(t))
+                .collect();
+            let mut encodings = vec![encode(&samples)];
+            if kind >= 2 {
+                // The layout no longer written, for integers.
+                encodings.push(encode_zigzag_planes(&samples));
+            }
+            for bytes in encodings {
+                let mut ranged = Vec::new();
+                decode_into(&bytes, &mut ranged, mint, maxt, |t, v| Some((t, v))).unwrap();
+                prop_assert_eq!(bits(&ranged), bits(&expected));
+            }
         }
     }
 }
