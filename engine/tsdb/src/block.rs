@@ -924,10 +924,19 @@ impl Block {
                         return Err(corruption(error.to_string()));
                     }
                 }
-                CHUNK_ENCODING_COLUMNAR => columnar::decode_into(data, out, mint, maxt, |t, v| {
-                    keep(t).then(|| Sample::new(t, v))
-                })
-                .map_err(|error| corruption(error.to_string()))?,
+                CHUNK_ENCODING_COLUMNAR => {
+                    let before = out.len();
+                    columnar::decode_into(data, out, mint, maxt, Sample::new)
+                        .map_err(|error| corruption(error.to_string()))?;
+                    if !deleted.is_empty() {
+                        let decoded = out.split_off(before);
+                        out.extend(
+                            decoded
+                                .into_iter()
+                                .filter(|sample| keep(sample.timestamp.0)),
+                        );
+                    }
+                }
                 _ => return Err(corruption("unknown chunk encoding".into())),
             }
         }

@@ -305,44 +305,74 @@ fn plane_width(decoder: &mut Decoder<'_>) -> Result<usize, ColumnarError> {
 /// Decodes a chunk written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, ColumnarError> {
     let mut samples = Vec::new();
-    decode_into(bytes, &mut samples, i64::MIN, i64::MAX, |t, v| Some((t, v)))?;
+    decode_into(bytes, &mut samples, i64::MIN, i64::MAX, |t, v| (t, v))?;
     Ok(samples)
 }
 
+/// Buffers a decode reuses from chunk to chunk: a read decodes thousands of chunks, and
+/// fresh buffers for each cost page faults once the allocator has given freed pages back.
+#[derive(Default)]
+struct Scratch {
+    /// The decompressed columns.
+    columns: Vec<u8>,
+    /// Every timestamp of the chunk.
+    times: Vec<i64>,
+    /// Integer deltas of the offset-plane layout.
+    deltas: Vec<i64>,
+    /// The values of the samples in the range.
+    values: Vec<f64>,
+}
+
+impl Scratch {
+    /// Drops buffers grown past what is worth keeping.
+    fn trim(&mut self) {
+        if self.columns.capacity() > SCRATCH_KEEP_BYTES {
+            self.columns = Vec::new();
+        }
+        for buffer in [&mut self.times, &mut self.deltas] {
+            if buffer.capacity() * 8 > SCRATCH_KEEP_BYTES {
+                *buffer = Vec::new();
+            }
+        }
+        if self.values.capacity() * 8 > SCRATCH_KEEP_BYTES {
+            self.values = Vec::new();
+        }
+    }
+}
+
 thread_local! {
-    /// Decompressed columns and decoded timestamps, reused from chunk to chunk: a read
-    /// decodes thousands of chunks, and fresh buffers for each cost page faults once the
-    /// allocator has given freed pages back.
-    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<i64>)> =
-        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// Buffers larger than this are not kept between chunks.
 const SCRATCH_KEEP_BYTES: usize = 1 << 20;
 
 /// Decodes a chunk written by [`encode`] straight into `out`: every sample from `mint` to
-/// `maxt` (inclusive), in time order, for which `pick` returns an item (room for all of them
-/// is reserved first). Samples outside the range are not converted at all: a query over an
-/// hour of a six-hour chunk pays for the hour's values only. Nothing is appended when the
-/// chunk is malformed.
+/// `maxt` (inclusive), in time order, each made into an item by `make`. Samples outside the
+/// range are not converted at all: a query over an hour of a six-hour chunk pays for the
+/// hour's values only. Nothing is appended when the chunk is malformed.
 pub fn decode_into<T>(
     bytes: &[u8],
     out: &mut Vec<T>,
     mint: i64,
     maxt: i64,
-    mut pick: impl FnMut(i64, f64) -> Option<T>,
+    make: impl Fn(i64, f64) -> T,
 ) -> Result<(), ColumnarError> {
     SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
-        let (columns, times) = &mut *scratch;
-        let result = decompress_into(bytes, columns)
-            .and_then(|()| decode_columns(columns, times, out, mint..=maxt, &mut pick));
-        if columns.capacity() > SCRATCH_KEEP_BYTES {
-            *columns = Vec::new();
-        }
-        if times.capacity() * 8 > SCRATCH_KEEP_BYTES {
-            *times = Vec::new();
-        }
+        let scratch = &mut *scratch;
+        let result = decompress_into(bytes, &mut scratch.columns)
+            .and_then(|()| decode_columns(scratch, mint..=maxt))
+            .map(|wanted| {
+                // Both sides have a known length, so the extend writes without checks.
+                out.extend(
+                    scratch.times[wanted]
+                        .iter()
+                        .zip(&scratch.values)
+                        .map(|(&t, &v)| make(t, v)),
+                );
+            });
+        scratch.trim();
         result
     })
 }
@@ -412,75 +442,77 @@ fn decode_times(
     Ok(())
 }
 
-/// Emits the samples `wanted` of offset-plane integers: `integer` is the first sample's,
-/// and `offsets` yields each following delta minus `base`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn emit_offsets<T>(
-    times: &[i64],
-    wanted: std::ops::Range<usize>,
-    mut integer: i64,
+/// Fills `values` with the samples `wanted` of offset-plane integers: `integer` is the
+/// first sample's, and plane `k` of `planes` holds byte `k` of each following delta minus
+/// `base`.
+fn offset_plane_values(
+    planes: &[&[u8]],
     base: i64,
-    offsets: &[&[u8]],
-    value_of: impl Fn(i64) -> f64,
-    out: &mut Vec<T>,
-    pick: &mut impl FnMut(i64, f64) -> Option<T>,
+    mut integer: i64,
+    wanted: std::ops::Range<usize>,
+    scale: Option<f64>,
+    deltas: &mut Vec<i64>,
+    values: &mut Vec<f64>,
 ) {
-    let offset_at = |j: usize| -> u64 {
-        offsets
+    // The deltas the range needs, a plane at a time (loops without dependencies).
+    let needed = wanted.end.saturating_sub(1);
+    deltas.clear();
+    deltas.extend(
+        planes[0][..needed]
             .iter()
-            .enumerate()
-            .fold(0u64, |sum, (plane, bytes)| {
-                sum | u64::from(bytes[j]) << (8 * plane)
-            })
-    };
-    if wanted.is_empty() {
-        return;
+            .map(|&byte| base.wrapping_add(i64::from(byte))),
+    );
+    for (plane, bytes) in planes.iter().enumerate().skip(1) {
+        let shift = 8 * plane as u32;
+        for (delta, &byte) in deltas.iter_mut().zip(&bytes[..needed]) {
+            *delta = delta.wrapping_add((u64::from(byte) << shift) as i64);
+        }
     }
-    // The integer at the first wanted sample: the deltas before it, summed plane by plane.
-    let skipped = wanted.start;
-    if skipped > 0 {
-        let mut sum = base.wrapping_mul(skipped as i64);
-        for (plane, bytes) in offsets.iter().enumerate() {
-            let plane_sum: u64 = bytes[..skipped].iter().map(|&byte| u64::from(byte)).sum();
-            sum = sum.wrapping_add((plane_sum << (8 * plane)) as i64);
-        }
-        integer = integer.wrapping_add(sum);
-    }
-    let last = times.len() - 1;
-    match offsets {
-        [low] => {
-            for (index, &t) in times[wanted.clone()].iter().enumerate() {
-                if let Some(item) = pick(t, value_of(integer)) {
-                    out.push(item);
-                }
-                let j = skipped + index;
-                if j < last {
-                    integer = integer.wrapping_add(base.wrapping_add(i64::from(low[j])));
-                }
-            }
-        }
-        _ => {
-            for (index, &t) in times[wanted.clone()].iter().enumerate() {
-                if let Some(item) = pick(t, value_of(integer)) {
-                    out.push(item);
-                }
-                let j = skipped + index;
-                if j < last {
-                    integer = integer.wrapping_add(base.wrapping_add(offset_at(j) as i64));
-                }
-            }
-        }
+    integer = deltas[..wanted.start.min(needed)]
+        .iter()
+        .fold(integer, |sum, &delta| sum.wrapping_add(delta));
+    values.clear();
+    values.reserve(wanted.len());
+    match scale {
+        None => accumulate(deltas, integer, wanted, values, |integer| integer as f64),
+        Some(scale) => accumulate(deltas, integer, wanted, values, |integer| {
+            integer as f64 / scale
+        }),
     }
 }
 
-fn decode_columns<T>(
-    columns: &[u8],
-    times: &mut Vec<i64>,
-    out: &mut Vec<T>,
+/// Pushes to `values` the value of each integer from position `wanted.start` (which is
+/// `integer`) on, adding `deltas[i]` to step from position `i` to `i + 1`.
+#[inline(always)]
+fn accumulate(
+    deltas: &[i64],
+    mut integer: i64,
+    wanted: std::ops::Range<usize>,
+    values: &mut Vec<f64>,
+    value_of: impl Fn(i64) -> f64,
+) {
+    let steps = &deltas[wanted.start.min(deltas.len())..];
+    values.push(value_of(integer));
+    values.extend(steps.iter().take(wanted.len() - 1).map(|&delta| {
+        integer = integer.wrapping_add(delta);
+        value_of(integer)
+    }));
+}
+
+/// Decodes the columns in `scratch.columns`: every timestamp into `scratch.times`, and the
+/// values of the samples in `range` into `scratch.values`. Returns the positions of those
+/// samples. Everything is checked before anything is returned.
+fn decode_columns(
+    scratch: &mut Scratch,
     range: std::ops::RangeInclusive<i64>,
-    pick: &mut impl FnMut(i64, f64) -> Option<T>,
-) -> Result<(), ColumnarError> {
+) -> Result<std::ops::Range<usize>, ColumnarError> {
+    let Scratch {
+        columns,
+        times,
+        deltas,
+        values,
+    } = scratch;
+    let columns = &columns[..];
     let mut decoder = Decoder::new(columns);
     let count = decoder.uvarint().map_err(malformed)?;
     // Every sample takes at least one byte per column: a larger count is damage.
@@ -495,16 +527,8 @@ fn decode_columns<T>(
     let wanted =
         times.partition_point(|t| t < range.start())..times.partition_point(|t| t <= range.end());
     let mode = decoder.bytes(1).map_err(malformed)?[0];
-    macro_rules! emit {
-        ($index:expr, $t:expr, $v:expr) => {
-            if wanted.contains(&$index) {
-                if let Some(item) = pick($t, $v) {
-                    out.push(item);
-                }
-            }
-        };
-    }
-    // Check everything a mode reads before emitting anything.
+    values.clear();
+    values.reserve(wanted.len());
     match mode {
         VALUES_DECIMAL_OFFSET_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
@@ -514,50 +538,41 @@ fn decode_columns<T>(
             let width = plane_width(&mut decoder)?;
             let planes = decoder.bytes((count - 1) * width).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(wanted.len());
-            let mut offsets: [&[u8]; 8] = [&[]; 8];
-            for (plane, slot) in offsets.iter_mut().enumerate().take(width) {
-                *slot = &planes[plane * (count - 1)..(plane + 1) * (count - 1)];
-            }
-            let offsets = &offsets[..width];
-            if exponent == 0 {
-                emit_offsets(
-                    times,
-                    wanted,
-                    integer,
+            if !wanted.is_empty() {
+                let mut split: [&[u8]; 8] = [&[]; 8];
+                for (plane, slot) in split.iter_mut().enumerate().take(width) {
+                    *slot = &planes[plane * (count - 1)..(plane + 1) * (count - 1)];
+                }
+                let scale = (exponent != 0).then_some(scale);
+                let wanted = wanted.clone();
+                offset_plane_values(
+                    &split[..width],
                     base,
-                    offsets,
-                    |i| i as f64,
-                    out,
-                    pick,
+                    integer,
+                    wanted,
+                    scale,
+                    deltas,
+                    values,
                 );
-            } else {
-                let value_of = |i: i64| i as f64 / scale;
-                emit_offsets(times, wanted, integer, base, offsets, value_of, out, pick);
             }
         }
         VALUES_DECIMAL | VALUES_DECIMAL_DOD => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
             let scale = decimal_scale(exponent, decoder.position())?;
-            // The varints are read twice: once to check them, once to emit.
-            let start = decoder.position();
-            for _ in 0..count {
-                decoder.varint().map_err(malformed)?;
-            }
-            finish(&decoder)?;
-            out.reserve(wanted.len());
-            let mut values = Decoder::new(&columns[start..]);
             let (mut integer, mut delta) = (0i64, 0i64);
-            for (index, &t) in times[..wanted.end].iter().enumerate() {
-                let code = values.varint().map_err(malformed)?;
+            for index in 0..count {
+                let code = decoder.varint().map_err(malformed)?;
                 if mode == VALUES_DECIMAL {
                     delta = code;
                 } else {
                     delta = delta.wrapping_add(code);
                 }
                 integer = integer.wrapping_add(delta);
-                emit!(index, t, integer as f64 / scale);
+                if wanted.contains(&index) {
+                    values.push(integer as f64 / scale);
+                }
             }
+            finish(&decoder)?;
         }
         VALUES_DECIMAL_PLANES => {
             let exponent = decoder.bytes(1).map_err(malformed)?[0];
@@ -565,29 +580,27 @@ fn decode_columns<T>(
             let width = plane_width(&mut decoder)?;
             let planes = decoder.bytes(count * width).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(wanted.len());
             let mut integer = 0i64;
-            for (index, &t) in times[..wanted.end].iter().enumerate() {
+            for index in 0..wanted.end {
                 let mut zigzagged = 0u64;
                 for plane in 0..width {
                     zigzagged |= u64::from(planes[plane * count + index]) << (8 * plane);
                 }
                 integer = integer.wrapping_add(crate::encoding::unzigzag(zigzagged));
-                emit!(index, t, integer as f64 / scale);
+                if index >= wanted.start {
+                    values.push(integer as f64 / scale);
+                }
             }
         }
         VALUES_RAW => {
             let raw = decoder.bytes(count * 8).map_err(malformed)?;
             finish(&decoder)?;
-            out.reserve(wanted.len());
             let mut previous = 0u64;
-            for (index, (&t, word)) in times[..wanted.end]
-                .iter()
-                .zip(raw.chunks_exact(8))
-                .enumerate()
-            {
+            for (index, word) in raw.chunks_exact(8).take(wanted.end).enumerate() {
                 let bits = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ previous;
-                emit!(index, t, f64::from_bits(bits));
+                if index >= wanted.start {
+                    values.push(f64::from_bits(bits));
+                }
                 previous = bits;
             }
         }
@@ -598,7 +611,7 @@ fn decode_columns<T>(
             })
         }
     }
-    Ok(())
+    Ok(wanted)
 }
 
 /// Refuses bytes after the last column.
@@ -763,8 +776,7 @@ mod tests {
                 let _ = decode(&damaged);
                 // What a damaged chunk appends: nothing.
                 let mut out = vec![(0, 0.0)];
-                if decode_into(&damaged, &mut out, i64::MIN, i64::MAX, |t, v| Some((t, v))).is_err()
-                {
+                if decode_into(&damaged, &mut out, i64::MIN, i64::MAX, |t, v| (t, v)).is_err() {
                     assert_eq!(out.len(), 1, "damage at {position}");
                 }
             }
@@ -842,7 +854,7 @@ mod tests {
             }
             for bytes in encodings {
                 let mut ranged = Vec::new();
-                decode_into(&bytes, &mut ranged, mint, maxt, |t, v| Some((t, v))).unwrap();
+                decode_into(&bytes, &mut ranged, mint, maxt, |t, v| (t, v)).unwrap();
                 prop_assert_eq!(bits(&ranged), bits(&expected));
             }
         }
