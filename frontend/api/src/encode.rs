@@ -44,38 +44,145 @@ pub fn push_string(out: &mut String, text: &str) {
 /// Go's `strconv.FormatFloat(value, 'f', -1, 64)`: the shortest decimal that reads back as
 /// `value`, never an exponent; `+Inf`, `-Inf`, `NaN`.
 pub fn format_float_fixed(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_owned()
-    } else if value == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else {
-        // Rust's `Display` for floats is the shortest round-trip decimal without exponent.
-        value.to_string()
-    }
+    let mut out = String::new();
+    push_float(&mut out, value, false);
+    out
 }
 
 /// Go's `strconv.FormatFloat(value, 'e', -1, 64)` for a finite value: shortest digits,
 /// exponent with a sign and at least two digits (`1e-07`, `1.5e+21`).
 fn format_float_exponent(value: f64) -> String {
-    let rust = format!("{value:e}");
-    let (mantissa, exponent) = rust
-        .split_once('e')
-        .expect("`{:e}` always writes an exponent");
-    let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
-    let sign = if exponent < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+    let mut out = String::new();
+    push_float(&mut out, value, true);
+    out
 }
 
 /// A sample value as Prometheus' API writes it (without the quotes): fixed notation, but
 /// an exponent below 1e-6 and from 1e21 on in magnitude, as Go's JSON encoder does.
-pub fn format_sample_value(value: f64) -> String {
+#[cfg(test)]
+fn format_sample_value(value: f64) -> String {
+    let mut out = String::new();
+    push_sample_value(&mut out, value);
+    out
+}
+
+/// Appends a sample value as Prometheus' API writes it (without the quotes): fixed
+/// notation, but an exponent below 1e-6 and from 1e21 on in magnitude, as Go's JSON encoder
+/// does.
+pub fn push_sample_value(out: &mut String, value: f64) {
     let magnitude = value.abs();
-    if value.is_finite() && magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
-        format_float_exponent(value)
+    // Whole numbers below 2^53 print as their integer: no shorter decimal reads back as
+    // them, since neighbouring floats are at most 1 apart. Zero is left to the general path
+    // for its sign.
+    if magnitude < 1e15 && magnitude >= 1.0 && value.fract() == 0.0 {
+        out.push_str(itoa::Buffer::new().format(value as i64));
+        return;
+    }
+    let exponent = value.is_finite() && magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude);
+    push_float(out, value, exponent);
+}
+
+/// Appends `value` in Go's `strconv` shortest format, with an exponent (`'e'`) or without
+/// (`'f'`); `+Inf`, `-Inf` and `NaN` as Go writes them.
+fn push_float(out: &mut String, value: f64, exponent: bool) {
+    if value.is_nan() {
+        out.push_str("NaN");
+        return;
+    }
+    if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+        return;
+    }
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    let (digits, point) = shortest_digits(value.abs());
+    let digits = &digits;
+    let digits = std::str::from_utf8(digits.as_slice()).expect("ASCII digits");
+    if exponent {
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        let power = point - 1;
+        out.push_str(if power < 0 { "e-" } else { "e+" });
+        if power.unsigned_abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(power.unsigned_abs()));
+    } else if point <= 0 {
+        out.push_str("0.");
+        (0..-point).for_each(|_| out.push('0'));
+        out.push_str(digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(digits);
+        (digits.len()..point as usize).for_each(|_| out.push('0'));
     } else {
-        format_float_fixed(value)
+        let (whole, fraction) = digits.split_at(point as usize);
+        out.push_str(whole);
+        out.push('.');
+        out.push_str(fraction);
+    }
+}
+
+/// The shortest decimal digits that read back as `magnitude` (finite, not negative), without
+/// leading or trailing zeros (`"0"` for zero), and where the decimal point goes: the value is
+/// `0.<digits> × 10^point`.
+fn shortest_digits(magnitude: f64) -> (DigitBuffer, i32) {
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(magnitude).as_bytes();
+    // ryu writes `ddd.ddd`, `0.000ddd` or `d.ddde±x`.
+    let (mantissa, power) = match text.iter().position(|&byte| byte == b'e') {
+        Some(at) => {
+            let power: i32 = std::str::from_utf8(&text[at + 1..])
+                .ok()
+                .and_then(|power| power.parse().ok())
+                .expect("ryu writes an integer exponent");
+            (&text[..at], power)
+        }
+        None => (text, 0),
+    };
+    let whole_digits = mantissa
+        .iter()
+        .position(|&byte| byte == b'.')
+        .unwrap_or(mantissa.len()) as i32;
+    let mut digits = DigitBuffer::default();
+    let mut point = whole_digits + power;
+    for &byte in mantissa.iter().filter(|byte| byte.is_ascii_digit()) {
+        if digits.len == 0 && byte == b'0' {
+            // A leading zero moves the point instead.
+            point -= 1;
+            continue;
+        }
+        digits.push(byte);
+    }
+    while digits.len > 0 && digits.bytes[digits.len - 1] == b'0' {
+        digits.len -= 1;
+    }
+    if digits.len == 0 {
+        digits.push(b'0');
+        point = 1;
+    }
+    (digits, point)
+}
+
+/// Up to 32 ASCII digits on the stack (a shortest f64 has at most 17).
+#[derive(Default)]
+struct DigitBuffer {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl DigitBuffer {
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -101,15 +208,21 @@ pub fn push_go_number(out: &mut String, value: f64) {
 /// milliseconds as three digits when not zero (`1435781451.781`, `1435781451.080`,
 /// `1435781451`).
 pub fn push_timestamp(out: &mut String, millis: i64) {
-    use std::fmt::Write;
     if millis < 0 {
         out.push('-');
     }
     let magnitude = millis.unsigned_abs();
     let (seconds, fraction) = (magnitude / 1000, magnitude % 1000);
-    let _ = write!(out, "{seconds}");
+    out.push_str(itoa::Buffer::new().format(seconds));
     if fraction != 0 {
-        let _ = write!(out, ".{fraction:03}");
+        let fraction = fraction as u32;
+        let digits = [
+            b'.',
+            b'0' + (fraction / 100) as u8,
+            b'0' + (fraction / 10 % 10) as u8,
+            b'0' + (fraction % 10) as u8,
+        ];
+        out.push_str(std::str::from_utf8(&digits).expect("ASCII digits"));
     }
 }
 
@@ -118,7 +231,7 @@ pub fn push_point(out: &mut String, millis: i64, value: f64) {
     out.push('[');
     push_timestamp(out, millis);
     out.push_str(",\"");
-    out.push_str(&format_sample_value(value));
+    push_sample_value(out, value);
     out.push_str("\"]");
 }
 
@@ -239,6 +352,72 @@ mod tests {
         assert_eq!(format_sample_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_sample_value(f64::NAN), "NaN");
         assert_eq!(format_float_fixed(1e-7), "0.0000001");
+    }
+
+    /// The formatting through Rust's own float printing, as this module first did it: the
+    /// oracle for the faster one.
+    fn sample_value_by_std(value: f64) -> String {
+        let magnitude = value.abs();
+        if value.is_nan() {
+            "NaN".to_owned()
+        } else if value.is_infinite() {
+            (if value > 0.0 { "+Inf" } else { "-Inf" }).to_owned()
+        } else if magnitude != 0.0 && !(1e-6..1e21).contains(&magnitude) {
+            let rust = format!("{value:e}");
+            let (mantissa, exponent) = rust.split_once('e').unwrap();
+            let exponent: i32 = exponent.parse().unwrap();
+            let sign = if exponent < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", exponent.unsigned_abs())
+        } else {
+            value.to_string()
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sample_values_print_as_std_formatting_does(
+            bits in proptest::prelude::any::<u64>(),
+            whole in proptest::prelude::any::<i64>(),
+            scale in -25i32..25,
+        ) {
+            for value in [
+                f64::from_bits(bits),
+                whole as f64,
+                (whole % 100_000) as f64 * 10f64.powi(scale),
+                (whole % 1_000_000_007) as f64 / 1000.0,
+            ] {
+                proptest::prop_assert_eq!(format_sample_value(value), sample_value_by_std(value));
+            }
+        }
+    }
+
+    #[test]
+    fn sample_values_at_the_edges_print_as_std_formatting_does() {
+        for value in [
+            1e15,
+            1e15 - 1.0,
+            9_007_199_254_740_992.0,
+            1e16,
+            123_456.0,
+            0.5,
+            1e-6,
+            9.99e-7,
+            1e21,
+            9.999_999_999_999_999e20,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            100.0,
+            0.01,
+        ] {
+            for value in [value, -value] {
+                assert_eq!(
+                    format_sample_value(value),
+                    sample_value_by_std(value),
+                    "{value:e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -258,10 +258,19 @@ fn json_response(status: StatusCode, body: String) -> Response {
 
 /// `{"status":"success","data":<data>}` with `data` already encoded, then the warnings and
 /// infos when there are any (Prometheus omits empty lists).
+/// What every success body starts with; the data follows.
+const SUCCESS_START: &str = "{\"status\":\"success\",\"data\":";
+
 fn success_raw(data: &str, warnings: &[String], infos: &[String]) -> Response {
-    let mut body = String::with_capacity(data.len() + 64);
-    body.push_str("{\"status\":\"success\",\"data\":");
+    let mut body = String::with_capacity(SUCCESS_START.len() + data.len() + 64);
+    body.push_str(SUCCESS_START);
     body.push_str(data);
+    success_started(body, warnings, infos)
+}
+
+/// Ends a success body that holds [`SUCCESS_START`] and the data (large results are written
+/// straight after the start, not copied there).
+fn success_started(mut body: String, warnings: &[String], infos: &[String]) -> Response {
     for (key, list) in [("warnings", warnings), ("infos", infos)] {
         if list.is_empty() {
             continue;

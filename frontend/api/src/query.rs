@@ -164,7 +164,8 @@ fn respond(output: QueryOutput, limit: Option<usize>, params: &Params) -> Respon
         QueryValue::Scalar { .. } | QueryValue::String { .. } => Vec::new(),
     };
     warnings.extend(truncated);
-    let mut data = String::new();
+    let mut data = String::with_capacity(crate::SUCCESS_START.len() + encoded_size(&value));
+    data.push_str(crate::SUCCESS_START);
     data.push_str("{\"resultType\":\"");
     data.push_str(value.result_type());
     data.push_str("\",\"result\":");
@@ -175,11 +176,34 @@ fn respond(output: QueryOutput, limit: Option<usize>, params: &Params) -> Respon
         push_stats(&mut data, &stats);
     }
     data.push('}');
-    crate::success_raw(
-        &data,
+    crate::success_started(
+        data,
         &cap_annotations(warnings, "warning"),
         &cap_annotations(infos, "info"),
     )
+}
+
+/// About how many bytes [`push_result`] writes for `value`: room reserved at once instead of
+/// a large body growing (and being copied) a dozen times.
+fn encoded_size(value: &QueryValue) -> usize {
+    // `[1435781451.781,"1234.5678"]`, with its comma.
+    const POINT: usize = 30;
+    let labels = |labels: &lookout_model::Labels| {
+        labels
+            .iter()
+            .map(|label| label.name.len() + label.value.len() + 6)
+            .sum::<usize>()
+            + 32
+    };
+    match value {
+        QueryValue::Scalar { .. } => POINT,
+        QueryValue::String { v, .. } => POINT + v.len(),
+        QueryValue::Vector(samples) => samples.iter().map(|s| labels(&s.labels) + POINT).sum(),
+        QueryValue::Matrix(series) => series
+            .iter()
+            .map(|one| labels(&one.labels) + POINT * one.points.len())
+            .sum(),
+    }
 }
 
 /// The first ten annotations of a kind, then `N more <kind> annotations omitted`.
