@@ -74,7 +74,7 @@ pub fn push_sample_value(out: &mut String, value: f64) {
     // Whole numbers below 2^53 print as their integer: no shorter decimal reads back as
     // them, since neighbouring floats are at most 1 apart. Zero is left to the general path
     // for its sign.
-    if magnitude < 1e15 && magnitude >= 1.0 && value.fract() == 0.0 {
+    if (1.0..1e15).contains(&magnitude) && value.fract() == 0.0 {
         out.push_str(itoa::Buffer::new().format(value as i64));
         return;
     }
