@@ -695,6 +695,40 @@ pub(crate) struct Bounds<'a> {
     range: i64,
     /// The counter resets in the window, when known; `None`: look for them.
     resets: Option<Resets<'a>>,
+    /// The extrapolation worked out for an earlier window of the same series, when kept.
+    extrapolation: Option<&'a ExtrapolationCache>,
+}
+
+/// The part of `rate`'s extrapolation that depends only on where a window's samples lie, kept
+/// for the next window: on regular scrapes, consecutive windows of a series lie alike, and
+/// the divisions that work it out would otherwise be most of `rate`'s time.
+#[derive(Debug, Default)]
+pub(crate) struct ExtrapolationCache {
+    entry: std::cell::Cell<Option<(Placement, Extrapolation)>>,
+}
+
+/// Where a window's samples lie: milliseconds from the window's start to the first sample,
+/// from the last sample to the window's end, from the first to the last, and the count; with
+/// the window's range and whether the result is per second, which the factor also holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    to_start: i64,
+    to_end: i64,
+    sampled: i64,
+    count: usize,
+    range: i64,
+    per_second: bool,
+}
+
+/// [`extrapolated_rate`]'s intermediate values for a [`Placement`]: the seconds to extrapolate
+/// at each end (before the counter's zero point is considered), the sampled seconds, and the
+/// factor those give.
+#[derive(Debug, Clone, Copy)]
+struct Extrapolation {
+    to_start: f64,
+    to_end: f64,
+    sampled: f64,
+    factor: f64,
 }
 
 /// Where a window's counter resets are: the positions, in the whole series, of the samples
@@ -866,31 +900,79 @@ fn extrapolated_rate(
             }
         }
     }
-    let mut to_start = (first.t - bounds.start) as f64 / 1000.0;
-    let mut to_end = (bounds.end - last.t) as f64 / 1000.0;
-    let sampled = (last.t - first.t) as f64 / 1000.0;
-    let average = sampled / (window.len() - 1) as f64;
+    let placement = Placement {
+        to_start: first.t - bounds.start,
+        to_end: bounds.end - last.t,
+        sampled: last.t - first.t,
+        count: window.len(),
+        range: bounds.range,
+        per_second: rate,
+    };
+    let cached = bounds
+        .extrapolation
+        .and_then(|cache| cache.entry.get())
+        .filter(|(kept, _)| *kept == placement);
+    let extrapolation = match cached {
+        Some((_, extrapolation)) => extrapolation,
+        None => {
+            let extrapolation = extrapolation(placement);
+            if let Some(cache) = bounds.extrapolation {
+                cache.entry.set(Some((placement, extrapolation)));
+            }
+            extrapolation
+        }
+    };
+    let Extrapolation {
+        to_start,
+        to_end,
+        sampled,
+        factor,
+    } = extrapolation;
+    if counter && result > 0.0 && first.v >= 0.0 {
+        // A counter is not extrapolated below zero: `to_start` shrinks to the time the
+        // counter would take to fall to zero. When that time is certainly longer (twice is far
+        // beyond any rounding), the division that works it out is skipped.
+        let certainly_longer = (first.v * sampled).is_finite()
+            && (2.0 * to_start * result).is_finite()
+            && first.v * sampled >= 2.0 * to_start * result;
+        if !certainly_longer {
+            let to_zero = sampled * (first.v / result);
+            if to_zero < to_start {
+                let mut factor = (sampled + to_zero + to_end) / sampled;
+                if rate {
+                    factor /= bounds.range as f64 / 1000.0;
+                }
+                return Some(result * factor);
+            }
+        }
+    }
+    Some(result * factor)
+}
+
+/// The extrapolation of a window whose samples lie as `placement` says (see
+/// [`extrapolated_rate`]), before the counter's zero point is considered.
+fn extrapolation(placement: Placement) -> Extrapolation {
+    let mut to_start = placement.to_start as f64 / 1000.0;
+    let mut to_end = placement.to_end as f64 / 1000.0;
+    let sampled = placement.sampled as f64 / 1000.0;
+    let average = sampled / (placement.count - 1) as f64;
     let threshold = average * 1.1;
     if to_start >= threshold {
         to_start = average / 2.0;
-    }
-    if counter {
-        let mut to_zero = to_start;
-        if result > 0.0 && first.v >= 0.0 {
-            to_zero = sampled * (first.v / result);
-        }
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
     }
     if to_end >= threshold {
         to_end = average / 2.0;
     }
     let mut factor = (sampled + to_start + to_end) / sampled;
-    if rate {
-        factor /= bounds.range as f64 / 1000.0;
+    if placement.per_second {
+        factor /= placement.range as f64 / 1000.0;
     }
-    Some(result * factor)
+    Extrapolation {
+        to_start,
+        to_end,
+        sampled,
+        factor,
+    }
 }
 
 /// `irate` and `idelta`: from the last two samples.
@@ -998,6 +1080,7 @@ fn extended_range_function(
                 end,
                 range: range.range,
                 resets: None,
+                extrapolation: None,
             };
             values[i] = match name {
                 "rate" => Some(extended_rate(window, bounds, smoothed, true, true)),
@@ -1172,6 +1255,7 @@ fn range_function(
         guard.check()?;
         // Counter resets are found once per series, not once per window holding them.
         let mut resets = ResetCursor::new(points);
+        let extrapolation = ExtrapolationCache::default();
         let mut values: Column = vec![None; steps];
         // Long series over many steps check the guard as they go, not only per series.
         let mut stopped = None;
@@ -1191,6 +1275,7 @@ fn range_function(
                 end,
                 range: range.range,
                 resets: Some(resets.window(from, window.len())),
+                extrapolation: Some(&extrapolation),
             };
             values[i] = f(i, window, bounds);
         });
@@ -2251,32 +2336,40 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// `rate` and `increase` over windows handed out by [`ResetCursor`] give the same bits
-        /// as looking for the resets in each window, windows moving forward or back.
+        /// `rate` and `increase` over windows handed out by [`ResetCursor`], with the
+        /// extrapolation kept from window to window, give the same bits as looking for the
+        /// resets in each window and working everything out afresh, windows moving forward
+        /// or back, counters near zero or far from it.
         #[test]
-        fn known_resets_give_the_scanned_result(
+        fn known_resets_and_kept_extrapolations_give_the_scanned_result(
             values in proptest::collection::vec(0u16..200, 2..80),
-            windows in proptest::collection::vec((0usize..80, 0usize..30), 1..40),
+            offset in proptest::prop_oneof![proptest::strategy::Just(0.0), 0.0..1e6f64],
+            windows in proptest::collection::vec((0usize..80, 0usize..30, 0i64..20_000), 1..40),
         ) {
             let points: Vec<Point> = values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Point { t: i as i64 * 15_000, v: f64::from(*v) / 4.0 })
+                .map(|(i, v)| Point { t: i as i64 * 15_000, v: offset + f64::from(*v) / 4.0 })
                 .collect();
             let mut cursor = ResetCursor::new(&points);
-            for (from, len) in windows {
+            let kept = ExtrapolationCache::default();
+            for (from, len, past_last) in windows {
                 let from = from.min(points.len() - 1);
                 let len = len.min(points.len() - from);
                 let window = &points[from..from + len];
-                let end = window.last().map_or(0, |p| p.t) + 7_000;
-                fn bounds(end: i64, resets: Option<Resets<'_>>) -> Bounds<'_> {
-                    Bounds { start: end - 300_000, end, range: 300_000, resets }
+                let end = window.last().map_or(0, |p| p.t) + past_last;
+                fn bounds<'a>(
+                    end: i64,
+                    resets: Option<Resets<'a>>,
+                    extrapolation: Option<&'a ExtrapolationCache>,
+                ) -> Bounds<'a> {
+                    Bounds { start: end - 300_000, end, range: 300_000, resets, extrapolation }
                 }
                 for rate in [true, false] {
-                    let scanned = extrapolated_rate(window, bounds(end, None), true, rate);
+                    let scanned = extrapolated_rate(window, bounds(end, None, None), true, rate);
                     let known = extrapolated_rate(
                         window,
-                        bounds(end, Some(cursor.window(from, len))),
+                        bounds(end, Some(cursor.window(from, len)), Some(&kept)),
                         true,
                         rate,
                     );
