@@ -25,7 +25,7 @@ use crate::wal::record::Record;
 use crate::wal::{self, CheckpointReport, FsyncPolicy, ReplayReport, Wal, WalOptions};
 
 /// Series per batch of a [`SeriesStream`].
-const SERIES_PER_BATCH: usize = 512;
+const SERIES_PER_BATCH: usize = 64;
 
 /// How to open a [`Tsdb`]. Build with [`TsdbOptions::new`] and the setters; validated by
 /// [`Tsdb::open`].
