@@ -433,12 +433,29 @@ impl Plan {
 
 /// A read series as points, its stale markers left out.
 pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
-    // Same size and alignment, so the collect reuses the sample vector's allocation.
-    let points = series
+    // Same size and alignment, so the collect reuses the sample vector's allocation. Without
+    // stale markers (the usual case), it is a plain map, which the compiler turns into
+    // nothing: the bits stay where they are.
+    let stale = series
         .samples
-        .into_iter()
-        .filter_map(|sample| live_point(&sample))
-        .collect();
+        .iter()
+        .any(|sample| is_stale_nan(sample.value));
+    let points = if stale {
+        series
+            .samples
+            .into_iter()
+            .filter_map(|sample| live_point(&sample))
+            .collect()
+    } else {
+        series
+            .samples
+            .into_iter()
+            .map(|sample| Point {
+                t: sample.timestamp.0,
+                v: sample.value,
+            })
+            .collect()
+    };
     (series.labels, points)
 }
 
