@@ -883,20 +883,23 @@ impl Block {
                 .iter()
                 .filter(|meta| meta.max_t >= mint && meta.min_t <= maxt)
         };
+        // Each chunk is looked up (and its checksum verified) once.
+        let chunks: Vec<(&writer::ChunkMeta, u8, &[u8])> = overlapping()
+            .map(|meta| {
+                self.chunk_entry(meta.reference)
+                    .map(|(encoding, data)| (meta, encoding, data))
+            })
+            .collect::<Result<_>>()?;
         // Room for the chunks' samples (Gorilla chunks carry their count in the header), so
         // that `out` is not regrown and copied chunk after chunk.
-        let expected: usize = overlapping()
-            .filter_map(|meta| {
-                let (encoding, bytes) = self.chunk_entry(meta.reference).ok()?;
-                (encoding == CHUNK_ENCODING_XOR)
-                    .then(|| bytes.get(1..3))
-                    .flatten()
-                    .map(|count| usize::from(u16::from_be_bytes([count[0], count[1]])))
-            })
+        let expected: usize = chunks
+            .iter()
+            .filter(|(_, encoding, _)| *encoding == CHUNK_ENCODING_XOR)
+            .filter_map(|(_, _, bytes)| bytes.get(1..3))
+            .map(|count| usize::from(u16::from_be_bytes([count[0], count[1]])))
             .sum();
         out.reserve(expected);
-        for meta in overlapping() {
-            let (encoding, data) = self.chunk_entry(meta.reference)?;
+        for (meta, encoding, data) in chunks {
             let corruption = |reason: String| TsdbError::Corruption {
                 file: self.chunk_path(meta.reference),
                 offset: meta.reference & 0xffff_ffff,

@@ -1330,8 +1330,11 @@ fn read_merged_batch(
     maxt: i64,
 ) -> Result<Vec<Series>> {
     let mut out = Vec::with_capacity(batch.len());
+    // Series of a batch are alike (one metric, one time range): room for as many samples as
+    // the previous one had saves regrowing (and copying) the vector source after source.
+    let mut expected = 0;
     for (labels, sources) in batch {
-        let mut samples = Vec::new();
+        let mut samples = Vec::with_capacity(expected);
         let mut in_order = true;
         for source in sources {
             let before = samples.len();
@@ -1355,6 +1358,7 @@ fn read_merged_batch(
             // deduplication keeps the last.
             samples = compact::deduplicate(samples);
         }
+        expected = samples.len();
         if !samples.is_empty() {
             out.push(Series { labels, samples });
         }
