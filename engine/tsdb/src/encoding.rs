@@ -83,8 +83,6 @@ impl<'a> Decoder<'a> {
         self.uvarint_long()
     }
 
-    #[cold]
-    #[inline(never)]
     fn uvarint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {

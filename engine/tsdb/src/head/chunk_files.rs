@@ -38,7 +38,7 @@ impl MappedChunk {
 #[derive(Debug)]
 struct MappedFile {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     map: Arc<Mmap>,
     used: u64,
 }
@@ -87,7 +87,7 @@ impl HeadChunkFiles {
         let map = Arc::new(map_file(&path)?);
         Ok(MappedFile {
             path,
-            file,
+            file: Arc::new(file),
             map,
             used: 0,
         })
@@ -112,19 +112,22 @@ impl HeadChunkFiles {
                 state.sealed.push(full);
             }
         }
+        // The room is taken under the lock and written after it: writers on several threads
+        // (replay's workers) do not wait for each other's system calls.
         let current = state.current.as_mut().expect("a current file");
-        // Written through the file; the shared read-only map sees the same page cache.
-        current
-            .file
-            .write_all_at(bytes, current.used)
-            .map_err(|error| TsdbError::io(&current.path, error))?;
-        let chunk = MappedChunk {
-            map: current.map.clone(),
-            offset: current.used as u32,
-            len: len as u32,
-        };
+        let offset = current.used;
         current.used += len;
-        Ok(chunk)
+        let (file, map) = (current.file.clone(), current.map.clone());
+        let path = current.path.clone();
+        drop(state);
+        // Written through the file; the shared read-only map sees the same page cache.
+        file.write_all_at(bytes, offset)
+            .map_err(|error| TsdbError::io(&path, error))?;
+        Ok(MappedChunk {
+            map,
+            offset: offset as u32,
+            len: len as u32,
+        })
     }
 
     /// Deletes files no series refers to any more, the one being filled included (after a
