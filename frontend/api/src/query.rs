@@ -221,7 +221,7 @@ fn cap_annotations(mut annotations: Vec<String>, kind: &str) -> Vec<String> {
 /// for matrices.
 fn push_result(out: &mut String, value: &QueryValue) {
     match value {
-        QueryValue::Scalar { t, v } => encode::push_point(out, *t, *v),
+        QueryValue::Scalar { t, v } => encode::push_scalar_point(out, *t, *v),
         QueryValue::String { t, v } => {
             out.push('[');
             encode::push_timestamp(out, *t);
