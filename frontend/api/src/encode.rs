@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn exact_ties_round_to_even_as_go_does() {
         // 215353567451745.625 exactly: Prometheus answers the PromQL literal with "...62".
-        let value = 215_353_567_451_745.625;
+        let value = f64::from_bits(4_821_239_315_817_516_084);
         assert_eq!(format_sample_value(value), "215353567451745.62");
         assert_eq!(sample_value_by_std(value), "215353567451745.63");
     }
