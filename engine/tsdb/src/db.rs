@@ -1150,9 +1150,33 @@ impl Storage for Tsdb {
             let matchers = request.matchers;
             let blocks = Arc::new(blocks);
             let planned = Arc::clone(&blocks);
+            // A read of one batch is done in the same hand-over to the blocking pool as its
+            // plan: small queries would otherwise pay a thread wake-up for each.
             let plan = self
-                .blocking(move |tsdb| Ok(tsdb.merged_plan(&planned, &matchers, mint, maxt)?))
+                .blocking(move |tsdb| {
+                    let plan = tsdb.merged_plan(&planned, &matchers, mint, maxt)?;
+                    if plan.len() > SERIES_PER_BATCH {
+                        return Ok(Err(plan));
+                    }
+                    Ok(Ok(read_merged_batch(
+                        &planned,
+                        tsdb.head(),
+                        plan,
+                        mint,
+                        maxt,
+                    )?))
+                })
                 .await?;
+            let plan = match plan {
+                Ok(series) => {
+                    let series = match limit {
+                        Some(limit) => series.into_iter().take(limit).collect(),
+                        None => series,
+                    };
+                    return Ok(one_batch(series));
+                }
+                Err(plan) => plan,
+            };
             let tsdb = self.clone();
             let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
             let stream = futures::stream::iter(chunk_owned(plan, SERIES_PER_BATCH))
@@ -1180,9 +1204,17 @@ impl Storage for Tsdb {
                 if let Some(limit) = limit {
                     sorted.truncate(limit);
                 }
-                Ok(sorted)
+                // One batch is read in the same hand-over to the blocking pool.
+                if sorted.len() <= SERIES_PER_BATCH {
+                    return Ok(Ok(read_batch(head, sorted, mint, maxt, labels_only)));
+                }
+                Ok(Err(sorted))
             })
             .await?;
+        let series = match series {
+            Ok(series) => return Ok(one_batch(series)),
+            Err(sorted) => sorted,
+        };
         let tsdb = self.clone();
         let batches: Vec<Vec<_>> = chunk_owned(series, SERIES_PER_BATCH);
         // Batches are decoded on the blocking pool, as many at once as there are cores, and
@@ -1364,6 +1396,12 @@ fn read_merged_batch(
         }
     }
     Ok(out)
+}
+
+/// A stream of the one batch `series` (of none when it is empty).
+fn one_batch(series: Vec<Series>) -> SeriesStream {
+    let batches = (!series.is_empty()).then_some(Ok(series));
+    futures::stream::iter(batches).boxed()
 }
 
 /// Ends a stream of series batches after `limit` series.

@@ -268,6 +268,33 @@ pub(crate) struct Fetched {
     series_count: u64,
 }
 
+/// Work (samples read plus series × steps) below which a query is evaluated on the async
+/// worker that fetched it: handing it to the blocking pool and back costs more (a thread
+/// wake-up each way) than evaluating it.
+const INLINE_WORK: u64 = 50_000;
+
+impl Fetched {
+    /// Whether evaluating `plan` on this data is small enough to do without leaving the async
+    /// worker: everything read already (no read still arriving, which the evaluator would wait
+    /// for), little of it, and no subquery (which evaluates its expression at every step of
+    /// its own).
+    pub(crate) fn is_small_for(&self, plan: &Plan) -> bool {
+        fn has_subquery(expr: &Expr) -> bool {
+            matches!(expr, Expr::Subquery(_)) || expr.children().into_iter().any(has_subquery)
+        }
+        let steps = match plan.step {
+            0 => 1,
+            step => ((plan.end - plan.start) / step).unsigned_abs() + 1,
+        };
+        self.owned.is_empty()
+            && self
+                .samples
+                .saturating_add(self.series_count.saturating_mul(steps))
+                <= INLINE_WORK
+            && !has_subquery(&plan.expr)
+    }
+}
+
 /// A read whose batches of series (sorted by labels, as the store streams them) are still
 /// arriving; a task of the query's runtime pulls them from the store, at most two batches
 /// ahead of the evaluator.

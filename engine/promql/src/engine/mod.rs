@@ -278,14 +278,20 @@ impl Engine {
             .map_err(|_| QueryError::Timeout("query execution"))??;
         let fetch_nanos = fetch_begun.elapsed().as_nanos() as u64;
 
-        // Evaluation is CPU work: run it off the async workers.
+        // Evaluation is CPU work: run it off the async workers, unless it is so small that
+        // the hand-over would cost more.
         let options = self.options.clone();
         let eval_begun = Instant::now();
-        let task =
-            tokio::task::spawn_blocking(move || plan.evaluate(data, &options, deadline, &cancel));
-        let mut output = task.await.map_err(|error| {
-            QueryError::Execution(format!("query evaluation panicked: {error}"))
-        })??;
+        let mut output = if data.is_small_for(&plan) {
+            plan.evaluate(data, &options, deadline, &cancel)?
+        } else {
+            let task = tokio::task::spawn_blocking(move || {
+                plan.evaluate(data, &options, deadline, &cancel)
+            });
+            task.await.map_err(|error| {
+                QueryError::Execution(format!("query evaluation panicked: {error}"))
+            })??
+        };
         output.stats.prepare_nanos = prepare_nanos;
         output.stats.fetch_nanos = fetch_nanos;
         output.stats.eval_nanos = eval_begun.elapsed().as_nanos() as u64;
