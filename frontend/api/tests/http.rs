@@ -105,6 +105,21 @@ async fn remote_write_then_series_labels_and_values() {
         body,
         json!({"status": "success", "data": ["a:1"], "warnings": ["results truncated due to limit"]})
     );
+    // Several selectors: their answers merge, sorted, each value once.
+    let (_, body) = server
+        .get("/api/v1/label/instance/values?match[]=up{instance=\"b:1\"}&match[]=up&match[]=up{instance=\"a:1\"}")
+        .await;
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": ["a:1", "b:1", "c:1"]})
+    );
+    let (_, body) = server
+        .get("/api/v1/labels?match[]=jvm.memory.used&match[]=up")
+        .await;
+    assert_eq!(
+        body,
+        json!({"status": "success", "data": ["__name__", "app", "instance", "job"]})
+    );
     // Time range: nothing before the data.
     let (_, body) = server
         .get("/api/v1/series?match[]=up&start=0&end=1000")
