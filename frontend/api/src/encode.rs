@@ -41,6 +41,27 @@ pub fn push_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Appends a JSON array of string literals.
+pub fn push_string_list(out: &mut String, items: &[String]) {
+    push_array(out, items, |out, item| push_string(out, item));
+}
+
+/// Appends a JSON array, each item written by `push_item`.
+fn push_array<T>(
+    out: &mut String,
+    items: impl IntoIterator<Item = T>,
+    mut push_item: impl FnMut(&mut String, T),
+) {
+    out.push('[');
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        push_item(out, item);
+    }
+    out.push(']');
+}
+
 /// Go's `strconv.FormatFloat(value, 'f', -1, 64)`: the shortest decimal that reads back as
 /// `value`, never an exponent; `+Inf`, `-Inf`, `NaN`.
 pub fn format_float_fixed(value: f64) -> String {
@@ -257,16 +278,7 @@ pub fn push_value(out: &mut String, value: &Value) {
             _ => out.push_str(&number.to_string()),
         },
         Value::String(text) => push_string(out, text),
-        Value::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                push_value(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => push_array(out, items, push_value),
         Value::Object(map) => {
             out.push('{');
             for (index, (key, item)) in map.iter().enumerate() {

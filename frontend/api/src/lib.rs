@@ -277,14 +277,8 @@ fn success_started(mut body: String, warnings: &[String], infos: &[String]) -> R
         }
         body.push_str(",\"");
         body.push_str(key);
-        body.push_str("\":[");
-        for (index, item) in list.iter().enumerate() {
-            if index > 0 {
-                body.push(',');
-            }
-            encode::push_string(&mut body, item);
-        }
-        body.push(']');
+        body.push_str("\":");
+        encode::push_string_list(&mut body, list);
     }
     body.push('}');
     json_response(StatusCode::OK, body)
@@ -476,14 +470,7 @@ fn sorted_distinct(values: impl Iterator<Item = String>) -> Vec<String> {
 fn success_strings(strings: &[String], warnings: &[String]) -> Response {
     let mut data =
         String::with_capacity(strings.iter().map(|text| text.len() + 3).sum::<usize>() + 2);
-    data.push('[');
-    for (index, text) in strings.iter().enumerate() {
-        if index > 0 {
-            data.push(',');
-        }
-        encode::push_string(&mut data, text);
-    }
-    data.push(']');
+    encode::push_string_list(&mut data, strings);
     success_raw(&data, warnings, &[])
 }
 
