@@ -37,8 +37,14 @@ use targets::{Programs, Target, TargetKind};
 /// Answers of a peer may differ from Lookout's by this much (relative) before a warning:
 /// `rate` extrapolation and quantile interpolation differ slightly between the systems.
 const AGREEMENT_TOLERANCE: f64 = 0.02;
-/// How long the targets rest after ingestion before the settled RSS is read.
+/// How long the targets rest after ingestion before the settled RSS is read, at least.
 const SETTLE_TIME: Duration = Duration::from_secs(15);
+/// After [`SETTLE_TIME`], the settled RSS is read once each target is idle (work it does after
+/// ingestion, such as writing blocks or merging parts, is not what "settled" means), but no
+/// later than this after ingestion.
+const SETTLE_MAX: Duration = Duration::from_secs(180);
+/// A target using less than this share of one core over a second is idle.
+const IDLE_CPU_SHARE: f64 = 0.05;
 /// Longest wait for the probe query to see the last samples.
 const QUERYABLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Timed runs of one query on one target stop early once they have taken this long together.
@@ -350,7 +356,25 @@ fn wait_queryable(
     )
 }
 
-/// Flushes (where a target has an endpoint for it), rests, and reads each target's RSS.
+/// Waits until process `pid` uses less than [`IDLE_CPU_SHARE`] of a core over a second, or
+/// until `deadline`.
+fn wait_until_idle(pid: u32, deadline: std::time::Instant) {
+    while std::time::Instant::now() < deadline {
+        let Some(before) = procfs::cpu_seconds(pid) else {
+            return;
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(after) = procfs::cpu_seconds(pid) else {
+            return;
+        };
+        if after - before < IDLE_CPU_SHARE {
+            return;
+        }
+    }
+}
+
+/// Flushes (where a target has an endpoint for it), rests until each target is idle, and
+/// reads each target's RSS.
 fn settle(
     dataset: &Dataset,
     client: &reqwest::blocking::Client,
@@ -362,8 +386,17 @@ fn settle(
             eprintln!("compare: flushing {}: {error:#}", target.kind.name());
         }
     }
+    let rested = std::time::Instant::now();
     std::thread::sleep(SETTLE_TIME);
     for (target, index) in live {
+        if let Some(pid) = target.pid() {
+            wait_until_idle(pid, rested + SETTLE_MAX);
+            eprintln!(
+                "compare: {} settled {:.0} s after ingestion",
+                target.kind.name(),
+                rested.elapsed().as_secs_f64()
+            );
+        }
         let rss = target.pid().and_then(procfs::rss_bytes);
         figures[*index].settled_rss_bytes = rss;
         figures[*index].settled_rss_bytes_per_series =
