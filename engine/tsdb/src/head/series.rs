@@ -342,6 +342,13 @@ impl MemSeries {
             }
         }
         self.closed.retain(|chunk| chunk.max_t >= mint);
+        // The list grew by doubling while the series filled the head's hours; a truncation
+        // (after each block cut) leaves it half empty for good unless it gives room back
+        // (at 100k series, tens of MB).
+        if self.closed.capacity() > 2 * self.closed.len() + 4 {
+            self.closed
+                .shrink_to(self.closed.len() + self.closed.len() / 4 + 2);
+        }
         if self.open.last_t().is_some_and(|max_t| max_t < mint) {
             self.open = XorAppender::new();
             if self.closed.is_empty() {
