@@ -477,10 +477,7 @@ pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
         series
             .samples
             .into_iter()
-            .map(|sample| Point {
-                t: sample.timestamp.0,
-                v: sample.value,
-            })
+            .map(|sample| point(&sample))
             .collect()
     };
     (series.labels, points)
@@ -488,10 +485,15 @@ pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
 
 /// A sample as a point, unless it is a stale marker.
 fn live_point(sample: &Sample) -> Option<Point> {
-    (!is_stale_nan(sample.value)).then_some(Point {
+    (!is_stale_nan(sample.value)).then(|| point(sample))
+}
+
+/// A sample as a point.
+fn point(sample: &Sample) -> Point {
+    Point {
         t: sample.timestamp.0,
         v: sample.value,
-    })
+    }
 }
 
 /// Resolves an `@` modifier to milliseconds.

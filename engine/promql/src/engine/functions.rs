@@ -924,9 +924,9 @@ fn extrapolated_rate(
     };
     let Extrapolation {
         to_start,
-        to_end,
         sampled,
         factor,
+        ..
     } = extrapolation;
     if counter && result > 0.0 && first.v >= 0.0 {
         // A counter is not extrapolated below zero: `to_start` shrinks to the time the
@@ -938,11 +938,11 @@ fn extrapolated_rate(
         if !certainly_longer {
             let to_zero = sampled * (first.v / result);
             if to_zero < to_start {
-                let mut factor = (sampled + to_zero + to_end) / sampled;
-                if rate {
-                    factor /= bounds.range as f64 / 1000.0;
-                }
-                return Some(result * factor);
+                let shortened = Extrapolation {
+                    to_start: to_zero,
+                    ..extrapolation
+                };
+                return Some(result * shortened.factor_for(bounds.range, rate));
             }
         }
     }
@@ -963,15 +963,25 @@ fn extrapolation(placement: Placement) -> Extrapolation {
     if to_end >= threshold {
         to_end = average / 2.0;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if placement.per_second {
-        factor /= placement.range as f64 / 1000.0;
-    }
-    Extrapolation {
+    let mut extrapolation = Extrapolation {
         to_start,
         to_end,
         sampled,
-        factor,
+        factor: 0.0,
+    };
+    extrapolation.factor = extrapolation.factor_for(placement.range, placement.per_second);
+    extrapolation
+}
+
+impl Extrapolation {
+    /// What the change over the sampled span is multiplied by: the extrapolated span over
+    /// the sampled one, per second of the range when `per_second`.
+    fn factor_for(&self, range: i64, per_second: bool) -> f64 {
+        let mut factor = (self.sampled + self.to_start + self.to_end) / self.sampled;
+        if per_second {
+            factor /= range as f64 / 1000.0;
+        }
+        factor
     }
 }
 
