@@ -125,11 +125,18 @@ impl Labels {
     /// Builds from labels that are already sorted by name, unique and non-empty. Callers that
     /// decode a format which guarantees this (our own WAL and index) skip the sort.
     pub fn from_sorted_unchecked(labels: Vec<Label>) -> Labels {
+        Labels::from_sorted_iter_unchecked(labels.into_iter())
+    }
+
+    /// Like [`Labels::from_sorted_unchecked`], from an iterator of known length: the labels
+    /// go straight into their shared allocation, with no vector to copy them from.
+    pub fn from_sorted_iter_unchecked(labels: impl ExactSizeIterator<Item = Label>) -> Labels {
+        let labels: Arc<[Label]> = labels.collect();
         debug_assert!(labels.windows(2).all(|pair| pair[0].name < pair[1].name));
         debug_assert!(labels.iter().all(|label| !label.value.is_empty()));
         let (hash, identity_hash) = hash_labels(&labels);
         Labels {
-            labels: labels.into(),
+            labels,
             hash,
             identity_hash,
         }

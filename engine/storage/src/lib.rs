@@ -115,3 +115,12 @@ pub async fn collect_series(stream: SeriesStream) -> StorageResult<Vec<Series>> 
     let batches: Vec<Vec<Series>> = stream.try_collect().await?;
     Ok(batches.into_iter().flatten().collect())
 }
+
+/// The cores a read or a query evaluation may spread its work over.
+///
+/// Asked of the system once: std's answer reads the cgroup's CPU quota from files on every
+/// call, which cost a query with many batches an open, a read and a close per batch.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -20,7 +20,7 @@ use crate::block::writer::write_block;
 use crate::block::{Block, BlockMeta, ChunkEncoding, Compaction};
 use crate::compact;
 use crate::error::{Result, TsdbError};
-use crate::head::{Head, HeadOptions, SeriesRef};
+use crate::head::{Head, HeadOptions, SeriesRef, PARALLEL_LABELS};
 use crate::wal::record::Record;
 use crate::wal::{self, CheckpointReport, FsyncPolicy, ReplayReport, Wal, WalOptions};
 
@@ -906,18 +906,37 @@ impl Tsdb {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<PlannedSeries>> {
-        let mut plan = Vec::new();
-        for (index, block) in blocks.iter().enumerate() {
-            let listed = block.matching_series(matchers, mint, maxt)?;
-            plan = merge_plans(
-                plan,
-                listed
-                    .into_iter()
-                    .map(|(labels, id)| (labels, Source::Block(index, id))),
-            );
-        }
         let head = &self.inner.head;
-        let listed = head.sorted_labels(&head.postings(matchers), mint, maxt);
+        let head_refs = head.postings(matchers);
+        let list_blocks = || {
+            let mut plan = Vec::new();
+            for (index, block) in blocks.iter().enumerate() {
+                let listed = block.matching_series(matchers, mint, maxt)?;
+                plan = merge_plans(
+                    plan,
+                    listed
+                        .into_iter()
+                        .map(|(labels, id)| (labels, Source::Block(index, id))),
+                );
+            }
+            Ok::<_, TsdbError>(plan)
+        };
+        // The head and the blocks are listed side by side when the head has many series.
+        let (plan, listed) = if head_refs.len() < PARALLEL_LABELS
+            || blocks.is_empty()
+            || lookout_storage::cores() < 2
+        {
+            (list_blocks()?, head.sorted_labels(&head_refs, mint, maxt))
+        } else {
+            std::thread::scope(|scope| {
+                let listed = scope.spawn(|| head.sorted_labels(&head_refs, mint, maxt));
+                let plan = list_blocks();
+                let listed = listed
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok::<_, TsdbError>((plan?, listed))
+            })?
+        };
         Ok(merge_plans(
             plan,
             listed
@@ -1178,7 +1197,7 @@ impl Storage for Tsdb {
                 Err(plan) => plan,
             };
             let tsdb = self.clone();
-            let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let parallel = lookout_storage::cores();
             let stream = futures::stream::iter(chunk_owned(plan, SERIES_PER_BATCH))
                 .map(move |batch| {
                     let tsdb = tsdb.clone();
@@ -1219,7 +1238,7 @@ impl Storage for Tsdb {
         let batches: Vec<Vec<_>> = chunk_owned(series, SERIES_PER_BATCH);
         // Batches are decoded on the blocking pool, as many at once as there are cores, and
         // handed out in order.
-        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallel = lookout_storage::cores();
         let stream = futures::stream::iter(batches)
             .map(move |batch| {
                 let tsdb = tsdb.clone();
@@ -1363,10 +1382,12 @@ fn read_merged_batch(
 ) -> Result<Vec<Series>> {
     let mut out = Vec::with_capacity(batch.len());
     // Series of a batch are alike (one metric, one time range): room for as many samples as
-    // the previous one had saves regrowing (and copying) the vector source after source.
+    // the previous one had saves regrowing (and copying) the vector source after source. The
+    // slack covers the sources' own reservations, which round partly read chunks up: one
+    // sample short, and the vector would double.
     let mut expected = 0;
     for (labels, sources) in batch {
-        let mut samples = Vec::with_capacity(expected);
+        let mut samples = Vec::with_capacity(expected + expected / 8 + 16);
         let mut in_order = true;
         for source in sources {
             let before = samples.len();

@@ -674,3 +674,47 @@ async fn label_queries_agree_with_full_selects_across_blocks() {
         }
     }
 }
+
+/// A select wide enough that the head's label sets are built on two cores, beside the
+/// blocks' listing: still one series per label set, in label order, each with every sample
+/// of the blocks and the head.
+#[test]
+fn a_wide_select_across_blocks_and_the_head_lists_every_series_once_in_order() {
+    const SERIES: usize = 5000;
+    const EVERY: i64 = 10 * 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let labels: Vec<Labels> = (0..SERIES).map(series_labels).collect();
+    for t in (0..3 * HOUR).step_by(EVERY as usize) {
+        let mut batch = WriteBatch::new();
+        for (index, labels) in labels.iter().enumerate() {
+            batch.push(
+                labels.clone(),
+                vec![Sample::new(t, (t + index as i64) as f64)],
+            );
+        }
+        tsdb.append(&batch).unwrap();
+    }
+    while tsdb.cut_block().unwrap().is_some() {}
+    assert!(!tsdb.blocks().is_empty(), "blocks were cut");
+    assert!(
+        tsdb.head().time_range().is_some(),
+        "the head still holds samples"
+    );
+
+    let read = read_all(&tsdb);
+    let mut expected: Vec<(String, Vec<Sample>)> = labels
+        .iter()
+        .enumerate()
+        .map(|(index, labels)| {
+            let samples = (0..3 * HOUR)
+                .step_by(EVERY as usize)
+                .map(|t| Sample::new(t, (t + index as i64) as f64))
+                .collect();
+            (labels.to_string(), samples)
+        })
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(read.len(), SERIES);
+    assert_eq!(read, expected);
+}

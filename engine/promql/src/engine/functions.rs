@@ -445,7 +445,11 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, call: &Call, grid: Grid) -> Result<Va
                 if let Some(mode) = range.extended {
                     ev.collect_pending(&mut range)?;
                     if let Some(offset) = counters_at {
-                        warn_non_counters(ev, &range.series, offset);
+                        warn_non_counters(
+                            ev,
+                            range.series.iter().map(|(labels, _)| labels),
+                            offset,
+                        );
                     }
                     return extended_range_function(ev, name, mode, &range, grid);
                 }
@@ -664,15 +668,20 @@ fn time_shifts(expr: &Expr, query_start: i64, query_end: i64) -> Vec<(Option<i64
 }
 
 /// `rate` and `increase` of a metric whose name says it is no counter: Prometheus' info.
-fn warn_non_counters(ev: &mut Evaluator<'_>, series: &[(Labels, Vec<Point>)], offset: usize) {
+fn warn_non_counters<'l>(
+    ev: &mut Evaluator<'_>,
+    series: impl Iterator<Item = &'l Labels>,
+    offset: usize,
+) {
     const COUNTER_SUFFIXES: [&str; 4] = ["_total", "_sum", "_count", "_bucket"];
     let mut names: Vec<&str> = Vec::new();
-    for (labels, _) in series {
+    for labels in series {
         let Some(name) = labels.metric_name() else {
             continue;
         };
-        if labels.get("__type__").is_some()
-            || COUNTER_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+        // The suffix first: it settles almost every series without a label lookup.
+        if COUNTER_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+            || labels.get("__type__").is_some()
             || names.contains(&name)
         {
             continue;
@@ -1309,50 +1318,70 @@ fn range_function(
     }
     let folding = fold.is_some();
     let mut out = Vec::new();
-    let mut process = |ev: &mut Evaluator<'_>, part: &[(Labels, Vec<Point>)]| {
-        if let Some(offset) = counters_at {
-            warn_non_counters(ev, part, offset);
-        }
+    // Computes the window function over a part of the series, split across the cores when
+    // `split` and the part is large enough.
+    let compute =
+        |part: &[(Labels, Vec<Point>)], split: bool| -> Result<Vec<VSeries>, QueryError> {
+            let work = match split {
+                true => part.iter().map(|(_, points)| points.len() + steps).sum(),
+                false => 0,
+            };
+            let mut computed = Vec::with_capacity(part.len());
+            for result in parallel_map(part, work, one) {
+                if let Some(series) = result? {
+                    computed.push(series);
+                }
+            }
+            Ok(computed)
+        };
+    // Takes computed series: an aggregation folds them in, else they are kept.
+    let mut absorb = |ev: &mut Evaluator<'_>, computed: Vec<VSeries>| {
         match &mut fold {
             Some(fold) => {
-                for part in part.chunks(FOLD_BATCH_SERIES) {
-                    let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
-                    let mut batch = Vec::with_capacity(part.len());
-                    for result in parallel_map(part, work, one) {
-                        if let Some(series) = result? {
-                            batch.push(series);
-                        }
-                    }
-                    ev.hold(batch.len() * steps)?;
-                    fold.add(&batch, !keep_name)?;
-                    ev.release(batch.len() * steps);
-                }
+                ev.hold(computed.len() * steps)?;
+                fold.add(&computed, !keep_name)?;
+                ev.release(computed.len() * steps);
             }
-            None => {
-                let work: usize = part.iter().map(|(_, points)| points.len() + steps).sum();
-                for result in parallel_map(part, work, one) {
-                    if let Some(series) = result? {
-                        out.push(series);
-                    }
-                }
-            }
+            None => out.extend(computed),
         }
         Ok::<(), QueryError>(())
     };
     let result = match pending {
-        None => process(ev, &range.series),
-        // The read arrives batch by batch: each is turned into points, computed and dropped
-        // before the next, so its samples never all sit in memory at once.
-        Some(mut pending) => (|| {
-            while let Some(batch) = ev.next_batch(&mut pending)? {
-                let samples: usize = batch.iter().map(|series| series.samples.len()).sum();
-                ev.hold(samples)?;
-                let part: Vec<(Labels, Vec<Point>)> = batch.into_iter().map(points_of).collect();
-                process(ev, &part)?;
-                ev.release(samples);
+        None => (|| {
+            if let Some(offset) = counters_at {
+                warn_non_counters(ev, range.series.iter().map(|(labels, _)| labels), offset);
+            }
+            for part in range.series.chunks(FOLD_BATCH_SERIES) {
+                absorb(ev, compute(part, true)?)?;
             }
             Ok(())
         })(),
+        // The read arrives batch by batch. Each batch is turned into points and computed on
+        // one of the cores while the next ones arrive, then folded in (or kept) in the order
+        // of the read; its samples are dropped once computed, so the samples of the whole
+        // read never sit in memory at once.
+        Some(mut pending) => pipeline(
+            ev,
+            |ev| {
+                let Some(batch) = ev.next_batch(&mut pending)? else {
+                    return Ok(None);
+                };
+                let samples: usize = batch.iter().map(|series| series.samples.len()).sum();
+                ev.hold(samples)?;
+                if let Some(offset) = counters_at {
+                    warn_non_counters(ev, batch.iter().map(|series| &series.labels), offset);
+                }
+                Ok(Some((batch, samples)))
+            },
+            |(batch, samples): (Vec<lookout_storage::Series>, usize)| {
+                let part: Vec<(Labels, Vec<Point>)> = batch.into_iter().map(points_of).collect();
+                (compute(&part, false), samples)
+            },
+            |ev, (computed, samples)| {
+                ev.release(samples);
+                absorb(ev, computed?)
+            },
+        ),
     };
     ev.fold = fold;
     result?;
@@ -1379,7 +1408,7 @@ const PARALLEL_WORK: usize = 200_000;
 
 /// `items.map(f)` in order, on all cores when `work` is large enough.
 fn parallel_map<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = lookout_storage::cores();
     if threads < 2 || work < PARALLEL_WORK || items.len() < 2 {
         return items.iter().map(&f).collect();
     }
@@ -1397,6 +1426,77 @@ fn parallel_map<T: Sync, R: Send>(items: &[T], work: usize, f: impl Fn(&T) -> R 
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
             .collect()
+    })
+}
+
+/// Hands the items `next` produces to `work` on every core, and the results to `take` in the
+/// order of the items. `next` and `take` run on the calling thread, with `state`; at most two
+/// items per core are handed out and not yet taken. On one core, it is a plain loop.
+fn pipeline<S, I: Send, R: Send>(
+    state: &mut S,
+    mut next: impl FnMut(&mut S) -> Result<Option<I>, QueryError>,
+    work: impl Fn(I) -> R + Sync,
+    mut take: impl FnMut(&mut S, R) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
+    let workers = lookout_storage::cores();
+    if workers < 2 {
+        while let Some(item) = next(state)? {
+            take(state, work(item))?;
+        }
+        return Ok(());
+    }
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<(usize, I)>(workers);
+    let queue = std::sync::Mutex::new(queue);
+    let (results, done) = std::sync::mpsc::channel::<(usize, std::thread::Result<R>)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let results = results.clone();
+            let (queue, work) = (&queue, &work);
+            scope.spawn(move || loop {
+                // A worker waits for the next item holding the lock; the others wait for it.
+                let job = queue.lock().map(|queue| queue.recv());
+                let Ok(Ok((index, item))) = job else {
+                    return;
+                };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)));
+                if results.send((index, result)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(results);
+        // Dropped when `next` has no more: the workers stop once the queue is empty.
+        let mut jobs = Some(jobs);
+        let (mut sent, mut taken) = (0, 0);
+        let mut ready = std::collections::BTreeMap::new();
+        loop {
+            if let Some(sender) = jobs.as_ref().filter(|_| sent - taken < 2 * workers) {
+                match next(state)? {
+                    Some(item) => {
+                        if sender.send((sent, item)).is_err() {
+                            return Err(QueryError::Execution("query workers stopped".into()));
+                        }
+                        sent += 1;
+                    }
+                    None => jobs = None,
+                }
+                continue;
+            }
+            if taken == sent {
+                return Ok(());
+            }
+            let Ok((index, result)) = done.recv() else {
+                return Err(QueryError::Execution("query workers stopped".into()));
+            };
+            ready.insert(index, result);
+            while let Some(result) = ready.remove(&taken) {
+                taken += 1;
+                match result {
+                    Ok(result) => take(state, result)?,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
     })
 }
 
@@ -2317,6 +2417,90 @@ fn select_k(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Items finish out of order (some take longer), yet `take` sees every result once, in
+    /// the order `next` handed the items out.
+    #[test]
+    fn the_pipeline_hands_results_over_in_order() {
+        let mut state = (0u64, Vec::new());
+        pipeline(
+            &mut state,
+            |(handed, _)| {
+                *handed += 1;
+                Ok((*handed <= 300).then_some(*handed))
+            },
+            |item: u64| {
+                if item.is_multiple_of(3) {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                item * item
+            },
+            |(_, taken), result| {
+                taken.push(result);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let expected: Vec<u64> = (1..=300).map(|item| item * item).collect();
+        assert_eq!(state.1, expected);
+    }
+
+    /// An error from either side stops the pipeline and is its answer.
+    #[test]
+    fn the_pipeline_stops_at_the_first_error() {
+        let mut handed = 0;
+        let error = pipeline(
+            &mut handed,
+            |handed| {
+                *handed += 1;
+                match *handed {
+                    50 => Err(QueryError::Execution("read failed".into())),
+                    n => Ok(Some(n)),
+                }
+            },
+            |item: u32| item,
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("read failed"), "{error}");
+        assert_eq!(handed, 50);
+
+        let mut taken = Vec::new();
+        let error = pipeline(
+            &mut taken,
+            |taken| Ok((taken.len() < 1000).then_some(())),
+            |()| 1,
+            |taken: &mut Vec<i32>, result| {
+                taken.push(result);
+                match taken.len() {
+                    10 => Err(QueryError::Execution("fold failed".into())),
+                    _ => Ok(()),
+                }
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("fold failed"), "{error}");
+        assert_eq!(taken.len(), 10);
+    }
+
+    /// A panic in the work reaches the caller instead of leaving it waiting.
+    #[test]
+    #[should_panic(expected = "work failed")]
+    fn a_panic_in_the_pipeline_work_reaches_the_caller() {
+        let mut handed = 0;
+        let _ = pipeline(
+            &mut handed,
+            |handed| {
+                *handed += 1;
+                Ok((*handed <= 20).then_some(*handed))
+            },
+            |item: u32| {
+                assert!(item != 7, "work failed");
+                item
+            },
+            |_, _| Ok(()),
+        );
+    }
 
     #[test]
     fn natural_order_compares_numbers_by_value() {
