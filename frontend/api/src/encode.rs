@@ -117,6 +117,34 @@ fn push_float(out: &mut String, value: f64, exponent: bool) {
     if value.is_sign_negative() {
         out.push('-');
     }
+    // ryu writes the same shortest digits as Go. Magnitudes from 1e-5 to 1e16 come out in
+    // plain notation, with ".0" after whole numbers: Go's 'f' text once the ".0" goes. Others
+    // come out as `d.ddde-7` or `de16`: Go's 'e' text once the exponent has its sign and two
+    // digits. The rest (a plain text wanted in ryu's exponent range, or the reverse) is
+    // rebuilt from the digits.
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(value.abs());
+    match (exponent, text.find('e')) {
+        (false, None) => {
+            out.push_str(text.strip_suffix(".0").unwrap_or(text));
+            return;
+        }
+        (true, Some(at)) => {
+            out.push_str(&text[..at]);
+            let power = &text[at + 1..];
+            let (sign, digits) = match power.strip_prefix('-') {
+                Some(digits) => ("e-", digits),
+                None => ("e+", power),
+            };
+            out.push_str(sign);
+            if digits.len() < 2 {
+                out.push('0');
+            }
+            out.push_str(digits);
+            return;
+        }
+        _ => {}
+    }
     let (digits, point) = shortest_digits(value.abs());
     let digits = &digits;
     let digits = std::str::from_utf8(digits.as_slice()).expect("ASCII digits");

@@ -186,25 +186,37 @@ fn respond(output: QueryOutput, limit: Option<usize>, params: &Params) -> Respon
 /// About how many bytes [`push_result`] writes for `value`: room reserved at once instead of
 /// a large body growing (and being copied) a dozen times.
 fn encoded_size(value: &QueryValue) -> usize {
-    // `[1435781451.781,"1234.5678"]`, with its comma.
-    const POINT: usize = 30;
-    let labels = |labels: &lookout_model::Labels| {
-        labels
-            .iter()
-            .map(|label| label.name.len() + label.value.len() + 6)
-            .sum::<usize>()
-            + 32
-    };
     match value {
-        QueryValue::Scalar { .. } => POINT,
-        QueryValue::String { v, .. } => POINT + v.len(),
-        QueryValue::Vector(samples) => samples.iter().map(|s| labels(&s.labels) + POINT).sum(),
-        QueryValue::Matrix(series) => series
+        QueryValue::Scalar { .. } => POINT_SIZE,
+        QueryValue::String { v, .. } => POINT_SIZE + v.len(),
+        QueryValue::Vector(samples) => samples
             .iter()
-            .map(|one| labels(&one.labels) + POINT * one.points.len())
+            .map(|s| encoded_labels_size(&s.labels) + POINT_SIZE)
             .sum(),
+        QueryValue::Matrix(series) => encoded_series_size(series),
     }
 }
+
+/// About how many bytes [`push_series_list`] writes for `series`.
+fn encoded_series_size(series: &[lookout_promql::RangeSeries]) -> usize {
+    series
+        .iter()
+        .map(|one| encoded_labels_size(&one.labels) + POINT_SIZE * one.points.len())
+        .sum()
+}
+
+/// About how many bytes a label set takes in JSON.
+fn encoded_labels_size(labels: &lookout_model::Labels) -> usize {
+    labels
+        .iter()
+        .map(|label| label.name.len() + label.value.len() + 6)
+        .sum::<usize>()
+        + 32
+}
+
+/// About how many bytes one point takes: `[1435781451.781,"0.5432123456789012"]`, with its
+/// comma (values of ratios and rates carry up to 17 digits).
+const POINT_SIZE: usize = 40;
 
 /// The first ten annotations of a kind, then `N more <kind> annotations omitted`.
 fn cap_annotations(mut annotations: Vec<String>, kind: &str) -> Vec<String> {
@@ -245,23 +257,51 @@ fn push_result(out: &mut String, value: &QueryValue) {
         }
         QueryValue::Matrix(series) => {
             out.push('[');
-            for (index, one) in series.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"metric\":");
-                encode::push_labels(out, &one.labels);
-                out.push_str(",\"values\":[");
-                for (point_index, point) in one.points.iter().enumerate() {
-                    if point_index > 0 {
-                        out.push(',');
-                    }
-                    encode::push_point(out, point.t, point.v);
-                }
-                out.push_str("]}");
+            let points: usize = series.iter().map(|one| one.points.len()).sum();
+            if points < PARALLEL_POINTS || series.len() < 2 || lookout_storage::cores() < 2 {
+                push_series_list(out, series);
+            } else {
+                // A large matrix is written in two halves at once, joined with a comma.
+                let (first, second) = series.split_at(series.len() / 2);
+                let second = std::thread::scope(|scope| {
+                    let second = scope.spawn(|| {
+                        let mut text = String::with_capacity(encoded_series_size(second));
+                        push_series_list(&mut text, second);
+                        text
+                    });
+                    push_series_list(out, first);
+                    second
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                });
+                out.push(',');
+                out.push_str(&second);
             }
             out.push(']');
         }
+    }
+}
+
+/// Points of a matrix from which its text is written on two cores (about 40 ms of work on
+/// one; a thread costs tens of microseconds).
+const PARALLEL_POINTS: usize = 500_000;
+
+/// `{"metric":{...},"values":[...]}` for each series, separated by commas.
+fn push_series_list(out: &mut String, series: &[lookout_promql::RangeSeries]) {
+    for (index, one) in series.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"metric\":");
+        encode::push_labels(out, &one.labels);
+        out.push_str(",\"values\":[");
+        for (point_index, point) in one.points.iter().enumerate() {
+            if point_index > 0 {
+                out.push(',');
+            }
+            encode::push_point(out, point.t, point.v);
+        }
+        out.push_str("]}");
     }
 }
 
