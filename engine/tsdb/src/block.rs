@@ -457,9 +457,13 @@ impl IndexReader {
         if !with_labels {
             return Ok((None, metas));
         }
-        let labels =
-            Labels::from_vec(labels).map_err(|_| self.corruption(start, "duplicate label name"))?;
-        Ok((Some(labels), metas))
+        // Written from valid label sets: names strictly ascending, values never empty.
+        let valid = labels.iter().all(|label| !label.value.is_empty())
+            && labels.windows(2).all(|pair| pair[0].name < pair[1].name);
+        if !valid {
+            return Err(self.corruption(start, "series labels out of order"));
+        }
+        Ok((Some(Labels::from_sorted_unchecked(labels)), metas))
     }
 }
 

@@ -460,26 +460,22 @@ impl Plan {
 
 /// A read series as points, its stale markers left out.
 pub(crate) fn points_of(series: Series) -> (Labels, Vec<Point>) {
-    // Same size and alignment, so the collect reuses the sample vector's allocation. Without
-    // stale markers (the usual case), it is a plain map, which the compiler turns into
-    // nothing: the bits stay where they are.
-    let stale = series
+    // Same size and alignment, so the collect reuses the sample vector's allocation. The
+    // stale markers (usually none) are looked for in the same pass, and only then removed:
+    // the samples come from another core's cache, and a second pass over them would cost as
+    // much as the first.
+    let mut stale = false;
+    let mut points: Vec<Point> = series
         .samples
-        .iter()
-        .any(|sample| is_stale_nan(sample.value));
-    let points = if stale {
-        series
-            .samples
-            .into_iter()
-            .filter_map(|sample| live_point(&sample))
-            .collect()
-    } else {
-        series
-            .samples
-            .into_iter()
-            .map(|sample| point(&sample))
-            .collect()
-    };
+        .into_iter()
+        .map(|sample| {
+            stale |= is_stale_nan(sample.value);
+            point(&sample)
+        })
+        .collect();
+    if stale {
+        points.retain(|point| !is_stale_nan(point.v));
+    }
     (series.labels, points)
 }
 
