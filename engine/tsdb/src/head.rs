@@ -40,6 +40,25 @@ const SHARD_BITS: u32 = SHARD_COUNT.trailing_zeros();
 /// microseconds; ten thousand label sets take milliseconds).
 pub(crate) const PARALLEL_LABELS: usize = 4096;
 
+/// The first series of a label name or value, and whether it has more: almost always the
+/// first one is live, and copying a value's whole postings list under the index lock cost
+/// more than the check (label values of `instance` over 100k series). The others are looked
+/// at only when the first is not live.
+#[derive(Debug, Default)]
+struct Candidates {
+    first: Option<u32>,
+    more: bool,
+}
+
+impl Candidates {
+    fn of(series: &RoaringBitmap) -> Candidates {
+        Candidates {
+            first: series.min(),
+            more: series.len() > 1,
+        }
+    }
+}
+
 /// Identifies a series in the head (and in the WAL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesRef(pub u32);
@@ -897,7 +916,14 @@ impl Head {
         let covered = matchers.is_empty() && self.covers(mint, maxt);
         // Under the index lock: each missing name with the series that have it. Series are
         // looked at once the lock is released (appends take the locks the other way).
-        let missing: Vec<(Arc<str>, RoaringBitmap)> = {
+        let name_series = |index: &MemIndex, name: &str| {
+            let mut series = RoaringBitmap::new();
+            for (_, postings) in index.values_with_postings(name) {
+                series |= postings;
+            }
+            series
+        };
+        let missing: Vec<(Arc<str>, Candidates)> = {
             let index = self.index.read();
             let candidates = (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
             let names = index
@@ -907,18 +933,25 @@ impl Head {
             crate::index::missing_from(known, names)
                 .into_iter()
                 .map(|(_, (name, values))| {
-                    let mut series = RoaringBitmap::new();
-                    for postings in values.values().filter(|_| !covered) {
-                        series |= postings;
-                    }
-                    if let Some(candidates) = &candidates {
-                        series &= candidates;
-                    }
-                    (Arc::clone(name), series)
+                    let candidates = match &candidates {
+                        _ if covered => Candidates::default(),
+                        Some(candidates) => {
+                            Candidates::of(&(name_series(&index, name) & candidates))
+                        }
+                        // Any series of the name will do first: the first value's.
+                        None => match values.values().next() {
+                            Some(postings) => Candidates {
+                                first: postings.min(),
+                                more: values.len() > 1 || postings.len() > 1,
+                            },
+                            None => Candidates::default(),
+                        },
+                    };
+                    (Arc::clone(name), candidates)
                 })
                 .collect()
         };
-        self.add_live(known, missing, covered, mint, maxt);
+        self.add_live(known, missing, covered, (mint, maxt), matchers, name_series);
     }
 
     /// Sorted values of `name` over matching series with samples in `[mint, maxt]`.
@@ -953,7 +986,7 @@ impl Head {
         let covered = matchers.is_empty() && self.covers(mint, maxt);
         // Under the index lock: each missing value with its matching series. Series are
         // looked at once the lock is released (appends take the locks the other way).
-        let missing: Vec<(Arc<str>, RoaringBitmap)> = {
+        let missing: Vec<(Arc<str>, Candidates)> = {
             let index = self.index.read();
             let candidates = (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
             let values = index
@@ -962,34 +995,77 @@ impl Head {
             crate::index::missing_from(known, values)
                 .into_iter()
                 .map(|(_, (value, postings))| {
-                    let series = match &candidates {
-                        Some(candidates) => postings & candidates,
-                        None if covered => RoaringBitmap::new(),
-                        None => postings.clone(),
+                    let candidates = match &candidates {
+                        _ if covered => Candidates::default(),
+                        Some(candidates) => Candidates::of(&(postings & candidates)),
+                        None => Candidates::of(postings),
                     };
-                    (Arc::clone(value), series)
+                    (Arc::clone(value), candidates)
                 })
                 .collect()
         };
-        self.add_live(known, missing, covered, mint, maxt);
+        let value_series = |index: &MemIndex, value: &str| {
+            index
+                .value_postings(name, value)
+                .cloned()
+                .unwrap_or_default()
+        };
+        self.add_live(
+            known,
+            missing,
+            covered,
+            (mint, maxt),
+            matchers,
+            value_series,
+        );
     }
 
     /// Adds to `known` (sorted, distinct) the names or values of `missing` that some of their
-    /// series holds a sample in `[mint, maxt]` for (all of them when `covered`).
+    /// series holds a sample in `[mint, maxt]` for (all of them when `covered`). Each is
+    /// checked against its first series; only when that one is not live are all its series
+    /// (`series_of` under the index lock, narrowed by `matchers`) looked at.
     fn add_live(
         &self,
         known: &mut Vec<String>,
-        missing: Vec<(Arc<str>, RoaringBitmap)>,
+        missing: Vec<(Arc<str>, Candidates)>,
         covered: bool,
-        mint: i64,
-        maxt: i64,
+        (mint, maxt): (i64, i64),
+        matchers: &[Matcher],
+        series_of: impl Fn(&MemIndex, &str) -> RoaringBitmap,
     ) {
         let mut dead = RoaringBitmap::new();
-        let added = missing
-            .into_iter()
-            .filter(|(_, series)| covered || self.any_live(series, mint, maxt, &mut dead))
-            .map(|(key, _)| key.to_string())
-            .collect();
+        let mut added = Vec::new();
+        let mut unsure = Vec::new();
+        for (key, candidates) in missing {
+            if covered || self.any_live(candidates.first.into_iter(), mint, maxt, &mut dead) {
+                added.push(key.to_string());
+            } else if candidates.more {
+                unsure.push(key);
+            }
+        }
+        if !unsure.is_empty() {
+            let unsure: Vec<(Arc<str>, RoaringBitmap)> = {
+                let index = self.index.read();
+                let candidates =
+                    (!matchers.is_empty()).then(|| index.postings_for_matchers(matchers));
+                unsure
+                    .into_iter()
+                    .map(|key| {
+                        let mut series = series_of(&index, &key);
+                        if let Some(candidates) = &candidates {
+                            series &= candidates;
+                        }
+                        (key, series)
+                    })
+                    .collect()
+            };
+            for (key, series) in unsure {
+                if self.any_live(series.iter(), mint, maxt, &mut dead) {
+                    added.push(key.to_string());
+                }
+            }
+            added.sort_unstable();
+        }
         crate::index::insert_sorted(known, added);
     }
 
@@ -997,7 +1073,7 @@ impl Head {
     /// one are added to `dead` and not looked at again.
     fn any_live(
         &self,
-        series: &RoaringBitmap,
+        series: impl Iterator<Item = u32>,
         mint: i64,
         maxt: i64,
         dead: &mut RoaringBitmap,

@@ -108,6 +108,11 @@ impl MemIndex {
             .flat_map(|values| values.iter())
     }
 
+    /// The series with label `name` set to `value`.
+    pub fn value_postings(&self, name: &str, value: &str) -> Option<&RoaringBitmap> {
+        self.by_name.get(name)?.get(value)
+    }
+
     /// Names with at least one series, sorted, with their values' postings.
     pub fn names_with_values(&self) -> Vec<(&Arc<str>, &ValuePostings)> {
         let mut names: Vec<_> = self.by_name.iter().collect();

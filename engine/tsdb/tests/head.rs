@@ -292,6 +292,43 @@ fn label_queries_see_only_the_time_range_asked_for() {
     );
 }
 
+/// A label value or name whose first series has no sample in the range, but a later one
+/// has, is still in the answer (the head looks at a value's first series, then at all).
+#[test]
+fn label_queries_find_the_one_live_series_among_many_dead() {
+    let tsdb = Tsdb::in_memory(Default::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    // 200 series for v="x" and as many values of k, all with samples only at t = 0 except
+    // the one written last, which has one at 1000 too.
+    for index in 0..200 {
+        let mut samples = vec![Sample::new(0, 1.0)];
+        if index == 199 {
+            samples.push(Sample::new(1000, 1.0));
+        }
+        let k = format!("k{index}");
+        batch.push(
+            labels(&[("__name__", "m"), ("v", "x"), ("k", k.as_str())]),
+            samples,
+        );
+    }
+    batch.push(
+        labels(&[("__name__", "m"), ("v", "dead")]),
+        vec![Sample::new(0, 1.0)],
+    );
+    tsdb.append(&batch).unwrap();
+    let head = tsdb.head();
+    let named_m = [Matcher::equal("__name__", "m")];
+    for matchers in [&[][..], &named_m[..]] {
+        assert_eq!(head.label_values("v", matchers, 500, 2000, None), ["x"]);
+        assert_eq!(head.label_values("k", matchers, 500, 2000, None), ["k199"]);
+        assert_eq!(
+            head.label_names(matchers, 500, 2000, None),
+            ["__name__", "k", "v"]
+        );
+        assert_eq!(head.label_values("v", matchers, 0, 0, None), ["dead", "x"]);
+    }
+}
+
 /// Retention measures from the newest sample and far-future samples are refused; the
 /// extreme-timestamp test turns both off.
 fn open_keeping_everything(dir: &std::path::Path) -> Tsdb {
