@@ -12,6 +12,16 @@ use serde_json::Value;
 pub fn push_string(out: &mut String, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
+    // Almost every label name and value needs no escape: one pass over the bytes settles it
+    // (0xe2 starts U+2028 and U+2029, the only escaped characters beyond ASCII).
+    let plain = text
+        .bytes()
+        .all(|byte| !matches!(byte, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f | 0xe2));
+    if plain {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     let mut unescaped_from = 0;
     for (index, character) in text.char_indices() {
         let escape: Option<&str> = match character {
@@ -384,6 +394,33 @@ mod tests {
         assert_eq!(string("x\ny\tz\r"), r#""x\ny\tz\r""#);
         assert_eq!(string("\u{1}\u{8}\u{1f}"), r#""\u0001\u0008\u001f""#);
         assert_eq!(string("é\u{2028}ü"), "\"é\\u2028ü\"");
+        // Starts with the byte 0xe2 as U+2028 does, and needs no escape.
+        assert_eq!(string("5 €"), "\"5 €\"");
+    }
+
+    proptest::proptest! {
+        /// Any string, with or without characters to escape, comes out as Go writes it: the
+        /// fast path for plain strings and the escaping path agree with a char-by-char
+        /// rendering of Go's rules.
+        #[test]
+        fn strings_escape_like_go_whatever_they_hold(text in "[a-z0-9 <>&\"\\\\\n\t\u{1}\u{2028}\u{2029}é€]{0,40}") {
+            let mut expected = String::from("\"");
+            for character in text.chars() {
+                match character {
+                    '"' => expected.push_str("\\\""),
+                    '\\' => expected.push_str("\\\\"),
+                    '\n' => expected.push_str("\\n"),
+                    '\r' => expected.push_str("\\r"),
+                    '\t' => expected.push_str("\\t"),
+                    '\u{2028}' | '\u{2029}' | '<' | '>' | '&' | '\u{0}'..='\u{1f}' => {
+                        expected.push_str(&format!("\\u{:04x}", u32::from(character)));
+                    }
+                    other => expected.push(other),
+                }
+            }
+            expected.push('"');
+            proptest::prop_assert_eq!(string(&text), expected);
+        }
     }
 
     #[test]

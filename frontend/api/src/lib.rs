@@ -399,6 +399,7 @@ async fn series(
     let end = time_param(&params, "end", TimestampMs::MAX)?;
     let limit = limit_param(&params)?;
     let mut all = Vec::new();
+    let several = selectors.len() > 1;
     for matchers in selectors {
         let mut request = SelectRequest::new(matchers, start.0, end.0);
         request.hints.labels_only = true;
@@ -406,21 +407,25 @@ async fn series(
         let answer = collect_series(state.storage.select(request).await?).await?;
         all.extend(answer.into_iter().map(|series| series.labels));
     }
-    // One selector's answer comes sorted from the store: sorting it again is a linear check.
-    // Several selectors' answers are merged here.
-    all.sort_unstable();
-    all.dedup();
+    // One selector's answer comes sorted and distinct from the store (the `Storage`
+    // contract); several selectors' answers are merged here.
+    if several {
+        all.sort_unstable();
+        all.dedup();
+    }
     let warnings = truncate_to_limit(&mut all, limit);
-    let mut data = String::with_capacity(2 + all.len() * 256);
-    data.push('[');
+    let size: usize = all.iter().map(query::encoded_labels_size).sum();
+    let mut body = String::with_capacity(SUCCESS_START.len() + 2 + size);
+    body.push_str(SUCCESS_START);
+    body.push('[');
     for (index, labels) in all.iter().enumerate() {
         if index > 0 {
-            data.push(',');
+            body.push(',');
         }
-        encode::push_labels(&mut data, labels);
+        encode::push_labels(&mut body, labels);
     }
-    data.push(']');
-    Ok(success_raw(&data, &warnings, &[]))
+    body.push(']');
+    Ok(success_started(body, &warnings, &[]))
 }
 
 /// Runs a label query once per selector (or once without matchers) and merges the answers,

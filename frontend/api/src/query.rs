@@ -206,7 +206,7 @@ fn encoded_series_size(series: &[lookout_promql::RangeSeries]) -> usize {
 }
 
 /// About how many bytes a label set takes in JSON.
-fn encoded_labels_size(labels: &lookout_model::Labels) -> usize {
+pub(crate) fn encoded_labels_size(labels: &lookout_model::Labels) -> usize {
     labels
         .iter()
         .map(|label| label.name.len() + label.value.len() + 6)
