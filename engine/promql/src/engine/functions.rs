@@ -2347,6 +2347,58 @@ impl GroupFold {
     }
 }
 
+/// The k candidates (series index, value) that Prometheus keeps for `topk` (`bottomk` when
+/// `bottom`): it walks the series in input order with a heap of k holding the worst kept
+/// value on top, and a series replaces the top only when strictly better. Among equal values
+/// the one evicted is the one on top of the heap, so the heap moves exactly as Go's
+/// `container/heap` does (same sift-up and sift-down, NaN counted as the worst value).
+/// Users comparing answers with Prometheus then get the same series when values tie.
+fn heap_select(candidates: &[(usize, f64)], k: usize, bottom: bool) -> Vec<(usize, f64)> {
+    // Go's `Less`: whether a is worse than b.
+    let less = |a: f64, b: f64| a.is_nan() || if bottom { a > b } else { a < b };
+    let mut heap: Vec<(usize, f64)> = Vec::with_capacity(k);
+    if k == 0 {
+        return heap;
+    }
+    for &(m, v) in candidates {
+        if heap.len() < k {
+            heap.push((m, v));
+            let mut j = heap.len() - 1;
+            while j > 0 {
+                let parent = (j - 1) / 2;
+                if !less(heap[j].1, heap[parent].1) {
+                    break;
+                }
+                heap.swap(parent, j);
+                j = parent;
+            }
+            continue;
+        }
+        let top = heap[0].1;
+        let better = if bottom { top > v } else { top < v };
+        if better || (top.is_nan() && !v.is_nan()) {
+            heap[0] = (m, v);
+            let mut i = 0;
+            loop {
+                let left = 2 * i + 1;
+                if left >= heap.len() {
+                    break;
+                }
+                let mut child = left;
+                if left + 1 < heap.len() && less(heap[left + 1].1, heap[left].1) {
+                    child = left + 1;
+                }
+                if !less(heap[child].1, heap[i].1) {
+                    break;
+                }
+                heap.swap(i, child);
+                i = child;
+            }
+        }
+    }
+    heap
+}
+
 /// `topk`, `bottomk` and `limitk`: per group and step, the k series with the highest
 /// (lowest, first) values keep their value at that step. For an instant query the result
 /// comes out in the order Prometheus returns: group by group, best first.
@@ -2371,15 +2423,24 @@ fn select_k(
                 list.iter()
                     .filter_map(|m| input[*m].values[i].map(|v| (*m, v))),
             );
+            let k = k.min(candidates.len() as i64) as usize;
             match op {
-                AggregateOp::Topk => candidates.sort_by(|a, b| cmp_desc_nan_last(a.1, b.1)),
-                AggregateOp::Bottomk => candidates.sort_by(|a, b| cmp_asc_nan_last(a.1, b.1)),
-                _ => {}
+                AggregateOp::Topk | AggregateOp::Bottomk => {
+                    let bottom = op == AggregateOp::Bottomk;
+                    let mut chosen = heap_select(&candidates, k, bottom);
+                    // Best first (an instant query lists them so), ties in input order.
+                    chosen.sort_by(|a, b| {
+                        let by_value = match bottom {
+                            true => cmp_asc_nan_last(a.1, b.1),
+                            false => cmp_desc_nan_last(a.1, b.1),
+                        };
+                        by_value.then(a.0.cmp(&b.0))
+                    });
+                    candidates = chosen;
+                }
+                _ => candidates.truncate(k),
             }
-            for (m, v) in candidates
-                .iter()
-                .take(k.min(candidates.len() as i64) as usize)
-            {
+            for (m, v) in &candidates {
                 keep[*m][i] = Some(*v);
                 if steps == 1 {
                     order.push(*m);
@@ -2417,6 +2478,30 @@ fn select_k(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ties are settled as Prometheus settles them. Both cases were checked with Prometheus
+    /// 2.42 (`promtool test rules`): `topk(2, m)` over a=2, b=2, c=3 keeps b and c (the
+    /// heap's top, a, is evicted by c), and `bottomk(2, n)` over a=1, b=1, c=0, d=1 keeps b
+    /// and c.
+    #[test]
+    fn topk_and_bottomk_settle_ties_as_prometheus_does() {
+        let keep = |values: &[f64], k: usize, bottom: bool| {
+            let candidates: Vec<(usize, f64)> = values.iter().copied().enumerate().collect();
+            let mut kept: Vec<usize> = heap_select(&candidates, k, bottom)
+                .into_iter()
+                .map(|(index, _)| index)
+                .collect();
+            kept.sort_unstable();
+            kept
+        };
+        assert_eq!(keep(&[2.0, 2.0, 3.0], 2, false), [1, 2]);
+        assert_eq!(keep(&[1.0, 1.0, 0.0, 1.0], 2, true), [1, 2]);
+        // Without ties: the k best, NaN only when nothing else is left.
+        assert_eq!(keep(&[5.0, f64::NAN, 1.0, 7.0, 3.0], 3, false), [0, 3, 4]);
+        assert_eq!(keep(&[5.0, f64::NAN, 1.0, 7.0, 3.0], 2, true), [2, 4]);
+        assert_eq!(keep(&[f64::NAN, 1.0], 2, false), [0, 1]);
+        assert_eq!(keep(&[1.0, 2.0], 0, false), Vec::<usize>::new());
+    }
 
     /// Items finish out of order (some take longer), yet `take` sees every result once, in
     /// the order `next` handed the items out.
