@@ -124,3 +124,31 @@ pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// Runs `first` on the calling thread and `second` beside it on another core (on the calling
+/// thread after `first` when there is one core), and returns both answers. A panic in either
+/// reaches the caller.
+pub fn join<A, B: Send>(first: impl FnOnce() -> A, second: impl FnOnce() -> B + Send) -> (A, B) {
+    if cores() < 2 {
+        let a = first();
+        return (a, second());
+    }
+    std::thread::scope(|scope| {
+        let second = scope.spawn(second);
+        let a = first();
+        let b = second
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (a, b)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn join_returns_both_answers_and_passes_a_panic_on() {
+        assert_eq!(super::join(|| 1 + 1, || "two"), (2, "two"));
+        let panicked = std::panic::catch_unwind(|| super::join(|| 1, || panic!("second failed")));
+        assert!(panicked.is_err());
+    }
+}

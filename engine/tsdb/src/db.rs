@@ -922,20 +922,12 @@ impl Tsdb {
             Ok::<_, TsdbError>(plan)
         };
         // The head and the blocks are listed side by side when the head has many series.
-        let (plan, listed) = if head_refs.len() < PARALLEL_LABELS
-            || blocks.is_empty()
-            || lookout_storage::cores() < 2
-        {
+        let (plan, listed) = if head_refs.len() < PARALLEL_LABELS || blocks.is_empty() {
             (list_blocks()?, head.sorted_labels(&head_refs, mint, maxt))
         } else {
-            std::thread::scope(|scope| {
-                let listed = scope.spawn(|| head.sorted_labels(&head_refs, mint, maxt));
-                let plan = list_blocks();
-                let listed = listed
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Ok::<_, TsdbError>((plan?, listed))
-            })?
+            let (plan, listed) =
+                lookout_storage::join(list_blocks, || head.sorted_labels(&head_refs, mint, maxt));
+            (plan?, listed)
         };
         Ok(merge_plans(
             plan,

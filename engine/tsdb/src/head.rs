@@ -819,20 +819,13 @@ impl Head {
                 }
                 out
             };
-        if live.len() < PARALLEL_LABELS || lookout_storage::cores() < 2 {
+        if live.len() < PARALLEL_LABELS {
             return build(&live);
         }
         let (first, second) = live.split_at(live.len() / 2);
-        std::thread::scope(|scope| {
-            let second = scope.spawn(|| build(second));
-            let mut out = build(first);
-            out.extend(
-                second
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
-            out
-        })
+        let (mut out, second) = lookout_storage::join(|| build(first), || build(second));
+        out.extend(second);
+        out
     }
 
     /// Samples of one series in `[mint, maxt]` appended to `out`; `false` if the series is

@@ -258,22 +258,19 @@ fn push_result(out: &mut String, value: &QueryValue) {
         QueryValue::Matrix(series) => {
             out.push('[');
             let points: usize = series.iter().map(|one| one.points.len()).sum();
-            if points < PARALLEL_POINTS || series.len() < 2 || lookout_storage::cores() < 2 {
+            if points < PARALLEL_POINTS || series.len() < 2 {
                 push_series_list(out, series);
             } else {
                 // A large matrix is written in two halves at once, joined with a comma.
                 let (first, second) = series.split_at(series.len() / 2);
-                let second = std::thread::scope(|scope| {
-                    let second = scope.spawn(|| {
+                let ((), second) = lookout_storage::join(
+                    || push_series_list(out, first),
+                    || {
                         let mut text = String::with_capacity(encoded_series_size(second));
                         push_series_list(&mut text, second);
                         text
-                    });
-                    push_series_list(out, first);
-                    second
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                });
+                    },
+                );
                 out.push(',');
                 out.push_str(&second);
             }
